@@ -1,0 +1,42 @@
+"""The app factory: wires settings, logging, errors, CORS and blueprints, and nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from flask_cors import CORS
+
+from app import errors, logs
+from app.api.health import bp as health_bp
+from app.api.routes import make_blueprint
+from app.backend import build_backend
+from app.settings import Settings, load_settings
+
+EXPOSED_HEADERS = ["X-Request-ID", "openai-poll-after-ms", "Retry-After", "x-should-retry", "Idempotent-Replayed"]
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app; settings are read from the environment when not given."""
+    settings = settings or load_settings()
+    logs.configure(settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["backend"] = build_backend(settings)
+
+    logs.init_app(app)
+    errors.init_app(app)
+    CORS(app, origins=list(settings.cors_origins), expose_headers=EXPOSED_HEADERS, max_age=600)
+    app.register_blueprint(health_bp)
+    app.register_blueprint(make_blueprint("openai", "/api/openai"))
+    for assistant in settings.assistant_types:
+        app.register_blueprint(make_blueprint(f"type_{assistant.name}", f"/api/assistants/{assistant.name}", assistant.name))
+
+    log = logging.getLogger("app")
+    if settings.auth_mode == "none":
+        log.warning("AUTH_MODE=none: every caller is the same anonymous user; for local development only")
+    if settings.offline:
+        log.warning("OFFLINE UPSTREAM: answers are echo replies from the built-in simulator, not OpenAI")
+    log.info("engine %s, assistant types: %s", settings.engine, ", ".join(t.name for t in settings.assistant_types))
+    return app

@@ -1,0 +1,28 @@
+"""`/healthz` (the process serves) and `/readyz` (configuration and database answer)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify
+
+from app.backend import backend
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger("app.health")
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    b = backend()
+    try:
+        b.records.ping()
+    except Exception as exc:  # any database failure means "not ready"
+        log.warning("readiness: database does not answer: %s", exc.__class__.__name__)
+        return jsonify(status="unavailable", error="The database does not answer."), 503
+    return jsonify(status="ok", engine=b.settings.engine, offline=b.settings.offline)

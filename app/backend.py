@@ -1,0 +1,69 @@
+"""The per-process parts the views share: settings, engine, records, poll schedule, capacity."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from flask import current_app
+
+from app.db import make_engine
+from app.engines.assistants import AssistantsEngine
+from app.engines.client import make_client
+from app.engines.responses import ResponsesEngine
+from app.records import Records
+from app.settings import Settings
+from app.waiting import PollSchedule
+
+ENGINES = {"assistants": AssistantsEngine, "responses": ResponsesEngine}
+
+
+class Capacity:
+    """Counts the runs this process is waiting for, up to a limit (0: none)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.inflight = 0
+        self._lock = threading.Lock()
+
+    def try_take(self) -> bool:
+        with self._lock:
+            if self.limit and self.inflight >= self.limit:
+                return False
+            self.inflight += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.inflight -= 1
+
+
+@dataclass
+class Backend:
+    """What a request needs beyond itself; one per process."""
+
+    settings: Settings
+    engine: object
+    records: Records
+    schedule: PollSchedule
+    capacity: Capacity = field(default_factory=lambda: Capacity(0))
+
+
+def build_backend(settings: Settings) -> Backend:
+    """Wire the engine, the database and the wait strategy from the settings."""
+    if settings.wait_strategy == "fixed":
+        schedule = PollSchedule.fixed(1000)
+    else:
+        schedule = PollSchedule(first_ms=settings.poll_first_ms, max_ms=settings.poll_max_ms)
+    return Backend(
+        settings=settings,
+        engine=ENGINES[settings.engine](make_client(settings)),
+        records=Records(make_engine(settings.database_url)),
+        schedule=schedule,
+        capacity=Capacity(settings.max_inflight_runs),
+    )
+
+
+def backend() -> Backend:
+    """The backend of the current app."""
+    return current_app.extensions["backend"]

@@ -1,0 +1,85 @@
+"""The Assistants v2 engine: for upstreams that still speak `/v1/threads`.
+
+Its objects already have the contract's shapes, so translation is a dump of
+the SDK model; an assistant type resolves to its configured `asst_...` ID.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import openai
+
+from app.engines.base import MessagePage, Poll
+from app.engines.client import translated_errors
+
+
+def _plain(model) -> dict:
+    return model.model_dump(mode="json")
+
+
+class AssistantsEngine:
+    """Threads, messages and runs on an Assistants v2 upstream."""
+
+    name = "assistants"
+    full_message_lists = True
+
+    def __init__(self, client: openai.OpenAI):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.threads = client.beta.threads
+            # wait_for_run retries polls itself, inside its own deadline.
+            self.polling_runs = client.with_options(max_retries=0).beta.threads.runs
+
+    def _call(self, what, fn, *args, **kwargs):
+        with translated_errors(what), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return fn(*args, **kwargs)
+
+    def create_thread(self, messages, metadata):
+        thread = self._call("create thread", self.threads.create, messages=messages, metadata=metadata or openai.omit)
+        return _plain(thread), []
+
+    def get_thread(self, thread_id):
+        return _plain(self._call("retrieve thread", self.threads.retrieve, thread_id))
+
+    def delete_thread(self, thread_id):
+        self._call("delete thread", self.threads.delete, thread_id)
+        return {"id": thread_id, "object": "thread.deleted", "deleted": True}
+
+    def add_message(self, thread_id, role, text, metadata):
+        message = self._call(
+            "add message", self.threads.messages.create, thread_id, role=role, content=text, metadata=metadata or openai.omit
+        )
+        return _plain(message)
+
+    def list_messages(self, thread_id, page: MessagePage):
+        params = {k: v for k, v in vars(page).items() if v is not None}
+        listed = self._call("list messages", self.threads.messages.list, thread_id, **params)
+        data = [_plain(m) for m in listed.data]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": bool(listed.has_more),
+        }
+
+    def create_run(self, thread_id, assistant, temperature, top_p):
+        run = self._call(
+            "create run",
+            self.threads.runs.create,
+            thread_id,
+            assistant_id=assistant.assistant_id,
+            temperature=temperature if temperature is not None else openai.omit,
+            top_p=top_p if top_p is not None else openai.omit,
+        )
+        return _plain(run)
+
+    def get_run(self, thread_id, run_id):
+        raw = self._call("retrieve run", self.polling_runs.with_raw_response.retrieve, run_id, thread_id=thread_id)
+        hint = raw.headers.get("openai-poll-after-ms")
+        return Poll(_plain(raw.parse()), int(hint) if hint and hint.isdigit() else None)
+
+    def cancel_run(self, thread_id, run_id):
+        return _plain(self._call("cancel run", self.threads.runs.cancel, run_id, thread_id=thread_id))

@@ -1,0 +1,220 @@
+"""The Responses + Conversations engine, the default since the Assistants API shut down.
+
+A thread is a conversation, a message is a conversation message item, and a run
+is a background response on that conversation. Everything is translated into
+the Assistants v2 shapes here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import openai
+
+from app.engines.base import MessagePage, Poll, UpstreamError, UpstreamNotFound
+from app.engines.client import translated_errors
+
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "incomplete", "requires_action"})
+
+
+def _text_of(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(getattr(part, "text", "") or "" for part in content or [])
+
+
+def _message(item, thread_id: str, created_at: int | None, run_id=None, assistant_id=None) -> dict:
+    return {
+        "id": item.id,
+        "object": "thread.message",
+        "created_at": created_at,
+        "thread_id": thread_id,
+        "role": item.role,
+        "content": [{"type": "text", "text": {"value": _text_of(item.content), "annotations": []}}],
+        "assistant_id": assistant_id,
+        "run_id": run_id,
+        "attachments": [],
+        "metadata": {},
+        "status": "completed",
+        "completed_at": None,
+        "incomplete_at": None,
+        "incomplete_details": None,
+    }
+
+
+def _usage(usage) -> dict | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _required_action(calls) -> dict:
+    tool_calls = [
+        {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
+    ]
+    return {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": tool_calls}}
+
+
+def _run(response, thread_id: str) -> dict:
+    """A background response in the shape of an Assistants run."""
+    metadata = dict(response.metadata or {})
+    assistant_id = metadata.pop("assistant_id", None)
+    status = response.status
+    calls = [o for o in response.output or [] if o.type == "function_call"]
+    if status == "completed" and calls:
+        status = "requires_action"
+    ended_at = getattr(response, "completed_at", None) or (time.time() if status in FINAL_STATUSES else None)
+    ended_at = int(ended_at) if ended_at is not None else None
+    error = response.error
+    return {
+        "id": response.id,
+        "object": "thread.run",
+        "created_at": int(response.created_at),
+        "thread_id": thread_id,
+        "assistant_id": assistant_id,
+        "status": status,
+        "started_at": None if status == "queued" else int(response.created_at),
+        "completed_at": ended_at if status in ("completed", "incomplete") else None,
+        "cancelled_at": ended_at if status == "cancelled" else None,
+        "failed_at": ended_at if status == "failed" else None,
+        "expires_at": None,
+        "last_error": {"code": error.code, "message": error.message} if error else None,
+        "incomplete_details": {"reason": response.incomplete_details.reason} if response.incomplete_details else None,
+        "model": response.model,
+        "instructions": response.instructions,
+        "tools": [],
+        "metadata": metadata,
+        "usage": _usage(response.usage),
+        "temperature": response.temperature,
+        "top_p": response.top_p,
+        "required_action": _required_action(calls) if status == "requires_action" else None,
+        "response_format": "auto",
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "truncation_strategy": {"type": "auto", "last_messages": None},
+        "max_prompt_tokens": None,
+        "max_completion_tokens": None,
+    }
+
+
+class ResponsesEngine:
+    """Threads, messages and runs on the Responses and Conversations APIs."""
+
+    name = "responses"
+    # Conversation items carry no creation time or run, and can't be listed
+    # `before` an item or by run: the backend's record fills those in.
+    full_message_lists = False
+
+    def __init__(self, client: openai.OpenAI):
+        self.conversations = client.conversations
+        self.responses = client.responses
+        # wait_for_run retries polls itself, inside its own deadline.
+        self.polling_responses = client.with_options(max_retries=0).responses
+
+    def create_thread(self, messages, metadata):
+        with translated_errors("create thread"):
+            conversation = self.conversations.create(metadata=metadata or openai.omit)
+        thread = self._thread(conversation)
+        # Added apart from the conversation, so that their item IDs come back.
+        try:
+            added = [self.add_message(thread["id"], m["role"], m["content"], None) for m in messages]
+        except UpstreamError:
+            with contextlib.suppress(UpstreamError):
+                self.delete_thread(thread["id"])
+            raise
+        return thread, added
+
+    @staticmethod
+    def _thread(conversation) -> dict:
+        return {
+            "id": conversation.id,
+            "object": "thread",
+            "created_at": int(conversation.created_at),
+            "metadata": dict(conversation.metadata or {}),
+            "tool_resources": {},
+        }
+
+    def get_thread(self, thread_id):
+        with translated_errors("retrieve thread"):
+            return self._thread(self.conversations.retrieve(thread_id))
+
+    def delete_thread(self, thread_id):
+        with translated_errors("delete thread"):
+            self.conversations.delete(thread_id)
+        return {"id": thread_id, "object": "thread.deleted", "deleted": True}
+
+    def add_message(self, thread_id, role, text, metadata):
+        item = {"type": "message", "role": role, "content": text}
+        with translated_errors("add message"):
+            created = self.conversations.items.create(thread_id, items=[item])
+        message = _message(created.data[0], thread_id, int(time.time()))
+        message["metadata"] = dict(metadata or {})
+        return message
+
+    def list_messages(self, thread_id, page: MessagePage):
+        """Message items only, skipping tool and reasoning items across upstream pages."""
+        data, after, has_more = [], page.after, True
+        with translated_errors("list messages"):
+            while has_more and len(data) <= page.limit:
+                listed = self.conversations.items.list(thread_id, limit=100, order=page.order, after=after or openai.omit)
+                for item in listed.data:
+                    if item.type == "message":
+                        data.append(_message(item, thread_id, None))
+                has_more, after = bool(listed.has_more), listed.last_id
+        more = len(data) > page.limit or has_more
+        data = data[: page.limit]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": more,
+        }
+
+    def create_run(self, thread_id, assistant, temperature, top_p):
+        with translated_errors("create run"):
+            response = self.responses.create(
+                model=assistant.model,
+                instructions=assistant.instructions or openai.omit,
+                conversation=thread_id,
+                input=[],
+                background=True,
+                store=True,
+                temperature=temperature if temperature is not None else openai.omit,
+                top_p=top_p if top_p is not None else openai.omit,
+                metadata={"assistant_id": assistant.assistant_id or assistant.name},
+            )
+        return _run(response, thread_id)
+
+    def _checked(self, response, thread_id):
+        conversation = getattr(response, "conversation", None)
+        if conversation is None or conversation.id != thread_id:
+            raise UpstreamNotFound(f"No run found with id '{response.id}'.")
+        return _run(response, thread_id)
+
+    def get_run(self, thread_id, run_id):
+        with translated_errors("retrieve run"):
+            raw = self.polling_responses.with_raw_response.retrieve(run_id)
+            response = raw.parse()
+        run = self._checked(response, thread_id)
+        hint = raw.headers.get("openai-poll-after-ms")
+        produced = ()
+        if run["status"] in ("completed", "incomplete"):
+            ended = run["completed_at"]
+            produced = tuple(
+                _message(o, thread_id, ended, run_id=run["id"], assistant_id=run["assistant_id"])
+                for o in response.output
+                if o.type == "message"
+            )
+        return Poll(run, int(hint) if hint and hint.isdigit() else None, produced)
+
+    def cancel_run(self, thread_id, run_id):
+        with translated_errors("retrieve run"):
+            self._checked(self.responses.retrieve(run_id), thread_id)
+        with translated_errors("cancel run"):
+            return _run(self.responses.cancel(run_id), thread_id)

@@ -1,0 +1,88 @@
+"""Log lines: a request id on every one, text or JSON, an access line per request, no secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, g, has_request_context, request
+
+from app.redaction import redact
+from app.settings import Settings
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("app.access")
+
+
+class _RequestContext(logging.Filter):
+    """Adds the request id and takes secrets out of every record."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        message = record.getMessage()
+        cleaned = redact(message, self.secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure(settings: Settings) -> None:
+    """Route the app's loggers to stderr in the configured format and level."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_RequestContext([settings.openai_api_key or "", settings.jwt_key or "", *settings.api_tokens]))
+    if settings.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    logger = logging.getLogger("app")
+    logger.handlers[:] = [handler]
+    logger.setLevel(settings.log_level)
+    logger.propagate = False
+
+
+def init_app(app: Flask) -> None:
+    """Give each request an id (taken from X-Request-ID when sane) and log one access line."""
+
+    @app.before_request
+    def start():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "-")
+        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        access_log.info(
+            "%s %s %d %.1fms user=%s",
+            request.method,
+            request.path,
+            response.status_code,
+            elapsed_ms,
+            g.get("user", "-"),
+            extra={"fields": {"method": request.method, "path": request.path, "status": response.status_code,
+                              "ms": round(elapsed_ms, 1), "user": g.get("user", "-")}},
+        )
+        return response

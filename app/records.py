@@ -1,0 +1,195 @@
+"""What the backend remembers: thread owners and locks, run snapshots, messages, idempotent answers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import sqlalchemy as sa
+
+from app.db import idempotency, messages, runs, threads
+from app.engines.base import MessagePage
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
+class Records:
+    """Queries on the backend's database, one short transaction each."""
+
+    def __init__(self, engine: sa.Engine, clock=time.time):
+        self.db = engine
+        self.clock = clock
+
+    # threads and their active-run lock
+
+    def add_thread(self, thread_id: str, owner: str, engine: str) -> None:
+        with self.db.begin() as conn:
+            conn.execute(threads.insert().values(id=thread_id, owner=owner, engine=engine, created_at=self.clock()))
+
+    def thread_owner(self, thread_id: str) -> str | None:
+        with self.db.connect() as conn:
+            return conn.execute(sa.select(threads.c.owner).where(threads.c.id == thread_id)).scalar()
+
+    def forget_thread(self, thread_id: str) -> None:
+        with self.db.begin() as conn:
+            conn.execute(messages.delete().where(messages.c.thread_id == thread_id))
+            conn.execute(runs.delete().where(runs.c.thread_id == thread_id))
+            conn.execute(threads.delete().where(threads.c.id == thread_id))
+
+    def lock_thread(self, thread_id: str, holder: str, seconds: float) -> bool:
+        """Take the thread's active-run lock unless another live holder has it."""
+        now = self.clock()
+        free = sa.or_(threads.c.lock_until.is_(None), threads.c.lock_until < now)
+        with self.db.begin() as conn:
+            taken = conn.execute(
+                threads.update()
+                .where(threads.c.id == thread_id, free)
+                .values(lock_run=holder, lock_until=now + seconds)
+            )
+            return taken.rowcount == 1
+
+    def relabel_lock(self, thread_id: str, holder: str, run_id: str) -> None:
+        with self.db.begin() as conn:
+            conn.execute(threads.update().where(threads.c.id == thread_id, threads.c.lock_run == holder).values(lock_run=run_id))
+
+    def unlock_thread(self, thread_id: str, holder: str) -> None:
+        with self.db.begin() as conn:
+            conn.execute(
+                threads.update()
+                .where(threads.c.id == thread_id, threads.c.lock_run == holder)
+                .values(lock_run=None, lock_until=None)
+            )
+
+    def active_run(self, thread_id: str) -> str | None:
+        """The run holding the thread's lock, if the lock is still live."""
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(threads.c.lock_run, threads.c.lock_until).where(threads.c.id == thread_id)).first()
+        if row is None or row.lock_until is None or row.lock_until < self.clock():
+            return None
+        return row.lock_run
+
+    # runs
+
+    def save_run(self, run: dict, owner: str, assistant_type: str, final: bool) -> None:
+        """Insert or update the run's snapshot; owner and type are set once."""
+        values = dict(status=run["status"], snapshot=json.dumps(run), finished_at=self.clock() if final else None)
+        with self.db.begin() as conn:
+            updated = conn.execute(runs.update().where(runs.c.id == run["id"]).values(**values))
+            if updated.rowcount == 0:
+                conn.execute(
+                    runs.insert().values(
+                        id=run["id"],
+                        thread_id=run["thread_id"],
+                        owner=owner,
+                        assistant_type=assistant_type,
+                        created_at=self.clock(),
+                        **values,
+                    )
+                )
+
+    def run(self, run_id: str) -> tuple[dict, bool] | None:
+        """The recorded snapshot of a run and whether it was final."""
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(runs.c.snapshot, runs.c.finished_at).where(runs.c.id == run_id)).first()
+        return None if row is None else (json.loads(row.snapshot), row.finished_at is not None)
+
+    # messages
+
+    def add_messages(self, thread_id: str, items: list[dict], run_id: str | None = None) -> None:
+        if not items:
+            return
+        with self.db.begin() as conn:
+            known = set(conn.execute(sa.select(messages.c.id).where(messages.c.id.in_([m["id"] for m in items]))).scalars())
+            fresh = [m for m in items if m["id"] not in known]
+            if fresh:
+                conn.execute(
+                    messages.insert(),
+                    [dict(id=m["id"], thread_id=thread_id, run_id=run_id or m.get("run_id"), body=json.dumps(m)) for m in fresh],
+                )
+
+    def complete_messages(self, thread_id: str, listed: list[dict]) -> list[dict]:
+        """Upstream messages with what the record knows of them; unknown ones are learned now."""
+        if not listed:
+            return listed
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.select(messages.c.id, messages.c.body).where(messages.c.id.in_([m["id"] for m in listed])))
+            known = {row.id: json.loads(row.body) for row in rows}
+        unknown = [dict(m, created_at=int(self.clock())) for m in listed if m["id"] not in known]
+        self.add_messages(thread_id, unknown)
+        known.update((m["id"], m) for m in unknown)
+        return [known[m["id"]] for m in listed]
+
+    def list_messages(self, thread_id: str, page: MessagePage) -> dict:
+        """A message list answered from the record, with OpenAI's cursor semantics."""
+        query = sa.select(messages.c.seq, messages.c.body).where(messages.c.thread_id == thread_id)
+        if page.run_id:
+            query = query.where(messages.c.run_id == page.run_id)
+        newest_first = page.order == "desc"
+        with self.db.connect() as conn:
+            # Walking "before" a cursor means walking the other way from it, then turning the page round.
+            walk_backwards = page.before is not None
+            for cursor, backwards in ((page.after, False), (page.before, True)):
+                if cursor is None:
+                    continue
+                seq = conn.execute(
+                    sa.select(messages.c.seq).where(messages.c.id == cursor, messages.c.thread_id == thread_id)
+                ).scalar()
+                if seq is None:
+                    return {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+                seq_above = newest_first == backwards
+                query = query.where(messages.c.seq > seq if seq_above else messages.c.seq < seq)
+            descending = newest_first != walk_backwards
+            query = query.order_by(messages.c.seq.desc() if descending else messages.c.seq.asc()).limit(page.limit + 1)
+            rows = conn.execute(query).all()
+        has_more = len(rows) > page.limit
+        rows = rows[: page.limit]
+        if walk_backwards:
+            rows.reverse()
+        data = [json.loads(r.body) for r in rows]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+
+    # idempotency keys
+
+    def claim_idempotency_key(self, owner: str, key: str, fingerprint: str) -> dict | None:
+        """Claim the key for a new request, or return what its first use recorded.
+
+        The returned dict has `fingerprint`, and `status_code`, `body`, `headers` once the
+        first request has finished (status_code None while it is still running).
+        """
+        now = self.clock()
+        with self.db.begin() as conn:
+            conn.execute(idempotency.delete().where(idempotency.c.created_at < now - IDEMPOTENCY_TTL_SECONDS))
+            row = conn.execute(
+                sa.select(idempotency).where(idempotency.c.owner == owner, idempotency.c.key == key)
+            ).first()
+            if row is not None:
+                return dict(row._mapping)
+            try:
+                with conn.begin_nested():
+                    conn.execute(idempotency.insert().values(owner=owner, key=key, fingerprint=fingerprint, created_at=now))
+            except sa.exc.IntegrityError:
+                return {"fingerprint": fingerprint, "status_code": None, "body": None, "headers": None}
+        return None
+
+    def finish_idempotency_key(self, owner: str, key: str, status_code: int, body: str, headers: dict) -> None:
+        with self.db.begin() as conn:
+            conn.execute(
+                idempotency.update()
+                .where(idempotency.c.owner == owner, idempotency.c.key == key)
+                .values(status_code=status_code, body=body, headers=json.dumps(headers))
+            )
+
+    def release_idempotency_key(self, owner: str, key: str) -> None:
+        """Forget a key whose request could not be answered, so that a retry may run."""
+        with self.db.begin() as conn:
+            conn.execute(idempotency.delete().where(idempotency.c.owner == owner, idempotency.c.key == key))
+
+    def ping(self) -> None:
+        with self.db.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))

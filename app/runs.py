@@ -1,0 +1,130 @@
+"""Runs: start one and wait for it on the server, retrieve one, cancel one."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from app.backend import Backend
+from app.engines.base import Poll, UpstreamError, UpstreamNotFound
+from app.errors import NO_RETRY, ApiError, not_found, thread_busy
+from app.threads import require_thread
+from app.waiting import ACTIVE_STATUSES, PollSchedule, outcome_of, wait_for_run
+
+log = logging.getLogger("app.runs")
+
+# After a cancel, how long to wait for the upstream to confirm it, so that the
+# thread takes the next message. Part of the timeout chain (see README).
+CANCEL_GRACE_SECONDS = 5.0
+# The lock outlives the wait by this much, for the cancel and the bookkeeping.
+LOCK_MARGIN_SECONDS = CANCEL_GRACE_SECONDS + 10.0
+
+
+def _remember(backend: Backend, poll: Poll, owner: str, assistant_type: str) -> None:
+    run = poll.run
+    final = run["status"] not in ACTIVE_STATUSES
+    backend.records.save_run(run, owner, assistant_type, final)
+    if poll.messages:
+        backend.records.add_messages(run["thread_id"], list(poll.messages), run_id=run["id"])
+
+
+def _cancel_and_settle(backend: Backend, thread_id: str, run_id: str) -> Poll | None:
+    """Cancel the run upstream and wait briefly until the cancel has taken."""
+    try:
+        cancelled = backend.engine.cancel_run(thread_id, run_id)
+    except UpstreamError as exc:
+        log.warning("run %s: cancel failed: %s", run_id, exc)
+        return None
+    settled = wait_for_run(
+        lambda: backend.engine.get_run(thread_id, run_id),
+        cancelled,
+        timeout=CANCEL_GRACE_SECONDS,
+        schedule=PollSchedule(first_ms=50, max_ms=500),
+    )
+    log.info("run %s: cancelled upstream, now %s", run_id, settled.run["status"])
+    return Poll(settled.run)
+
+
+def start_and_wait(backend: Backend, owner: str, thread_id: str, assistant, temperature, top_p):
+    """Start a run, wait for its end, and return (HTTP status, body, headers)."""
+    require_thread(backend, owner, thread_id)
+    settings = backend.settings
+    holder = f"starting-{uuid.uuid4().hex}"
+    if not backend.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
+        raise thread_busy(thread_id, backend.records.active_run(thread_id))
+    try:
+        run = backend.engine.create_run(thread_id, assistant, temperature, top_p)
+        backend.records.relabel_lock(thread_id, holder, run["id"])
+        holder = run["id"]
+        backend.records.save_run(run, owner, assistant.name, final=False)
+        log.info("run %s created on %s (status %s, type %s)", run["id"], thread_id, run["status"], assistant.name)
+
+        last = Poll(run)
+
+        def get_run():
+            nonlocal last
+            last = backend.engine.get_run(thread_id, run["id"])
+            return last
+
+        result = wait_for_run(get_run, run, timeout=settings.run_timeout_seconds, schedule=backend.schedule)
+        outcome, error = outcome_of(result, settings.run_timeout_seconds)
+        log.info(
+            "run %s final status %s after %.2fs (%d polls, %d transient errors) -> HTTP %d",
+            run["id"],
+            "timeout" if result.timed_out else result.run["status"],
+            result.waited,
+            result.polls,
+            result.transient_errors,
+            outcome.http_status,
+        )
+        must_cancel = result.run["status"] == "requires_action" or (result.timed_out and settings.run_cancel_on_timeout)
+        if must_cancel:
+            last = _cancel_and_settle(backend, thread_id, run["id"]) or Poll(result.run)
+        _remember(backend, last, owner, assistant.name)
+    finally:
+        backend.records.unlock_thread(thread_id, holder)
+
+    if error is None:
+        return outcome.http_status, result.run, {}
+    body = {"error": error, "runStatus": result.run["status"], "run": result.run}
+    return outcome.http_status, body, NO_RETRY
+
+
+def _owned_run_record(backend: Backend, thread_id: str, run_id: str):
+    recorded = backend.records.run(run_id)
+    if recorded is not None and recorded[0]["thread_id"] != thread_id:
+        raise not_found("run", run_id)
+    return recorded
+
+
+def retrieve(backend: Backend, owner: str, thread_id: str, run_id: str):
+    """The run now, without waiting; from the record once it has ended."""
+    require_thread(backend, owner, thread_id)
+    recorded = _owned_run_record(backend, thread_id, run_id)
+    if recorded is not None and recorded[1]:
+        return recorded[0], None
+    try:
+        poll = backend.engine.get_run(thread_id, run_id)
+    except UpstreamNotFound:
+        if recorded is None:
+            raise not_found("run", run_id) from None
+        return recorded[0], None  # the upstream has forgotten it; the record has not
+    if recorded is not None:
+        _remember(backend, poll, owner, "unknown")
+    poll_after = None
+    if poll.run["status"] in ACTIVE_STATUSES:
+        poll_after = poll.poll_after_ms or backend.settings.poll_max_ms
+    return poll.run, poll_after
+
+
+def cancel(backend: Backend, owner: str, thread_id: str, run_id: str) -> dict:
+    """Ask the upstream to cancel the run."""
+    require_thread(backend, owner, thread_id)
+    recorded = _owned_run_record(backend, thread_id, run_id)
+    if recorded is not None and recorded[1]:
+        status = recorded[0]["status"]
+        raise ApiError(400, f"Cannot cancel run with status '{status}'.")
+    run = backend.engine.cancel_run(thread_id, run_id)
+    if recorded is not None:
+        backend.records.save_run(run, owner, "unknown", final=run["status"] not in ACTIVE_STATUSES)
+    return run

@@ -1,0 +1,15 @@
+"""Alembic environment: the URL comes from the caller or from DATABASE_URL."""
+
+import os
+
+from alembic import context
+
+from app.db import make_engine, metadata
+
+url = context.config.attributes.get("database_url") or os.environ.get("DATABASE_URL", "sqlite:///instance/backend.db")
+engine = make_engine(url)
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=url.startswith("sqlite"))
+    with context.begin_transaction():
+        context.run_migrations()
+engine.dispose()

@@ -1,0 +1,16 @@
+"""The WSGI entry point: `gunicorn wsgi:app`, or `flask --app wsgi run`."""
+
+import sys
+
+from dotenv import load_dotenv
+
+from app import create_app
+from app.settings import ConfigError
+
+load_dotenv()
+try:
+    app = create_app()
+except ConfigError as error:
+    # One clear line; exit code 3 makes gunicorn stop the whole server instead of restarting the worker.
+    print(f"configuration error: {error}", file=sys.stderr)
+    sys.exit(3)
