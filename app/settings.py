@@ -205,7 +205,7 @@ def load_settings(env=None) -> Settings:
         wait_strategy=_choice(env, "WAIT_STRATEGY", "poll", WAIT_STRATEGIES),
         poll_first_ms=_number(env, "POLL_FIRST_MS", 100, int, low=1, high=60_000),
         poll_max_ms=_number(env, "POLL_MAX_MS", 1000, int, low=1, high=60_000),
-        upstream_timeout_seconds=_number(env, "UPSTREAM_TIMEOUT_SECONDS", 10.0, low=0.1, high=timeout),
+        upstream_timeout_seconds=_number(env, "UPSTREAM_TIMEOUT_SECONDS", min(10.0, timeout / 2), low=0.1, high=timeout),
         auth_mode=auth_mode,
         api_tokens=tokens,
         jwt_key=jwt_key,
