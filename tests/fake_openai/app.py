@@ -1,0 +1,194 @@
+"""The Flask app: OpenAI-style HTTP around the simulator state (auth, headers, errors, routes)."""
+
+import json
+import re
+import secrets
+
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException
+
+from . import assistants, control, responses
+from .errors import ApiError, bad_request, transient
+from .listing import parse_list_params
+from .state import FakeState
+
+NO_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using "
+    "Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if "
+    "you're accessing the API from your browser and are prompted for a username and password. You can "
+    "obtain an API key from https://platform.openai.com/account/api-keys."
+)
+BAD_JSON_MESSAGE = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
+    "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you "
+    "have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)"
+)
+BETA_MISSING_MESSAGE = (
+    "You must provide the 'OpenAI-Beta' header to access the Assistants API. "
+    "Please try again by setting the header 'OpenAI-Beta: assistants=v2'."
+)
+BETA_V1_MESSAGE = (
+    "The v1 Assistants API has been deprecated. Please try again by setting the header 'OpenAI-Beta: assistants=v2'."
+)
+_PLACEHOLDER = re.compile(r"<(?:\w+:)?(\w+)>")
+
+
+def mask_key(key):
+    """The key as OpenAI echoes it: a few leading characters, stars, the last four."""
+    head = 5 if len(key) >= 13 else 3
+    tail = 4 if len(key) >= head + 5 else 0
+    if len(key) <= head:
+        return key
+    return key[:head] + "*" * (len(key) - head - tail) + key[len(key) - tail :]
+
+
+def create_fake_app(api_key=None, default_duration=0.3, label=None):
+    """A WSGI app speaking the OpenAI subset; its state object is `app.fake`."""
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    app.json.compact = True
+    fake = FakeState(default_duration=default_duration, label=label)
+    app.fake = fake
+    templates = {}
+
+    def locked(operation, *args):
+        with fake.lock:
+            return operation(fake, *args)
+
+    def body():
+        if not request.data:
+            return {}
+        try:
+            parsed = json.loads(request.data)
+        except ValueError:
+            raise bad_request(BAD_JSON_MESSAGE) from None
+        if not isinstance(parsed, dict):
+            raise bad_request(BAD_JSON_MESSAGE)
+        return parsed
+
+    def polled(job_id, operation, *args):
+        # The poll counts (and may fail) before the lookup, like a flaky upstream in front of it.
+        if fake.record_poll(job_id):
+            raise transient(fake.config.fail_kind)
+        answer = locked(operation, *args)
+        headers = {}
+        if fake.config.poll_after_ms is not None:
+            headers["openai-poll-after-ms"] = str(fake.config.poll_after_ms)
+        return answer, 200, headers
+
+    @app.before_request
+    def guard():
+        if not request.path.startswith("/v1/"):
+            return
+        rule = request.url_rule
+        if rule is not None:
+            template = templates.get(rule.rule)
+            if template is None:
+                template = templates[rule.rule] = _PLACEHOLDER.sub(r"{\1}", rule.rule)
+            fake.count_request(f"{request.method} {template}")
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if not token:
+            raise ApiError(401, NO_KEY_MESSAGE)
+        if api_key is not None and token != api_key:
+            raise ApiError(
+                401,
+                f"Incorrect API key provided: {mask_key(token)}. "
+                "You can find your API key at https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
+        if request.path.startswith("/v1/threads"):
+            beta = request.headers.get("OpenAI-Beta", "")
+            if "assistants=v2" not in beta:
+                message = BETA_V1_MESSAGE if "assistants=v1" in beta else BETA_MISSING_MESSAGE
+                raise bad_request(message, code="invalid_beta")
+
+    @app.after_request
+    def request_id(response):
+        response.headers["x-request-id"] = "req_" + secrets.token_hex(16)
+        return response
+
+    @app.errorhandler(ApiError)
+    def api_error(error):
+        return error.body(), error.status, error.headers
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):
+        if error.code == 405:
+            message = f"Invalid method for URL ({request.method} {request.path})"
+        elif error.code == 404:
+            message = f"Invalid URL ({request.method} {request.path})"
+        else:
+            message = error.description
+        return ApiError(error.code, message).body(), error.code
+
+    # Assistants v2
+    @app.post("/v1/threads")
+    def create_thread():
+        return locked(assistants.create_thread, body())
+
+    @app.get("/v1/threads/<thread_id>")
+    def get_thread(thread_id):
+        return locked(assistants.get_thread, thread_id)
+
+    @app.delete("/v1/threads/<thread_id>")
+    def delete_thread(thread_id):
+        return locked(assistants.delete_thread, thread_id)
+
+    @app.post("/v1/threads/<thread_id>/messages")
+    def create_message(thread_id):
+        return locked(assistants.create_message, thread_id, body())
+
+    @app.get("/v1/threads/<thread_id>/messages")
+    def list_messages(thread_id):
+        params = parse_list_params(request.args)
+        return locked(assistants.list_messages, thread_id, params, request.args.get("run_id"))
+
+    @app.post("/v1/threads/<thread_id>/runs")
+    def create_run(thread_id):
+        return locked(assistants.create_run, thread_id, body())
+
+    @app.get("/v1/threads/<thread_id>/runs/<run_id>")
+    def get_run(thread_id, run_id):
+        return polled(run_id, assistants.get_run, thread_id, run_id)
+
+    @app.post("/v1/threads/<thread_id>/runs/<run_id>/cancel")
+    def cancel_run(thread_id, run_id):
+        return locked(assistants.cancel_run, thread_id, run_id)
+
+    # Conversations + Responses
+    @app.post("/v1/conversations")
+    def create_conversation():
+        return locked(responses.create_conversation, body())
+
+    @app.get("/v1/conversations/<conversation_id>")
+    def get_conversation(conversation_id):
+        return locked(responses.get_conversation, conversation_id)
+
+    @app.delete("/v1/conversations/<conversation_id>")
+    def delete_conversation(conversation_id):
+        return locked(responses.delete_conversation, conversation_id)
+
+    @app.post("/v1/conversations/<conversation_id>/items")
+    def create_items(conversation_id):
+        return locked(responses.create_items, conversation_id, body())
+
+    @app.get("/v1/conversations/<conversation_id>/items")
+    def list_items(conversation_id):
+        params = parse_list_params(request.args, allow_before=False)
+        return locked(responses.list_items, conversation_id, params)
+
+    @app.post("/v1/responses")
+    def create_response():
+        return locked(responses.create_response, body())
+
+    @app.get("/v1/responses/<response_id>")
+    def get_response(response_id):
+        return polled(response_id, responses.get_response, response_id)
+
+    @app.post("/v1/responses/<response_id>/cancel")
+    def cancel_response(response_id):
+        return locked(responses.cancel_response, response_id)
+
+    control.register(app, fake, body)
+    return app

@@ -1,0 +1,343 @@
+"""Assistants v2: threads, messages and runs. Every function expects `fake.lock` to be held."""
+
+import json
+
+from . import scripting
+from .errors import bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
+from .listing import list_body, paginate
+from .state import Job, alnum_id, epoch
+
+THREAD_PARAMS = {"messages", "metadata", "tool_resources"}
+MESSAGE_PARAMS = {"role", "content", "attachments", "metadata"}
+RUN_PARAMS = {
+    "assistant_id",
+    "model",
+    "instructions",
+    "additional_instructions",
+    "additional_messages",
+    "tools",
+    "metadata",
+    "temperature",
+    "top_p",
+    "stream",
+    "max_prompt_tokens",
+    "max_completion_tokens",
+    "truncation_strategy",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "reasoning_effort",
+}
+FAILURE_MESSAGE = "The fake upstream failed this run on purpose."
+
+
+class Thread:
+    """A thread: its messages oldest first, and the run currently holding it (if any)."""
+
+    def __init__(self, now, metadata):
+        self.id = alnum_id("thread_")
+        self.created_at = int(now)
+        self.metadata = metadata
+        self.messages = []
+        self.active = None
+
+    def to_api(self):
+        """The OpenAI `thread` object."""
+        return {
+            "id": self.id,
+            "object": "thread",
+            "created_at": self.created_at,
+            "metadata": dict(self.metadata),
+            "tool_resources": {},
+        }
+
+    def advance(self, now):
+        """Bring the active run up to date; release the thread once that run has ended."""
+        if self.active is not None:
+            self.active.advance(now)
+            if not self.active.active:
+                self.active = None
+
+    def latest_user_text(self):
+        """The text of the newest user message ("" if none)."""
+        for message in reversed(self.messages):
+            if message["role"] == "user":
+                return "\n".join(part["text"]["value"] for part in message["content"])
+        return ""
+
+
+def make_message(thread_id, role, texts, now, run=None, metadata=None, incomplete=False):
+    """A `thread.message` dict; stored as is and never mutated afterwards."""
+    at = int(now)
+    return {
+        "id": alnum_id("msg_"),
+        "object": "thread.message",
+        "created_at": at,
+        "assistant_id": run.assistant_id if run else None,
+        "thread_id": thread_id,
+        "run_id": run.id if run else None,
+        "role": role,
+        "content": [{"type": "text", "text": {"value": text, "annotations": []}} for text in texts],
+        "attachments": [],
+        "metadata": metadata or {},
+        "status": "incomplete" if incomplete else "completed",
+        "completed_at": None if incomplete else at,
+        "incomplete_at": at if incomplete else None,
+        "incomplete_details": {"reason": "max_tokens"} if incomplete else None,
+    }
+
+
+class Run(Job):
+    """A run on a thread; its status follows its script over wall-clock time."""
+
+    def __init__(self, thread, body, script, now, label):
+        super().__init__(alnum_id("run_"), script, now)
+        self.thread = thread
+        self.label = label
+        self.assistant_id = body["assistant_id"]
+        self.model = body.get("model") or "gpt-4o"
+        self.instructions = body.get("instructions") or ""
+        self.tools = body.get("tools") or []
+        self.metadata = body.get("metadata") or {}
+        self.temperature = body.get("temperature", 1.0)
+        self.top_p = body.get("top_p", 1.0)
+        self.required_action = None
+        self.last_error = None
+        self.incomplete_details = None
+        self.usage = None
+        self.completed_at = self.failed_at = self.cancelled_at = self.expired_at = None
+
+    def finish(self, outcome, at):
+        if outcome == "requires_action":
+            self.status = "requires_action"
+            self.required_action = _weather_tool_call()
+            return
+        self.status = outcome
+        self.required_action = None
+        reply = ""
+        if outcome in ("completed", "incomplete"):
+            partial = outcome == "incomplete"
+            reply = scripting.reply_text(self.script, self.label, partial=partial)
+            self.thread.messages.append(
+                make_message(self.thread.id, "assistant", [reply], at, run=self, incomplete=partial)
+            )
+            self.completed_at = at
+            if partial:
+                self.incomplete_details = {"reason": "max_completion_tokens"}
+        elif outcome == "failed":
+            self.failed_at = at
+            self.last_error = {"code": "server_error", "message": FAILURE_MESSAGE}
+        elif outcome == "cancelled":
+            self.cancelled_at = at
+        elif outcome == "expired":
+            self.expired_at = at
+        prompt = scripting.count_tokens(self.script.text)
+        completion = scripting.count_tokens(reply) if reply else 0
+        self.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def to_api(self):
+        """The OpenAI `thread.run` object as of the last `advance`."""
+        if self.status == "expired":
+            expires_at = self.expired_at
+        elif self.active:
+            expires_at = self.created + 600
+        else:
+            expires_at = None
+        return {
+            "id": self.id,
+            "object": "thread.run",
+            "created_at": epoch(self.created),
+            "assistant_id": self.assistant_id,
+            "thread_id": self.thread.id,
+            "status": self.status,
+            "started_at": epoch(self.started_at),
+            "expires_at": epoch(expires_at),
+            "cancelled_at": epoch(self.cancelled_at),
+            "failed_at": epoch(self.failed_at),
+            "completed_at": epoch(self.completed_at),
+            "required_action": self.required_action,
+            "last_error": self.last_error,
+            "model": self.model,
+            "instructions": self.instructions,
+            "tools": self.tools,
+            "metadata": self.metadata,
+            "incomplete_details": self.incomplete_details,
+            "usage": self.usage,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_prompt_tokens": None,
+            "max_completion_tokens": None,
+            "truncation_strategy": {"type": "auto", "last_messages": None},
+            "response_format": "auto",
+            "tool_choice": "auto",
+            "parallel_tool_calls": True,
+        }
+
+
+def _weather_tool_call():
+    return {
+        "type": "submit_tool_outputs",
+        "submit_tool_outputs": {
+            "tool_calls": [
+                {
+                    "id": alnum_id("call_"),
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})},
+                }
+            ]
+        },
+    }
+
+
+def _metadata(body):
+    metadata = body.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise invalid_type("metadata", "an object", metadata)
+    return metadata
+
+
+def _message_texts(content, param="content"):
+    """The text parts of a message `content` (a string or a list of text parts)."""
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list) or not content:
+        raise invalid_type(param, "a string or an array of content parts", content)
+    texts = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise bad_request(
+                f"Invalid '{param}[{index}]': the fake only supports text parts {{type: 'text', text: string}}.",
+                param=f"{param}[{index}]",
+            )
+        texts.append(part["text"])
+    return texts
+
+
+def _add_user_message(fake, thread, body, param_prefix=""):
+    if not isinstance(body, dict):
+        raise invalid_type(param_prefix or "body", "an object", body)
+    check_known_params(body, MESSAGE_PARAMS)
+    role = body.get("role")
+    if role is None:
+        raise missing_param(param_prefix + "role")
+    if role not in ("user", "assistant"):
+        raise invalid_value(param_prefix + "role", role, ("user", "assistant"))
+    if "content" not in body:
+        raise missing_param(param_prefix + "content")
+    texts = _message_texts(body["content"], param_prefix + "content")
+    message = make_message(thread.id, role, texts, fake.now(), metadata=_metadata(body))
+    thread.messages.append(message)
+    return message
+
+
+def create_thread(fake, body):
+    """POST /v1/threads."""
+    check_known_params(body, THREAD_PARAMS)
+    messages = body.get("messages") or []
+    if not isinstance(messages, list):
+        raise invalid_type("messages", "an array", messages)
+    thread = Thread(fake.now(), _metadata(body))
+    for index, message in enumerate(messages):
+        _add_user_message(fake, thread, message, f"messages[{index}].")
+    fake.threads[thread.id] = thread
+    return thread.to_api()
+
+
+def find_thread(fake, thread_id):
+    """The thread with this id, or the 404 OpenAI answers."""
+    thread = fake.threads.get(thread_id)
+    if thread is None:
+        raise not_found(f"No thread found with id '{thread_id}'.")
+    return thread
+
+
+def get_thread(fake, thread_id):
+    """GET /v1/threads/{id}."""
+    return find_thread(fake, thread_id).to_api()
+
+
+def delete_thread(fake, thread_id):
+    """DELETE /v1/threads/{id}."""
+    find_thread(fake, thread_id)
+    del fake.threads[thread_id]
+    return {"id": thread_id, "object": "thread.deleted", "deleted": True}
+
+
+def _refuse_if_locked(fake, thread):
+    thread.advance(fake.now())
+    if thread.active is not None:
+        raise bad_request(f"Can't add messages to {thread.id} while a run {thread.active.id} is active.")
+
+
+def create_message(fake, thread_id, body):
+    """POST /v1/threads/{id}/messages."""
+    thread = find_thread(fake, thread_id)
+    _refuse_if_locked(fake, thread)
+    return _add_user_message(fake, thread, body)
+
+
+def list_messages(fake, thread_id, params, run_id=None):
+    """GET /v1/threads/{id}/messages."""
+    thread = find_thread(fake, thread_id)
+    thread.advance(fake.now())
+    messages = thread.messages
+    if run_id:
+        messages = [m for m in messages if m["run_id"] == run_id]
+    return list_body(*paginate(messages, **params))
+
+
+def create_run(fake, thread_id, body):
+    """POST /v1/threads/{id}/runs."""
+    check_known_params(body, RUN_PARAMS)
+    thread = find_thread(fake, thread_id)
+    assistant_id = body.get("assistant_id")
+    if assistant_id is None:
+        raise missing_param("assistant_id")
+    if (
+        not isinstance(assistant_id, str)
+        or not assistant_id.startswith("asst_")
+        or assistant_id in fake.config.unknown_assistants
+    ):
+        raise not_found(f"No assistant found with id '{assistant_id}'.")
+    if body.get("stream"):
+        raise bad_request("streaming is not supported by the fake", param="stream")
+    thread.advance(fake.now())
+    if thread.active is not None:
+        raise bad_request(f"Thread {thread.id} already has an active run {thread.active.id}.")
+    extra = body.get("additional_messages") or []
+    if not isinstance(extra, list):
+        raise invalid_type("additional_messages", "an array", extra)
+    for index, message in enumerate(extra):
+        _add_user_message(fake, thread, message, f"additional_messages[{index}].")
+    script = scripting.parse(thread.latest_user_text(), fake.config.default_duration)
+    run = Run(thread, body, script, fake.now(), fake.label)
+    fake.runs[run.id] = run
+    fake.add_job(run)
+    thread.active = run
+    return run.to_api()
+
+
+def _find_run(fake, thread_id, run_id):
+    thread = find_thread(fake, thread_id)
+    run = fake.runs.get(run_id)
+    if run is None or run.thread is not thread:
+        raise not_found(f"No run found with id '{run_id}'.")
+    thread.advance(fake.now())
+    return run
+
+
+def get_run(fake, thread_id, run_id):
+    """GET /v1/threads/{id}/runs/{run_id}."""
+    return _find_run(fake, thread_id, run_id).to_api()
+
+
+def cancel_run(fake, thread_id, run_id):
+    """POST /v1/threads/{id}/runs/{run_id}/cancel: `cancelling` now, `cancelled` cancel_delay later."""
+    run = _find_run(fake, thread_id, run_id)
+    if run.status not in ("queued", "in_progress", "requires_action"):
+        raise bad_request(f"Cannot cancel run with status '{run.status}'.")
+    run.status = "cancelling"
+    run.cancel_at = fake.now() + fake.config.cancel_delay
+    return run.to_api()

@@ -1,0 +1,372 @@
+"""Conversations and background Responses. Every function expects `fake.lock` to be held."""
+
+import json
+
+from . import scripting
+from .errors import ApiError, bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
+from .listing import list_body, paginate
+from .state import Job, alnum_id, epoch, hex_id
+
+CONVERSATION_PARAMS = {"items", "metadata"}
+ITEMS_PARAMS = {"items"}
+RESPONSE_PARAMS = {
+    "model",
+    "input",
+    "instructions",
+    "conversation",
+    "background",
+    "store",
+    "temperature",
+    "top_p",
+    "metadata",
+    "max_output_tokens",
+    "max_tool_calls",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "text",
+    "reasoning",
+    "truncation",
+    "user",
+    "include",
+    "prompt_cache_key",
+    "safety_identifier",
+    "service_tier",
+    "stream",
+    "stream_options",
+    "top_logprobs",
+    "previous_response_id",
+    "prompt",
+}
+UNSUPPORTED = ("previous_response_id", "prompt")
+MESSAGE_ROLES = ("user", "assistant", "system", "developer")
+FAILURE_MESSAGE = "The fake upstream failed this run on purpose."
+LOCKED_MESSAGE = "Another process is currently operating on this conversation. Please retry in a few seconds."
+
+
+class Conversation:
+    """A conversation: its items oldest first, and the response currently holding it (if any)."""
+
+    def __init__(self, now, metadata):
+        self.id = hex_id("conv_")
+        self.created_at = int(now)
+        self.metadata = metadata
+        self.items = []
+        self.active = None
+
+    def to_api(self):
+        """The OpenAI `conversation` object."""
+        return {"id": self.id, "object": "conversation", "created_at": self.created_at, "metadata": dict(self.metadata)}
+
+    def advance(self, now):
+        """Bring the active response up to date; release the conversation once it has ended."""
+        if self.active is not None:
+            self.active.advance(now)
+            if not self.active.active:
+                self.active = None
+
+    def refuse_if_locked(self, now):
+        """The 400 OpenAI answers while a response is operating on this conversation."""
+        self.advance(now)
+        if self.active is not None:
+            raise bad_request(LOCKED_MESSAGE, code="conversation_locked")
+
+
+def message_item(role, text):
+    """A stored message item: input_text parts, or output_text for the assistant."""
+    return {
+        "type": "message",
+        "id": hex_id("msg_"),
+        "status": "completed",
+        "role": role,
+        "content": [_content_part(role, text)],
+    }
+
+
+def _content_part(role, text):
+    if role == "assistant":
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return {"type": "input_text", "text": text}
+
+
+def _parse_items(items, param):
+    """Turn request input items into stored conversation items (messages and tool outputs)."""
+    if isinstance(items, str):
+        return [message_item("user", items)]
+    if not isinstance(items, list):
+        raise invalid_type(param, "a string or an array of items", items)
+    return [_parse_item(item, f"{param}[{index}]") for index, item in enumerate(items)]
+
+
+def _parse_item(item, param):
+    if not isinstance(item, dict):
+        raise invalid_type(param, "an object", item)
+    kind = item.get("type", "message")
+    if kind == "function_call_output":
+        for key in ("call_id", "output"):
+            if key not in item:
+                raise missing_param(f"{param}.{key}")
+        return {
+            "type": "function_call_output",
+            "id": hex_id("fco_"),
+            "call_id": item["call_id"],
+            "output": item["output"],
+            "status": "completed",
+        }
+    if kind != "message":
+        raise bad_request(
+            f"Invalid '{param}.type': the fake only supports 'message' and 'function_call_output' items.",
+            param=f"{param}.type",
+        )
+    role = item.get("role")
+    if role is None:
+        raise missing_param(f"{param}.role")
+    if role not in MESSAGE_ROLES:
+        raise invalid_value(f"{param}.role", role, MESSAGE_ROLES)
+    content = item.get("content")
+    if content is None:
+        raise missing_param(f"{param}.content")
+    if isinstance(content, str):
+        texts = [content]
+    elif isinstance(content, list):
+        texts = []
+        for index, part in enumerate(content):
+            part_type = part.get("type") if isinstance(part, dict) else None
+            if part_type not in ("input_text", "output_text") or not isinstance(part.get("text"), str):
+                where = f"{param}.content[{index}]"
+                raise bad_request(f"Invalid '{where}': the fake only supports text parts.", param=where)
+            texts.append(part["text"])
+    else:
+        raise invalid_type(f"{param}.content", "a string or an array of content parts", content)
+    stored = message_item(role, texts[0] if texts else "")
+    stored["content"] = [_content_part(role, text) for text in texts]
+    return stored
+
+
+def _latest_user_text(items):
+    for item in reversed(items):
+        if item["type"] == "message" and item["role"] == "user":
+            return "\n".join(part["text"] for part in item["content"])
+    return ""
+
+
+class Response(Job):
+    """A background response; its status follows its script over wall-clock time."""
+
+    def __init__(self, conversation, body, script, now, label):
+        super().__init__(hex_id("resp_"), script, now)
+        self.conversation = conversation
+        self.label = label
+        self.model = body["model"]
+        self.instructions = body.get("instructions")
+        self.temperature = body.get("temperature", 1.0)
+        self.top_p = body.get("top_p", 1.0)
+        self.metadata = body.get("metadata") or {}
+        self.tools = body.get("tools") or []
+        self.max_output_tokens = body.get("max_output_tokens")
+        self.output = []
+        self.usage = None
+        self.error = None
+        self.incomplete_details = None
+        self.completed_at = None
+
+    def finish(self, outcome, at):
+        reply = ""
+        if outcome in ("completed", "incomplete"):
+            partial = outcome == "incomplete"
+            reply = scripting.reply_text(self.script, self.label, partial=partial)
+            item = message_item("assistant", reply)
+            if partial:
+                item["status"] = "incomplete"
+                self.incomplete_details = {"reason": "max_output_tokens"}
+            self.output = [item]
+        elif outcome == "requires_action":
+            self.output = [_weather_function_call()]
+            outcome = "completed"
+        elif outcome in ("failed", "expired"):
+            code = "server_error" if outcome == "failed" else "expired"
+            self.error = {"code": code, "message": FAILURE_MESSAGE}
+            outcome = "failed"
+        self.status = outcome
+        if outcome == "completed":
+            self.completed_at = at
+        if self.conversation is not None:
+            self.conversation.items.extend(self.output)
+        if outcome != "cancelled":
+            prompt = scripting.count_tokens(self.script.text)
+            completion = scripting.count_tokens(reply) if reply else 0
+            self.usage = {
+                "input_tokens": prompt,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": completion,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": prompt + completion,
+            }
+
+    def to_api(self):
+        """The OpenAI `response` object as of the last `advance`."""
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": epoch(self.created),
+            "status": self.status,
+            "background": True,
+            "completed_at": epoch(self.completed_at),
+            "conversation": {"id": self.conversation.id} if self.conversation else None,
+            "error": self.error,
+            "incomplete_details": self.incomplete_details,
+            "instructions": self.instructions,
+            "max_output_tokens": self.max_output_tokens,
+            "max_tool_calls": None,
+            "model": self.model,
+            "output": list(self.output),
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "prompt_cache_key": None,
+            "reasoning": {"effort": None, "summary": None},
+            "safety_identifier": None,
+            "service_tier": "default",
+            "store": True,
+            "temperature": self.temperature,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": self.tools,
+            "top_logprobs": 0,
+            "top_p": self.top_p,
+            "truncation": "disabled",
+            "usage": self.usage,
+            "user": None,
+            "metadata": self.metadata,
+        }
+
+
+def _weather_function_call():
+    return {
+        "type": "function_call",
+        "id": hex_id("fc_"),
+        "call_id": alnum_id("call_"),
+        "name": "get_weather",
+        "arguments": json.dumps({"city": "Paris"}),
+        "status": "completed",
+    }
+
+
+def _metadata(body):
+    metadata = body.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise invalid_type("metadata", "an object", metadata)
+    return metadata
+
+
+def find_conversation(fake, conversation_id):
+    """The conversation with this id, or the 404 OpenAI answers."""
+    conversation = fake.conversations.get(conversation_id)
+    if conversation is None:
+        raise not_found(f"Conversation with id '{conversation_id}' not found.")
+    return conversation
+
+
+def create_conversation(fake, body):
+    """POST /v1/conversations."""
+    check_known_params(body, CONVERSATION_PARAMS)
+    conversation = Conversation(fake.now(), _metadata(body))
+    conversation.items.extend(_parse_items(body.get("items") or [], "items"))
+    fake.conversations[conversation.id] = conversation
+    return conversation.to_api()
+
+
+def get_conversation(fake, conversation_id):
+    """GET /v1/conversations/{id}."""
+    return find_conversation(fake, conversation_id).to_api()
+
+
+def delete_conversation(fake, conversation_id):
+    """DELETE /v1/conversations/{id}."""
+    find_conversation(fake, conversation_id)
+    del fake.conversations[conversation_id]
+    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+
+def create_items(fake, conversation_id, body):
+    """POST /v1/conversations/{id}/items."""
+    check_known_params(body, ITEMS_PARAMS)
+    conversation = find_conversation(fake, conversation_id)
+    if "items" not in body:
+        raise missing_param("items")
+    if not isinstance(body["items"], list):
+        raise invalid_type("items", "an array", body["items"])
+    items = _parse_items(body["items"], "items")
+    conversation.refuse_if_locked(fake.now())
+    conversation.items.extend(items)
+    return list_body(items, False)
+
+
+def list_items(fake, conversation_id, params):
+    """GET /v1/conversations/{id}/items (no `before`, like the real endpoint)."""
+    conversation = find_conversation(fake, conversation_id)
+    conversation.advance(fake.now())
+    return list_body(*paginate(conversation.items, **params))
+
+
+def create_response(fake, body):
+    """POST /v1/responses (background only); input items join the conversation at once."""
+    check_known_params(body, RESPONSE_PARAMS)
+    for name in UNSUPPORTED:
+        if body.get(name) is not None:
+            raise bad_request(f"the fake does not support '{name}'", param=name)
+    if not body.get("model"):
+        raise missing_param("model")
+    if body.get("stream"):
+        raise bad_request("streaming is not supported by the fake", param="stream")
+    if body.get("background") is not True:
+        raise bad_request("the fake only supports background responses", param="background")
+    if body.get("store") is False:
+        raise bad_request("the fake only supports stored responses", param="store")
+    items = _parse_items(body.get("input") or [], "input")
+    conversation = None
+    ref = body.get("conversation")
+    if ref is not None:
+        conversation_id = ref.get("id") if isinstance(ref, dict) else ref
+        if not isinstance(conversation_id, str):
+            raise invalid_type("conversation", "a string or an object with an id", ref)
+        conversation = find_conversation(fake, conversation_id)
+        conversation.refuse_if_locked(fake.now())
+    history = conversation.items + items if conversation else items
+    script = scripting.parse(_latest_user_text(history), fake.config.default_duration)
+    response = Response(conversation, body, script, fake.now(), fake.label)
+    if conversation is not None:
+        conversation.items.extend(items)
+        conversation.active = response
+    fake.responses[response.id] = response
+    fake.add_job(response)
+    return response.to_api()
+
+
+def _find_response(fake, response_id):
+    response = fake.responses.get(response_id)
+    if response is None:
+        raise not_found(f"Response with id '{response_id}' not found.")
+    if response.conversation is not None:
+        response.conversation.advance(fake.now())
+    response.advance(fake.now())
+    return response
+
+
+def get_response(fake, response_id):
+    """GET /v1/responses/{id}."""
+    return _find_response(fake, response_id).to_api()
+
+
+def cancel_response(fake, response_id):
+    """POST /v1/responses/{id}/cancel: `cancelled` at once; idempotent once cancelled."""
+    response = _find_response(fake, response_id)
+    if response.status == "cancelled":
+        return response.to_api()
+    if not response.active:
+        raise ApiError(400, f"Cannot cancel a response with status '{response.status}'.")
+    response.settle("cancelled", fake.now())
+    if response.conversation is not None:
+        response.conversation.advance(fake.now())
+    return response.to_api()

@@ -1,0 +1,235 @@
+"""The simulator's in-memory state: knobs, counters, ids, and the wall-clock life of a run."""
+
+import random
+import secrets
+import string
+import threading
+import time
+
+from .errors import bad_request, not_found
+
+_ALNUM = string.ascii_letters + string.digits
+
+# Statuses after which a run/response never changes again.
+TERMINAL = frozenset({"completed", "failed", "incomplete", "cancelled", "expired"})
+
+
+def alnum_id(prefix, length=24):
+    """An Assistants-style id: prefix + random letters and digits."""
+    return prefix + "".join(random.choices(_ALNUM, k=length))
+
+
+def hex_id(prefix, nbytes=24):
+    """A Responses/Conversations-style id: prefix + random hex."""
+    return prefix + secrets.token_hex(nbytes)
+
+
+def epoch(t):
+    """Float epoch seconds -> the int seconds OpenAI shows (None stays None)."""
+    return None if t is None else int(t)
+
+
+class Config:
+    """The knobs tests and the benchmark may change at any time (plain attributes)."""
+
+    FAIL_KINDS = ("500", "503", "429")
+
+    def __init__(self, default_duration):
+        self._initial_duration = float(default_duration)
+        self.restore_defaults()
+
+    def restore_defaults(self):
+        """Put every knob back to its value at app creation."""
+        self.default_duration = self._initial_duration
+        self.poll_after_ms = None
+        self.fail_every_nth_poll = 0
+        self.fail_kind = "500"
+        self.cancel_delay = 0.05
+        self.unknown_assistants = set()
+
+    def update(self, values):
+        """Set knobs from a JSON object, validating each; unknown names are an error."""
+        converters = {
+            "default_duration": _non_negative_float,
+            "poll_after_ms": lambda v: None if v is None else _non_negative_int(v),
+            "fail_every_nth_poll": lambda v: 0 if v is None else _non_negative_int(v),
+            "fail_kind": self._fail_kind,
+            "cancel_delay": _non_negative_float,
+            "unknown_assistants": lambda v: set(v or ()),
+        }
+        parsed = {}
+        for name, value in values.items():
+            if name not in converters:
+                raise bad_request(f"unknown fake config knob '{name}'", param=name)
+            try:
+                parsed[name] = converters[name](value)
+            except (TypeError, ValueError) as exc:
+                raise bad_request(f"invalid value for fake config knob '{name}': {exc}", param=name) from None
+        for name, value in parsed.items():
+            setattr(self, name, value)
+
+    def as_dict(self):
+        """The knobs as JSON-friendly values."""
+        return {
+            "default_duration": self.default_duration,
+            "poll_after_ms": self.poll_after_ms,
+            "fail_every_nth_poll": self.fail_every_nth_poll,
+            "fail_kind": self.fail_kind,
+            "cancel_delay": self.cancel_delay,
+            "unknown_assistants": sorted(self.unknown_assistants),
+        }
+
+    def _fail_kind(self, value):
+        value = str(value)
+        if value not in self.FAIL_KINDS:
+            raise ValueError(f"expected one of {', '.join(self.FAIL_KINDS)}")
+        return value
+
+
+def _non_negative_float(value):
+    if isinstance(value, bool) or float(value) < 0:
+        raise ValueError("expected a number >= 0")
+    return float(value)
+
+
+def _non_negative_int(value):
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError("expected an integer >= 0")
+    return int(value)
+
+
+class Job:
+    """The timing shared by runs and responses; status is derived lazily from the clock.
+
+    `queued` for min(0.1 s, duration/4), then `in_progress`, then the scripted outcome at
+    exactly created + duration. `final_at` is the instant the current settled status
+    (terminal, or requires_action) began, or None while the job is still working.
+    """
+
+    def __init__(self, job_id, script, now):
+        self.id = job_id
+        self.script = script
+        self.outcome = script.outcome
+        self.created = now
+        self.start_at = now + min(0.1, script.duration / 4)
+        self.end_at = now + script.duration
+        self.status = "queued"
+        self.started_at = None
+        self.final_at = None
+        self.cancel_at = None  # when a requested cancel takes effect
+        self.polls = 0
+
+    @property
+    def active(self):
+        """True while the job still holds its thread/conversation."""
+        return self.status not in TERMINAL
+
+    def advance(self, now):
+        """Bring the status up to date with `now`, applying any transition that is due."""
+        if not self.active:
+            return
+        if self.cancel_at is not None:
+            if now >= self.cancel_at:
+                self.settle("cancelled", self.cancel_at)
+            return
+        if self.status == "requires_action" or now < self.start_at:
+            return
+        if self.status == "queued":
+            self.status = "in_progress"
+            self.started_at = self.start_at
+        if self.outcome != "never" and now >= self.end_at:
+            self.settle(self.outcome, self.end_at)
+
+    def settle(self, outcome, at):
+        """End (or park, for requires_action) the job with `outcome` at instant `at`."""
+        self.final_at = at
+        self.finish(outcome, at)
+
+    def finish(self, outcome, at):
+        """Apply `outcome` at instant `at` (sets `status`); subclasses add their side effects."""
+        raise NotImplementedError
+
+    def info(self):
+        """The control API's view of this job."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "final_at": self.final_at,
+            "created_at": self.created,
+            "polls": self.polls,
+        }
+
+
+class FakeState:
+    """Everything the simulator holds, guarded by one lock (`lock`) that callers take."""
+
+    def __init__(self, default_duration=0.3, label=None, clock=time.time):
+        self.lock = threading.Lock()
+        self.label = label
+        self.clock = clock
+        self.config = Config(default_duration)
+        self._clear()
+
+    def _clear(self):
+        self.threads = {}
+        self.runs = {}
+        self.conversations = {}
+        self.responses = {}
+        self.jobs = {}  # every run and response ever created, even forgotten ones
+        self.request_counts = {}
+        self.polls = 0
+        self.runs_created = 0
+
+    def now(self):
+        """The current time in float epoch seconds."""
+        return self.clock()
+
+    def reset(self):
+        """Forget all state and counters; knobs back to their defaults."""
+        with self.lock:
+            self._clear()
+            self.config.restore_defaults()
+
+    def add_job(self, job):
+        """Register a new run/response (lock held)."""
+        self.jobs[job.id] = job
+        self.runs_created += 1
+
+    def count_request(self, key):
+        """Count one API request under its "METHOD /route/{template}" key."""
+        with self.lock:
+            self.request_counts[key] = self.request_counts.get(key, 0) + 1
+
+    def record_poll(self, job_id):
+        """Count one GET of a run/response; True when this poll must fail (fail_every_nth_poll)."""
+        with self.lock:
+            self.polls += 1
+            job = self.jobs.get(job_id)
+            if job is not None:
+                job.polls += 1
+            nth = self.config.fail_every_nth_poll
+            return bool(nth) and self.polls % nth == 0
+
+    def stats(self):
+        """Request counts per route, total polls, and how many runs/responses were created."""
+        with self.lock:
+            return {
+                "requests": dict(self.request_counts),
+                "polls": self.polls,
+                "runs_created": self.runs_created,
+            }
+
+    def run_info(self, job_id):
+        """`{id, status, final_at, created_at, polls}` for a run_ or resp_ id (404 if unknown)."""
+        with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                raise not_found(f"No run or response found with id '{job_id}'.")
+            job.advance(self.now())
+            return job.info()
+
+    def forget(self, response_id):
+        """Drop a response from the API (later reads 404), as OpenAI's short retention would."""
+        with self.lock:
+            if self.responses.pop(response_id, None) is None:
+                raise not_found(f"Response with id '{response_id}' not found.")
