@@ -1,0 +1,66 @@
+"""The README's run command: with no key, the dev server answers from the offline upstream."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _call(base, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def dev_server(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ASSISTANT_", "AUTH_", "API_TOKENS"))}
+    env.update(PORT=str(port), DATABASE_URL=f"sqlite:///{tmp_path}/dev.db", OPENAI_API_KEY="", OPENAI_BASE_URL="")
+    log = (tmp_path / "server.log").open("w+")
+    server = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()
+                time.sleep(0.1)
+        yield base, tmp_path / "server.log"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_the_curl_session_gets_the_offline_reply_in_the_first_run_request(dev_server):
+    base, log = dev_server
+    thread = _call(base, "POST", "/api/openai/threads", {})
+    _call(base, "POST", f"/api/openai/threads/{thread['id']}/messages", {"role": "user", "content": "Hello!"})
+    run = _call(base, "POST", f"/api/openai/threads/{thread['id']}/runs", {"assistant_type": "curator"})
+    assert run["status"] == "completed"
+    messages = _call(base, "GET", f"/api/openai/threads/{thread['id']}/messages")
+    assert messages["data"][0]["content"][0]["text"]["value"] == "[offline upstream] Echo: Hello!"
+    said = log.read_text()
+    assert "OFFLINE" in said and "AUTH_MODE=none" in said
+    assert thread["id"].startswith("conv_")  # the default engine is responses

@@ -1,0 +1,80 @@
+"""`Idempotency-Key` on POST .../messages and .../runs: the first answer again, no new upstream call."""
+
+from __future__ import annotations
+
+import pytest
+
+RUN_CREATE = {"assistants": "POST /v1/threads/{thread_id}/runs", "responses": "POST /v1/responses"}
+
+
+def _upstream_writes(fake):
+    return sum(n for route, n in fake.stats()["requests"].items() if not route.startswith("GET"))
+
+
+def test_a_repeated_run_gets_the_first_answer_without_a_second_run(api, fake, engine_name):
+    thread = api.new_thread()
+    api.say(thread, "hello [fake duration=0.1]")
+    key = {"Idempotency-Key": "run-attempt-1"}
+    first = api.post(f"/threads/{thread}/runs", json={"assistant_type": "curator"}, headers=key)
+    again = api.post(f"/threads/{thread}/runs", json={"assistant_type": "curator"}, headers=key)
+    assert first.status_code == again.status_code == 200
+    assert again.json == first.json and again.headers["Idempotent-Replayed"] == "true"
+    assert fake.stats()["requests"][RUN_CREATE[engine_name]] == 1
+
+
+def test_a_repeated_error_answer_is_replayed_with_its_headers(api, fake):
+    thread = api.new_thread()
+    api.say(thread, "boom [fake status=failed duration=0.05]")
+    key = {"Idempotency-Key": "failing-run"}
+    first = api.post(f"/threads/{thread}/runs", json={"assistant_type": "curator"}, headers=key)
+    again = api.post(f"/threads/{thread}/runs", json={"assistant_type": "curator"}, headers=key)
+    assert first.status_code == again.status_code == 500
+    assert again.json == first.json and again.headers["x-should-retry"] == "false"
+    assert fake.stats()["runs_created"] == 1
+
+
+def test_a_repeated_message_is_added_once(api, fake):
+    thread = api.new_thread()
+    key = {"Idempotency-Key": "msg-42"}
+    body = {"role": "user", "content": "only once"}
+    first = api.post(f"/threads/{thread}/messages", json=body, headers=key)
+    writes = _upstream_writes(fake)
+    again = api.post(f"/threads/{thread}/messages", json=body, headers=key)
+    assert again.json["id"] == first.json["id"]
+    assert _upstream_writes(fake) == writes
+    assert len(api.get(f"/threads/{thread}/messages").json["data"]) == 1
+
+
+def test_the_same_key_with_another_body_is_refused(api):
+    thread = api.new_thread()
+    key = {"Idempotency-Key": "reused"}
+    api.post(f"/threads/{thread}/messages", json={"role": "user", "content": "one"}, headers=key)
+    other = api.post(f"/threads/{thread}/messages", json={"role": "user", "content": "two"}, headers=key)
+    assert other.status_code == 422
+
+
+def test_keys_belong_to_their_user(api):
+    thread = api.new_thread()
+    key = {"Idempotency-Key": "shared-key"}
+    api.post(f"/threads/{thread}/messages", json={"role": "user", "content": "alice"}, headers=key)
+    bob = api.as_user("bob")
+    bobs = bob.new_thread()
+    answer = bob.post(f"/threads/{bobs}/messages", json={"role": "user", "content": "bob"}, headers=key)
+    assert answer.status_code == 200 and answer.json["thread_id"] == bobs
+
+
+@pytest.mark.parametrize("engine_name", ["responses"])
+def test_a_refused_request_does_not_burn_the_key(api):
+    thread = api.new_thread()
+    key = {"Idempotency-Key": "first-try-bad"}
+    bad = api.post(f"/threads/{thread}/messages", json={"role": "user", "content": ""}, headers=key)
+    assert bad.status_code == 400
+    good = api.post(f"/threads/{thread}/messages", json={"role": "user", "content": ""}, headers=key)
+    assert good.status_code == 400 and "Idempotent-Replayed" not in good.headers
+
+
+def test_an_overlong_key_is_400(api):
+    thread = api.new_thread()
+    answer = api.post(f"/threads/{thread}/messages", json={"role": "user", "content": "x"},
+                      headers={"Idempotency-Key": "k" * 300})
+    assert answer.status_code == 400
