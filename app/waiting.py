@@ -6,6 +6,7 @@ arguments, so tests drive it without real waiting.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -82,12 +83,24 @@ def wait_for_run(
     schedule: PollSchedule = PollSchedule(),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    watch: Callable[[float], Poll | None] | None = None,
 ) -> WaitResult:
-    """Poll `get_run` until the run leaves the active statuses or `timeout` seconds pass."""
+    """Poll `get_run` until the run leaves the active statuses or `timeout` seconds pass.
+
+    With `watch` (the streaming strategy), first block on it for the whole budget;
+    polling then only covers what the stream could not tell.
+    """
     started = clock()
     deadline = started + timeout
     delays = schedule.delays()
     polls = errors = 0
+    if watch is not None and run["status"] in ACTIVE_STATUSES:
+        watched = watch(timeout)
+        if watched is not None:
+            run = watched.run
+            log.debug("run %s status %s from its event stream (%.2fs)", run["id"], run["status"], clock() - started)
+        else:
+            delays = itertools.chain([0.0], delays)  # the stream could not tell: look now
     backoff = 0.25
     hint: float | None = None
     while run["status"] in ACTIVE_STATUSES:

@@ -81,5 +81,9 @@ class AssistantsEngine:
         hint = raw.headers.get("openai-poll-after-ms")
         return Poll(_plain(raw.parse()), int(hint) if hint and hint.isdigit() else None)
 
+    def watch_run(self, thread_id, run_id, timeout):
+        """None: Assistants v2 streams a run only from its creation, so an existing run is polled."""
+        return None
+
     def cancel_run(self, thread_id, run_id):
         return _plain(self._call("cancel run", self.threads.runs.cancel, run_id, thread_id=thread_id))

@@ -8,14 +8,21 @@ the Assistants v2 shapes here, once.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 
+import httpx2
 import openai
+from openai.types.responses import Response
 
-from app.engines.base import MessagePage, Poll, UpstreamError, UpstreamNotFound
+from app.engines.base import MessagePage, Poll, UpstreamError, UpstreamNotFound, UpstreamTransient
 from app.engines.client import translated_errors
 
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "incomplete", "requires_action"})
+TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
+# A silent stream is reopened after this long, so that a wait never outlives its deadline by more.
+STREAM_READ_SECONDS = 5.0
+STREAM_ATTEMPTS = 30
 
 
 def _text_of(content) -> str:
@@ -203,15 +210,61 @@ class ResponsesEngine:
             response = raw.parse()
         run = self._checked(response, thread_id)
         hint = raw.headers.get("openai-poll-after-ms")
+        return self._poll(run, response, thread_id, int(hint) if hint and hint.isdigit() else None)
+
+    @staticmethod
+    def _poll(run, response, thread_id, hint=None) -> Poll:
         produced = ()
         if run["status"] in ("completed", "incomplete"):
-            ended = run["completed_at"]
             produced = tuple(
-                _message(o, thread_id, ended, run_id=run["id"], assistant_id=run["assistant_id"])
+                _message(o, thread_id, run["completed_at"], run_id=run["id"], assistant_id=run["assistant_id"])
                 for o in response.output
                 if o.type == "message"
             )
-        return Poll(run, int(hint) if hint and hint.isdigit() else None, produced)
+        return Poll(run, hint, produced)
+
+    def watch_run(self, thread_id, run_id, timeout):
+        """Block on the response's event stream until it ends, resuming after drops.
+
+        None when the stream cannot tell (refused, closed without an end, or the
+        time is up): the caller then looks with `get_run`.
+        """
+        deadline = time.monotonic() + timeout
+        seen = 0
+        for _ in range(STREAM_ATTEMPTS):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                with translated_errors("stream run"):
+                    ended, seen, closed = self._read_stream(run_id, seen, deadline, min(remaining, STREAM_READ_SECONDS))
+            except UpstreamTransient:
+                continue  # dropped or silent: resume after the last event seen
+            except UpstreamError:
+                return None
+            if ended is not None:
+                return self._poll(self._checked(ended, thread_id), ended, thread_id)
+            if closed:
+                return None
+        return None
+
+    def _read_stream(self, run_id, seen, deadline, read_seconds):
+        """The final response if the stream tells it, the last sequence number, and whether it closed by itself."""
+        try:
+            with self.polling_responses.with_streaming_response.retrieve(
+                run_id, stream=True, starting_after=seen or openai.omit, timeout=httpx2.Timeout(read_seconds, connect=5.0)
+            ) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        seen = event.get("sequence_number", seen)
+                        if event.get("type") in TERMINAL_EVENTS:
+                            return Response.model_validate(event["response"]), seen, False
+                    if time.monotonic() >= deadline:
+                        return None, seen, False
+        except httpx2.TransportError as exc:
+            raise UpstreamTransient(f"stream run: {exc.__class__.__name__}") from None
+        return None, seen, True
 
     def cancel_run(self, thread_id, run_id):
         with translated_errors("retrieve run"):

@@ -4,10 +4,10 @@ import json
 import re
 import secrets
 
-from flask import Flask, request
+from flask import Flask, Response, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
-from . import assistants, control, responses
+from . import assistants, control, responses, streaming
 from .errors import ApiError, bad_request, transient
 from .listing import parse_list_params
 from .state import FakeState
@@ -184,6 +184,16 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
 
     @app.get("/v1/responses/<response_id>")
     def get_response(response_id):
+        if request.args.get("stream") == "true":
+            starting_after = request.args.get("starting_after", "0")
+            if not starting_after.isdigit():
+                raise bad_request("'starting_after' must be a whole number", param="starting_after")
+            response = locked(streaming.open_stream, response_id)
+            return Response(
+                stream_with_context(streaming.events(fake, response, int(starting_after))),
+                mimetype="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         return polled(response_id, responses.get_response, response_id)
 
     @app.post("/v1/responses/<response_id>/cancel")

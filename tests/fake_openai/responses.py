@@ -1,6 +1,7 @@
 """Conversations and background Responses. Every function expects `fake.lock` to be held."""
 
 import json
+import threading
 
 from . import scripting
 from .errors import ApiError, bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
@@ -169,6 +170,7 @@ class Response(Job):
         self.error = None
         self.incomplete_details = None
         self.completed_at = None
+        self.changed = threading.Event()  # set when a cancel moves the response on early
 
     def finish(self, outcome, at):
         reply = ""
@@ -369,4 +371,5 @@ def cancel_response(fake, response_id):
     response.settle("cancelled", fake.now())
     if response.conversation is not None:
         response.conversation.advance(fake.now())
+    response.changed.set()  # wakes an open event stream
     return response.to_api()

@@ -46,6 +46,7 @@ class Config:
         self.fail_kind = "500"
         self.cancel_delay = 0.05
         self.unknown_assistants = set()
+        self.stream_mode = "ok"  # "refuse": streams answer 400; "drop": they close after one event
 
     def update(self, values):
         """Set knobs from a JSON object, validating each; unknown names are an error."""
@@ -56,6 +57,7 @@ class Config:
             "fail_kind": self._fail_kind,
             "cancel_delay": _non_negative_float,
             "unknown_assistants": lambda v: set(v or ()),
+            "stream_mode": self._stream_mode,
         }
         parsed = {}
         for name, value in values.items():
@@ -77,7 +79,14 @@ class Config:
             "fail_kind": self.fail_kind,
             "cancel_delay": self.cancel_delay,
             "unknown_assistants": sorted(self.unknown_assistants),
+            "stream_mode": self.stream_mode,
         }
+
+    @staticmethod
+    def _stream_mode(value):
+        if value not in ("ok", "refuse", "drop"):
+            raise ValueError("expected ok, refuse or drop")
+        return value
 
     def _fail_kind(self, value):
         value = str(value)
