@@ -58,7 +58,9 @@ def from_upstream(exc: UpstreamError) -> ApiError:
     if isinstance(exc, UpstreamNotFound):
         return ApiError(404, redact(str(exc).split(": ", 1)[-1]))
     if isinstance(exc, UpstreamBusy):
-        return ApiError(409, "The thread already has an active run; wait for it to finish, then try again.", headers=NO_RETRY)
+        return ApiError(
+            409, "The thread already has an active run; wait for it to finish, then try again.", headers=NO_RETRY
+        )
     if isinstance(exc, UpstreamConfigError):
         return ApiError(
             502,

@@ -82,7 +82,14 @@ def init_app(app: Flask) -> None:
             response.status_code,
             elapsed_ms,
             g.get("user", "-"),
-            extra={"fields": {"method": request.method, "path": request.path, "status": response.status_code,
-                              "ms": round(elapsed_ms, 1), "user": g.get("user", "-")}},
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "ms": round(elapsed_ms, 1),
+                    "user": g.get("user", "-"),
+                }
+            },
         )
         return response

@@ -50,7 +50,9 @@ class Records:
 
     def relabel_lock(self, thread_id: str, holder: str, run_id: str) -> None:
         with self.db.begin() as conn:
-            conn.execute(threads.update().where(threads.c.id == thread_id, threads.c.lock_run == holder).values(lock_run=run_id))
+            conn.execute(
+                threads.update().where(threads.c.id == thread_id, threads.c.lock_run == holder).values(lock_run=run_id)
+            )
 
     def unlock_thread(self, thread_id: str, holder: str) -> None:
         with self.db.begin() as conn:
@@ -63,7 +65,9 @@ class Records:
     def active_run(self, thread_id: str) -> str | None:
         """The run holding the thread's lock, if the lock is still live."""
         with self.db.connect() as conn:
-            row = conn.execute(sa.select(threads.c.lock_run, threads.c.lock_until).where(threads.c.id == thread_id)).first()
+            row = conn.execute(
+                sa.select(threads.c.lock_run, threads.c.lock_until).where(threads.c.id == thread_id)
+            ).first()
         if row is None or row.lock_until is None or row.lock_until < self.clock():
             return None
         return row.lock_run
@@ -99,12 +103,17 @@ class Records:
         if not items:
             return
         with self.db.begin() as conn:
-            known = set(conn.execute(sa.select(messages.c.id).where(messages.c.id.in_([m["id"] for m in items]))).scalars())
+            known = set(
+                conn.execute(sa.select(messages.c.id).where(messages.c.id.in_([m["id"] for m in items]))).scalars()
+            )
             fresh = [m for m in items if m["id"] not in known]
             if fresh:
                 conn.execute(
                     messages.insert(),
-                    [dict(id=m["id"], thread_id=thread_id, run_id=run_id or m.get("run_id"), body=json.dumps(m)) for m in fresh],
+                    [
+                        dict(id=m["id"], thread_id=thread_id, run_id=run_id or m.get("run_id"), body=json.dumps(m))
+                        for m in fresh
+                    ],
                 )
 
     def complete_messages(self, thread_id: str, listed: list[dict]) -> list[dict]:
@@ -112,7 +121,9 @@ class Records:
         if not listed:
             return listed
         with self.db.connect() as conn:
-            rows = conn.execute(sa.select(messages.c.id, messages.c.body).where(messages.c.id.in_([m["id"] for m in listed])))
+            rows = conn.execute(
+                sa.select(messages.c.id, messages.c.body).where(messages.c.id.in_([m["id"] for m in listed]))
+            )
             known = {row.id: json.loads(row.body) for row in rows}
         unknown = [dict(m, created_at=int(self.clock())) for m in listed if m["id"] not in known]
         self.add_messages(thread_id, unknown)
@@ -172,7 +183,9 @@ class Records:
                 return dict(row._mapping)
             try:
                 with conn.begin_nested():
-                    conn.execute(idempotency.insert().values(owner=owner, key=key, fingerprint=fingerprint, created_at=now))
+                    conn.execute(
+                        idempotency.insert().values(owner=owner, key=key, fingerprint=fingerprint, created_at=now)
+                    )
             except sa.exc.IntegrityError:
                 return {"fingerprint": fingerprint, "status_code": None, "body": None, "headers": None}
         return None

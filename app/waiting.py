@@ -9,8 +9,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from app.engines.base import Poll, UpstreamTransient
 
@@ -118,11 +118,15 @@ def wait_for_run(
             errors += 1
             hint = exc.retry_after if exc.retry_after is not None else backoff
             backoff = min(backoff * 2, 4.0)
-            log.info("run %s poll %d: transient upstream error (%s), looking again in %.2fs", run["id"], polls, exc, hint)
+            log.info(
+                "run %s poll %d: transient upstream error (%s), looking again in %.2fs", run["id"], polls, exc, hint
+            )
             continue
         run = poll.run
         hint = poll.poll_after_ms / 1000 if poll.poll_after_ms is not None else None
-        log.debug("run %s status %s (poll %d, %.1fs of %gs)", run["id"], run["status"], polls, clock() - started, timeout)
+        log.debug(
+            "run %s status %s (poll %d, %.1fs of %gs)", run["id"], run["status"], polls, clock() - started, timeout
+        )
     return WaitResult(run, False, polls, errors, clock() - started)
 
 

@@ -53,16 +53,19 @@ def test_jwt_that_does_not_hold_is_401(jwt_app, token_claims, reason):
 
 
 def test_unsigned_jwt_is_refused(jwt_app):
-    unsigned = jwt.encode({"sub": "carol", "exp": int(time.time()) + 60, "aud": "chat-frontend"}, None,
-                          algorithm="none")
+    unsigned = jwt.encode(
+        {"sub": "carol", "exp": int(time.time()) + 60, "aud": "chat-frontend"}, None, algorithm="none"
+    )
     assert _create_thread(jwt_app, unsigned).status_code == 401
 
 
 def test_jwt_with_a_public_key(make_app):
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     app = make_app(AUTH_MODE="jwt", JWT_PUBLIC_KEY=public_pem, JWT_ALGORITHMS="RS256")
     token = jwt.encode({"sub": "dave", "exp": int(time.time()) + 60}, private, algorithm="RS256")
     assert _create_thread(app, token).status_code == 200
@@ -82,13 +85,16 @@ def test_health_endpoints_need_no_credentials(app):
     assert ready.status_code == 200 and ready.json["status"] == "ok"
 
 
-@pytest.mark.parametrize("env,variable", [
-    ({"AUTH_MODE": "token", "API_TOKENS": ""}, "API_TOKENS"),
-    ({"AUTH_MODE": "token", "API_TOKENS": "alice:short"}, "API_TOKENS"),
-    ({"AUTH_MODE": "jwt", "JWT_SECRET": ""}, "JWT_SECRET"),
-    ({"AUTH_MODE": "jwt", "JWT_SECRET": SECRET, "JWT_ALGORITHMS": "none"}, "JWT_ALGORITHMS"),
-    ({"AUTH_MODE": "basic"}, "AUTH_MODE"),
-])
+@pytest.mark.parametrize(
+    "env,variable",
+    [
+        ({"AUTH_MODE": "token", "API_TOKENS": ""}, "API_TOKENS"),
+        ({"AUTH_MODE": "token", "API_TOKENS": "alice:short"}, "API_TOKENS"),
+        ({"AUTH_MODE": "jwt", "JWT_SECRET": ""}, "JWT_SECRET"),
+        ({"AUTH_MODE": "jwt", "JWT_SECRET": SECRET, "JWT_ALGORITHMS": "none"}, "JWT_ALGORITHMS"),
+        ({"AUTH_MODE": "basic"}, "AUTH_MODE"),
+    ],
+)
 def test_unsafe_auth_configuration_stops_the_start(base_env, env, variable):
     with pytest.raises(ConfigError, match=f"^{variable}:"):
         load_settings({**base_env, **env})

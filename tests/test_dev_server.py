@@ -24,7 +24,9 @@ def _free_port():
 
 def _call(base, method, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -35,8 +37,9 @@ def dev_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ASSISTANT_", "AUTH_", "API_TOKENS"))}
     env.update(PORT=str(port), DATABASE_URL=f"sqlite:///{tmp_path}/dev.db", OPENAI_API_KEY="", OPENAI_BASE_URL="")
     log = (tmp_path / "server.log").open("w+")
-    server = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        ["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):

@@ -75,6 +75,7 @@ def test_a_refused_request_does_not_burn_the_key(api):
 
 def test_an_overlong_key_is_400(api):
     thread = api.new_thread()
-    answer = api.post(f"/threads/{thread}/messages", json={"role": "user", "content": "x"},
-                      headers={"Idempotency-Key": "k" * 300})
+    answer = api.post(
+        f"/threads/{thread}/messages", json={"role": "user", "content": "x"}, headers={"Idempotency-Key": "k" * 300}
+    )
     assert answer.status_code == 400

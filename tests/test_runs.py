@@ -35,8 +35,21 @@ def test_completed_run_answers_200_with_the_reply_in_messages(api):
     run = answer.json
     assert run["object"] == "thread.run" and run["status"] == "completed"
     assert run["thread_id"] == thread and run["assistant_id"] == "asst_curator"
-    for field in ("created_at", "started_at", "completed_at", "cancelled_at", "failed_at", "expires_at", "last_error",
-                  "incomplete_details", "model", "instructions", "temperature", "top_p", "usage"):
+    for field in (
+        "created_at",
+        "started_at",
+        "completed_at",
+        "cancelled_at",
+        "failed_at",
+        "expires_at",
+        "last_error",
+        "incomplete_details",
+        "model",
+        "instructions",
+        "temperature",
+        "top_p",
+        "usage",
+    ):
         assert field in run
     assert set(run["usage"]) >= {"prompt_tokens", "completion_tokens", "total_tokens"}
     reply = api.get(f"/threads/{thread}/messages").json["data"][0]

@@ -23,33 +23,38 @@ def test_defaults():
 def test_assistant_types_are_the_groups_of_variables(tmp_path):
     instructions = tmp_path / "tutor.md"
     instructions.write_text("Teach kindly.", encoding="utf-8")
-    settings = load_settings({
-        **MINIMAL,
-        "ASSISTANT_TUTOR_MODEL": "gpt-4o-mini",
-        "ASSISTANT_TUTOR_INSTRUCTIONS_FILE": str(instructions),
-        "ASSISTANT_TUTOR_TOP_P": "0.9",
-        "ASSISTANT_ART_CRITIC_MODEL": "gpt-4o",
-    })
+    settings = load_settings(
+        {
+            **MINIMAL,
+            "ASSISTANT_TUTOR_MODEL": "gpt-4o-mini",
+            "ASSISTANT_TUTOR_INSTRUCTIONS_FILE": str(instructions),
+            "ASSISTANT_TUTOR_TOP_P": "0.9",
+            "ASSISTANT_ART_CRITIC_MODEL": "gpt-4o",
+        }
+    )
     assert [t.name for t in settings.assistant_types] == ["art_critic", "curator", "tutor"]
     tutor = settings.assistant_type("tutor")
     assert tutor.instructions == "Teach kindly." and tutor.top_p == 0.9
 
 
-@pytest.mark.parametrize("env,variable", [
-    ({"OPENAI_BASE_URL": ""}, "OPENAI_API_KEY"),
-    ({"OPENAI_BASE_URL": "https://api.example.com/v1"}, "OPENAI_API_KEY"),
-    ({"OPENAI_BASE_URL": "ftp://x"}, "OPENAI_BASE_URL"),
-    ({"OPENAI_ENGINE": "chat"}, "OPENAI_ENGINE"),
-    ({"OPENAI_ENGINE": "assistants"}, "ASSISTANT_CURATOR_ID"),
-    ({"ASSISTANT_CURATOR_MODEL": ""}, r"ASSISTANT_<TYPE>_\*"),
-    ({"ASSISTANT_CURATOR_TEMPERATURE": "3"}, "ASSISTANT_CURATOR_TEMPERATURE"),
-    ({"ASSISTANT_CURATOR_TOP_P": "high"}, "ASSISTANT_CURATOR_TOP_P"),
-    ({"ASSISTANT_CURATOR_INSTRUCTIONS_FILE": "/nonexistent/file.md"}, "ASSISTANT_CURATOR_INSTRUCTIONS_FILE"),
-    ({"RUN_TIMEOUT_SECONDS": "0"}, "RUN_TIMEOUT_SECONDS"),
-    ({"RUN_TIMEOUT_SECONDS": "soon"}, "RUN_TIMEOUT_SECONDS"),
-    ({"RUN_CANCEL_ON_TIMEOUT": "maybe"}, "RUN_CANCEL_ON_TIMEOUT"),
-    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
-])
+@pytest.mark.parametrize(
+    "env,variable",
+    [
+        ({"OPENAI_BASE_URL": ""}, "OPENAI_API_KEY"),
+        ({"OPENAI_BASE_URL": "https://api.example.com/v1"}, "OPENAI_API_KEY"),
+        ({"OPENAI_BASE_URL": "ftp://x"}, "OPENAI_BASE_URL"),
+        ({"OPENAI_ENGINE": "chat"}, "OPENAI_ENGINE"),
+        ({"OPENAI_ENGINE": "assistants"}, "ASSISTANT_CURATOR_ID"),
+        ({"ASSISTANT_CURATOR_MODEL": ""}, r"ASSISTANT_<TYPE>_\*"),
+        ({"ASSISTANT_CURATOR_TEMPERATURE": "3"}, "ASSISTANT_CURATOR_TEMPERATURE"),
+        ({"ASSISTANT_CURATOR_TOP_P": "high"}, "ASSISTANT_CURATOR_TOP_P"),
+        ({"ASSISTANT_CURATOR_INSTRUCTIONS_FILE": "/nonexistent/file.md"}, "ASSISTANT_CURATOR_INSTRUCTIONS_FILE"),
+        ({"RUN_TIMEOUT_SECONDS": "0"}, "RUN_TIMEOUT_SECONDS"),
+        ({"RUN_TIMEOUT_SECONDS": "soon"}, "RUN_TIMEOUT_SECONDS"),
+        ({"RUN_CANCEL_ON_TIMEOUT": "maybe"}, "RUN_CANCEL_ON_TIMEOUT"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+    ],
+)
 def test_bad_values_name_their_variable(env, variable):
     with pytest.raises(ConfigError, match=f"^{variable}:"):
         load_settings({**MINIMAL, **env})
@@ -62,8 +67,13 @@ def test_a_local_upstream_needs_no_key():
 
 def test_a_server_without_key_refuses_to_start_with_one_line():
     # Empty values, so that a developer's .env cannot fill them in.
-    env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", "ASSISTANT_CURATOR_MODEL": "gpt-4o",
-           "AUTH_MODE": "none"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "OPENAI_API_KEY": "",
+        "OPENAI_BASE_URL": "",
+        "ASSISTANT_CURATOR_MODEL": "gpt-4o",
+        "AUTH_MODE": "none",
+    }
     started = subprocess.run([sys.executable, "-c", "import wsgi"], env=env, capture_output=True, text=True, timeout=60)
     assert started.returncode == 3
     assert started.stderr.strip().splitlines() == [

@@ -37,8 +37,11 @@ def test_message_shape_and_text_parts(api):
     thread = api.new_thread()
     added = api.post(
         f"/threads/{thread}/messages",
-        json={"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
-              "metadata": {"k": "v"}},
+        json={
+            "role": "user",
+            "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+            "metadata": {"k": "v"},
+        },
     )
     assert added.status_code == 200
     message = added.json
@@ -136,7 +139,9 @@ def test_assistant_choice_errors(api, body, fragment):
     assert answer.status_code == 400 and fragment in answer.json["error"]
 
 
-@pytest.mark.parametrize("choice", [{"assistant_id": "tutor"}, {"assistant_id": "asst_tutor"}, {"assistant_type": "TUTOR"}])
+@pytest.mark.parametrize(
+    "choice", [{"assistant_id": "tutor"}, {"assistant_id": "asst_tutor"}, {"assistant_type": "TUTOR"}]
+)
 def test_assistant_id_may_name_the_type_or_its_id(api, choice):
     thread = api.new_thread()
     api.say(thread, "hi [fake duration=0.05]")

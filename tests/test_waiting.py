@@ -66,7 +66,11 @@ def test_deadline_is_measured_on_the_clock_not_in_attempts():
     time = FakeTime()
     get_run = scripted([(0, "in_progress")], time)
     result = wait_for_run(
-        get_run, {"id": "run_1", "status": "queued"}, timeout=5, clock=time.clock, sleep=time.sleep,
+        get_run,
+        {"id": "run_1", "status": "queued"},
+        timeout=5,
+        clock=time.clock,
+        sleep=time.sleep,
         schedule=PollSchedule(first_ms=300, max_ms=300),
     )
     assert result.timed_out and result.run["status"] == "in_progress"
@@ -108,8 +112,9 @@ def test_an_upstream_that_stays_down_ends_in_the_deadline():
 
 def test_a_run_that_has_already_ended_is_not_polled():
     time = FakeTime()
-    result = wait_for_run(lambda: 1 / 0, {"id": "run_1", "status": "completed"}, timeout=10, clock=time.clock,
-                          sleep=time.sleep)
+    result = wait_for_run(
+        lambda: 1 / 0, {"id": "run_1", "status": "completed"}, timeout=10, clock=time.clock, sleep=time.sleep
+    )
     assert result.polls == 0 and time.sleeps == []
 
 

@@ -25,7 +25,9 @@ def _replay(claimed: dict, fingerprint: str) -> Response:
     if claimed["fingerprint"] != fingerprint:
         raise ApiError(422, "This Idempotency-Key was used with a different request.")
     if claimed["status_code"] is None:
-        raise ApiError(409, "A request with this Idempotency-Key is still being answered.", headers={"Retry-After": "1"})
+        raise ApiError(
+            409, "A request with this Idempotency-Key is still being answered.", headers={"Retry-After": "1"}
+        )
     response = Response(claimed["body"], status=claimed["status_code"], headers=json.loads(claimed["headers"]))
     response.headers["Idempotent-Replayed"] = "true"
     return response

@@ -47,7 +47,7 @@ def message_text(content, max_chars: int) -> str:
         parts = []
         for part in content:
             if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
-                raise bad_request("'content' parts must be {\"type\": \"text\", \"text\": string}.")
+                raise bad_request('\'content\' parts must be {"type": "text", "text": string}.')
             parts.append(part["text"])
         content = "\n".join(parts)
     if not isinstance(content, str):

@@ -49,7 +49,12 @@ class AssistantsEngine:
 
     def add_message(self, thread_id, role, text, metadata):
         message = self._call(
-            "add message", self.threads.messages.create, thread_id, role=role, content=text, metadata=metadata or openai.omit
+            "add message",
+            self.threads.messages.create,
+            thread_id,
+            role=role,
+            content=text,
+            metadata=metadata or openai.omit,
         )
         return _plain(message)
 

@@ -30,7 +30,10 @@ def make_client(settings: Settings) -> openai.OpenAI:
         fake = create_fake_app(default_duration=1.0, label=OFFLINE_LABEL)
         transport = httpx2.WSGITransport(app=fake)
         return openai.OpenAI(
-            api_key="offline", base_url="http://offline.invalid/v1", http_client=httpx2.Client(transport=transport), **options
+            api_key="offline",
+            base_url="http://offline.invalid/v1",
+            http_client=httpx2.Client(transport=transport),
+            **options,
         )
     limits = httpx2.Limits(max_connections=None, max_keepalive_connections=200)
     return openai.OpenAI(
@@ -69,7 +72,9 @@ def translated_errors(what: str):
         message = _upstream_message(exc)
         code = (exc.body or {}).get("code") if isinstance(exc.body, dict) else None
         if status == 429 or status >= 500:
-            raise UpstreamTransient(f"{what}: upstream {status}: {message}", status=status, retry_after=_retry_after(exc)) from None
+            raise UpstreamTransient(
+                f"{what}: upstream {status}: {message}", status=status, retry_after=_retry_after(exc)
+            ) from None
         if status in (401, 403):
             log.error("%s: upstream rejected the key or permissions (%s): %s", what, status, message)
             raise UpstreamConfigError(f"{what}: upstream {status}", status=status) from None

@@ -168,7 +168,9 @@ class ResponsesEngine:
         data, after, has_more = [], page.after, True
         with translated_errors("list messages"):
             while has_more and len(data) <= page.limit:
-                listed = self.conversations.items.list(thread_id, limit=100, order=page.order, after=after or openai.omit)
+                listed = self.conversations.items.list(
+                    thread_id, limit=100, order=page.order, after=after or openai.omit
+                )
                 for item in listed.data:
                     if item.type == "message":
                         data.append(_message(item, thread_id, None))
@@ -252,7 +254,10 @@ class ResponsesEngine:
         """The final response if the stream tells it, the last sequence number, and whether it closed by itself."""
         try:
             with self.polling_responses.with_streaming_response.retrieve(
-                run_id, stream=True, starting_after=seen or openai.omit, timeout=httpx2.Timeout(read_seconds, connect=5.0)
+                run_id,
+                stream=True,
+                starting_after=seen or openai.omit,
+                timeout=httpx2.Timeout(read_seconds, connect=5.0),
             ) as stream:
                 for line in stream.iter_lines():
                     if line.startswith("data:"):
