@@ -167,15 +167,21 @@ class Records:
 
     # idempotency keys
 
-    def claim_idempotency_key(self, owner: str, key: str, fingerprint: str) -> dict | None:
+    def claim_idempotency_key(self, owner: str, key: str, fingerprint: str, abandoned_after: float) -> dict | None:
         """Claim the key for a new request, or return what its first use recorded.
 
         The returned dict has `fingerprint`, and `status_code`, `body`, `headers` once the
-        first request has finished (status_code None while it is still running).
+        first request has finished (status_code None while it is still running). A claim
+        older than `abandoned_after` seconds with no answer was left by a crashed process.
         """
         now = self.clock()
         with self.db.begin() as conn:
             conn.execute(idempotency.delete().where(idempotency.c.created_at < now - IDEMPOTENCY_TTL_SECONDS))
+            conn.execute(
+                idempotency.delete().where(
+                    idempotency.c.status_code.is_(None), idempotency.c.created_at < now - abandoned_after
+                )
+            )
             row = conn.execute(
                 sa.select(idempotency).where(idempotency.c.owner == owner, idempotency.c.key == key)
             ).first()

@@ -43,9 +43,10 @@ def idempotent(view):
             return view(*args, **kwargs)
         if not 1 <= len(key) <= 255:
             raise ApiError(400, "Idempotency-Key must be 1-255 characters.")
-        records = backend().records
+        b = backend()
+        records = b.records
         fingerprint = _fingerprint()
-        claimed = records.claim_idempotency_key(g.user, key, fingerprint)
+        claimed = records.claim_idempotency_key(g.user, key, fingerprint, b.settings.run_timeout_seconds + 60)
         if claimed is not None:
             return _replay(claimed, fingerprint)
         try:
