@@ -8,7 +8,7 @@ import time
 import sqlalchemy as sa
 
 from app.db import idempotency, messages, runs, threads
-from app.engines.base import MessagePage
+from app.engines.base import MessagePage, list_page
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -146,7 +146,7 @@ class Records:
                     sa.select(messages.c.seq).where(messages.c.id == cursor, messages.c.thread_id == thread_id)
                 ).scalar()
                 if seq is None:
-                    return {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+                    return list_page([], False)
                 seq_above = newest_first == backwards
                 query = query.where(messages.c.seq > seq if seq_above else messages.c.seq < seq)
             descending = newest_first != walk_backwards
@@ -157,13 +157,7 @@ class Records:
         if walk_backwards:
             rows.reverse()
         data = [json.loads(r.body) for r in rows]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
+        return list_page(data, has_more)
 
     # idempotency keys
 

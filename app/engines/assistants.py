@@ -10,7 +10,7 @@ import warnings
 
 import openai
 
-from app.engines.base import MessagePage, Poll
+from app.engines.base import MessagePage, Poll, list_page
 from app.engines.client import translated_errors
 
 
@@ -62,13 +62,7 @@ class AssistantsEngine:
         params = {k: v for k, v in vars(page).items() if v is not None}
         listed = self._call("list messages", self.threads.messages.list, thread_id, **params)
         data = [_plain(m) for m in listed.data]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": bool(listed.has_more),
-        }
+        return list_page(data, bool(listed.has_more))
 
     def create_run(self, thread_id, assistant, temperature, top_p):
         run = self._call(

@@ -61,6 +61,17 @@ class MessagePage:
     run_id: str | None = None
 
 
+def list_page(data: list[dict], has_more: bool) -> dict:
+    """A list answer in the Assistants shape, its cursors taken from the data."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
 class Engine(Protocol):
     """What the views and the waiter need from an upstream."""
 

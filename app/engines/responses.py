@@ -15,7 +15,7 @@ import httpx2
 import openai
 from openai.types.responses import Response
 
-from app.engines.base import MessagePage, Poll, UpstreamError, UpstreamNotFound, UpstreamTransient
+from app.engines.base import MessagePage, Poll, UpstreamError, UpstreamNotFound, UpstreamTransient, list_page
 from app.engines.client import translated_errors
 
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "incomplete", "requires_action"})
@@ -177,13 +177,7 @@ class ResponsesEngine:
                 has_more, after = bool(listed.has_more), listed.last_id
         more = len(data) > page.limit or has_more
         data = data[: page.limit]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": more,
-        }
+        return list_page(data, more)
 
     def create_run(self, thread_id, assistant, temperature, top_p):
         with translated_errors("create run"):
