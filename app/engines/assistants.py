@@ -78,7 +78,8 @@ class AssistantsEngine:
     def get_run(self, thread_id, run_id):
         raw = self._call("retrieve run", self.polling_runs.with_raw_response.retrieve, run_id, thread_id=thread_id)
         hint = raw.headers.get("openai-poll-after-ms")
-        return Poll(_plain(raw.parse()), int(hint) if hint and hint.isdigit() else None)
+        # The upstream's JSON already has the run's shape; the SDK's models would only cost time.
+        return Poll(raw.http_response.json(), int(hint) if hint and hint.isdigit() else None)
 
     def watch_run(self, thread_id, run_id, timeout):
         """None: Assistants v2 streams a run only from its creation, so an existing run is polled."""
