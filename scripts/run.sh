@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the development server on port 3000.
-# With no OpenAI key configured, it runs against the built-in offline upstream.
+# With no OpenAI key configured (environment or .env), it runs against the
+# built-in offline upstream, with AUTH_MODE=none unless AUTH_MODE is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-[[ -f .env ]] && set -a && source .env && set +a
 
-if [[ -z "${OPENAI_API_KEY:-}" && -z "${OPENAI_BASE_URL:-}" ]]; then
+# What the environment and .env configure (the environment wins, as in the app).
+configured() {
+    .venv/bin/python -c 'import os, sys
+from dotenv import dotenv_values
+env = {**dotenv_values(".env"), **os.environ}
+print(" ".join(k for k, v in env.items() if v and k.startswith(tuple(sys.argv[1:]))))' "$@"
+}
+
+if [[ -z "$(configured OPENAI_API_KEY OPENAI_BASE_URL)" ]]; then
     echo "No OPENAI_API_KEY: using the OFFLINE upstream (echo replies, not OpenAI)." >&2
     export OPENAI_BASE_URL=offline
-    export AUTH_MODE="${AUTH_MODE:-none}"
-    if ! env | grep -q '^ASSISTANT_'; then
+    [[ -n "$(configured AUTH_MODE)" ]] || export AUTH_MODE=none
+    if [[ -z "$(configured ASSISTANT_)" ]]; then
         export ASSISTANT_CURATOR_MODEL=gpt-4o ASSISTANT_CURATOR_ID=asst_offline_curator
         export ASSISTANT_CURATOR_INSTRUCTIONS="You are the curator."
     fi
