@@ -6,9 +6,11 @@ import logging
 
 from flask import Flask
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import errors, logs
+from app import errors, logs, metrics, ratelimit
 from app.api.health import bp as health_bp
+from app.api.openapi import bp as openapi_bp
 from app.api.routes import make_blueprint
 from app.backend import build_backend
 from app.settings import Settings, load_settings
@@ -23,15 +25,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
+    if settings.forwarded_proxies:
+        hops = settings.forwarded_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     app.extensions["backend"] = build_backend(settings)
 
     logs.init_app(app)
     errors.init_app(app)
+    metrics.init_app(app)
     CORS(app, origins=list(settings.cors_origins), expose_headers=EXPOSED_HEADERS, max_age=600)
     app.register_blueprint(health_bp)
+    app.register_blueprint(openapi_bp)
     app.register_blueprint(make_blueprint("openai", "/api/openai"))
     for assistant in settings.assistant_types:
         app.register_blueprint(make_blueprint(f"type_{assistant.name}", f"/api/assistants/{assistant.name}", assistant.name))
+    ratelimit.init_app(app, settings)
 
     log = logging.getLogger("app")
     if settings.auth_mode == "none":

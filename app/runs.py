@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
+from app import metrics
 from app.backend import Backend
 from app.engines.base import Poll, UpstreamError, UpstreamNotFound
 from app.errors import NO_RETRY, ApiError, not_found, thread_busy
@@ -29,7 +31,11 @@ def _remember(backend: Backend, poll: Poll, owner: str, assistant_type: str) -> 
 
 
 def _cancel_and_settle(backend: Backend, thread_id: str, run_id: str) -> Poll | None:
-    """Cancel the run upstream and wait briefly until the cancel has taken."""
+    """Cancel the run upstream and wait briefly until the cancel has taken.
+
+    The cancel and the looks after it share CANCEL_GRACE_SECONDS, part of the timeout chain.
+    """
+    started = time.monotonic()
     try:
         cancelled = backend.engine.cancel_run(thread_id, run_id)
     except UpstreamError as exc:
@@ -38,7 +44,7 @@ def _cancel_and_settle(backend: Backend, thread_id: str, run_id: str) -> Poll | 
     settled = wait_for_run(
         lambda: backend.engine.get_run(thread_id, run_id),
         cancelled,
-        timeout=CANCEL_GRACE_SECONDS,
+        timeout=max(0.1, CANCEL_GRACE_SECONDS - (time.monotonic() - started)),
         schedule=PollSchedule(first_ms=50, max_ms=500),
     )
     log.info("run %s: cancelled upstream, now %s", run_id, settled.run["status"])
@@ -52,6 +58,7 @@ def start_and_wait(backend: Backend, owner: str, thread_id: str, assistant, temp
     holder = f"starting-{uuid.uuid4().hex}"
     if not backend.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
         raise thread_busy(thread_id, backend.records.active_run(thread_id))
+    metrics.run_started()
     try:
         run = backend.engine.create_run(thread_id, assistant, temperature, top_p)
         backend.records.relabel_lock(thread_id, holder, run["id"])
@@ -66,8 +73,21 @@ def start_and_wait(backend: Backend, owner: str, thread_id: str, assistant, temp
             last = backend.engine.get_run(thread_id, run["id"])
             return last
 
-        result = wait_for_run(get_run, run, timeout=settings.run_timeout_seconds, schedule=backend.schedule)
+        def watch(timeout):
+            nonlocal last
+            watched = backend.engine.watch_run(thread_id, run["id"], timeout)
+            last = watched or last
+            return watched
+
+        result = wait_for_run(
+            get_run,
+            run,
+            timeout=settings.run_timeout_seconds,
+            schedule=backend.schedule,
+            watch=watch if settings.wait_strategy == "stream" else None,
+        )
         outcome, error = outcome_of(result, settings.run_timeout_seconds)
+        metrics.run_finished(result)
         log.info(
             "run %s final status %s after %.2fs (%d polls, %d transient errors) -> HTTP %d",
             run["id"],
@@ -82,6 +102,7 @@ def start_and_wait(backend: Backend, owner: str, thread_id: str, assistant, temp
             last = _cancel_and_settle(backend, thread_id, run["id"]) or Poll(result.run)
         _remember(backend, last, owner, assistant.name)
     finally:
+        metrics.run_ended()
         backend.records.unlock_thread(thread_id, holder)
 
     if error is None:
@@ -124,7 +145,10 @@ def cancel(backend: Backend, owner: str, thread_id: str, run_id: str) -> dict:
     if recorded is not None and recorded[1]:
         status = recorded[0]["status"]
         raise ApiError(400, f"Cannot cancel run with status '{status}'.")
-    run = backend.engine.cancel_run(thread_id, run_id)
+    try:
+        run = backend.engine.cancel_run(thread_id, run_id)
+    except UpstreamNotFound:
+        raise not_found("run", run_id) from None  # the same answer as for another user's run
     if recorded is not None:
         backend.records.save_run(run, owner, "unknown", final=run["status"] not in ACTIVE_STATUSES)
     return run

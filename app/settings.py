@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from limits import parse_many
+
 from app.assistants import AssistantType
 
 OFFLINE = "offline"
 ENGINES = ("responses", "assistants")
 AUTH_MODES = ("none", "token", "jwt")
-WAIT_STRATEGIES = ("poll", "fixed")
+WAIT_STRATEGIES = ("poll", "fixed", "stream")
+RATELIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
 _TYPE_VARIABLE = re.compile(r"^ASSISTANT_([A-Z0-9_]+?)_(ID|MODEL|INSTRUCTIONS_FILE|INSTRUCTIONS|TEMPERATURE|TOP_P)$")
 _TYPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -53,8 +56,12 @@ class Settings:
     max_message_chars: int = 32_768
     max_metadata_pairs: int = 16
     max_inflight_runs: int = 0  # 0: no limit of its own
+    forwarded_proxies: int = 0  # proxies in front whose X-Forwarded-* headers are trusted
     log_level: str = "INFO"
     log_format: str = "text"
+    ratelimit_runs: str | None = "30/minute"  # per user; None: no limit
+    ratelimit_default: str | None = "600/minute"  # per user, every API call; None: no limit
+    ratelimit_storage_uri: str = "memory://"
 
     @property
     def offline(self) -> bool:
@@ -100,6 +107,25 @@ def _choice(env, name, default, choices):
     if value not in choices:
         raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _rate_limit(env, name, default):
+    """A limits-style rate ("30/minute", "5/second;100/hour"), or None for "off"."""
+    raw = _text(env, name, default)
+    if raw.lower() in ("off", "none", "0"):
+        return None
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a rate such as '30/minute' (or 'off'), got {raw!r}") from None
+    return raw
+
+
+def _storage_uri(env, name, default):
+    raw = _text(env, name, default)
+    if urlparse(raw).scheme not in RATELIMIT_STORAGE_SCHEMES:
+        raise ConfigError(f"{name}: expected memory:// or a redis:// URL, got a {urlparse(raw).scheme or 'bare'} URI")
+    return raw
 
 
 def _is_local_url(url: str) -> bool:
@@ -169,6 +195,11 @@ def _tokens(env) -> dict[str, str]:
     return tokens
 
 
+def inflight_limit(threads: int) -> int:
+    """Runs one worker of `threads` threads may wait for; the other threads stay free for quick requests."""
+    return max(1, threads - max(2, threads // 8))
+
+
 def load_settings(env=None) -> Settings:
     """Parse the environment (os.environ by default) into Settings."""
     env = os.environ if env is None else env
@@ -195,6 +226,9 @@ def load_settings(env=None) -> Settings:
             raise ConfigError("JWT_ALGORITHMS: 'none' is not allowed")
 
     timeout = _number(env, "RUN_TIMEOUT_SECONDS", 60.0, low=1, high=3600)
+    # gunicorn.conf.py sets WORKER_THREADS, so that a worker keeps threads free for quick requests.
+    threads = _number(env, "WORKER_THREADS", 0, int, low=0, high=100_000)
+    inflight = inflight_limit(threads) if threads else 0
     return Settings(
         assistant_types=types,
         openai_api_key=api_key,
@@ -217,7 +251,11 @@ def load_settings(env=None) -> Settings:
         max_body_bytes=_number(env, "MAX_BODY_BYTES", 1_048_576, int, low=1024, high=100 * 1_048_576),
         max_message_chars=_number(env, "MAX_MESSAGE_CHARS", 32_768, int, low=1, high=1_048_576),
         max_metadata_pairs=16,
-        max_inflight_runs=_number(env, "MAX_INFLIGHT_RUNS", 0, int, low=0, high=1_000_000),
+        max_inflight_runs=_number(env, "MAX_INFLIGHT_RUNS", inflight, int, low=0, high=1_000_000),
+        forwarded_proxies=_number(env, "FORWARDED_PROXIES", 0, int, low=0, high=10),
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
         log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
+        ratelimit_runs=_rate_limit(env, "RATELIMIT_RUNS", "30/minute"),
+        ratelimit_default=_rate_limit(env, "RATELIMIT_DEFAULT", "600/minute"),
+        ratelimit_storage_uri=_storage_uri(env, "RATELIMIT_STORAGE_URI", "memory://"),
     )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs: a virtualenv with the pinned requirements,
-# and (with --servers) the Debian packages the tests start for real.
+# and (with --servers) the Debian packages the tests start for real (nginx,
+# PostgreSQL, Redis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,7 @@ if [[ "${1:-}" == "--servers" ]]; then
     missing=()
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+    command -v redis-server >/dev/null || missing+=(redis-server)
     if ((${#missing[@]})); then
         echo "installing Debian packages: ${missing[*]}"
         apt-get update -qq

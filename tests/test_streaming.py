@@ -32,8 +32,9 @@ def test_a_streamed_run_answers_as_soon_as_it_ends_without_polls(streaming_api, 
 
 
 @pytest.mark.parametrize("engine_name", ["responses"])
-@pytest.mark.parametrize("status,http", [("failed", 500), ("incomplete", 200), ("cancelled", 400),
-                                         ("requires_action", 400)])
+@pytest.mark.parametrize(
+    "status,http", [("failed", 500), ("incomplete", 200), ("cancelled", 400), ("requires_action", 400)]
+)
 def test_every_final_status_arrives_through_the_stream(streaming_api, status, http):
     api = streaming_api
     thread = api.new_thread()
@@ -45,8 +46,10 @@ def test_every_final_status_arrives_through_the_stream(streaming_api, status, ht
 
 @pytest.mark.parametrize("engine_name", ["responses"])
 def test_the_deadline_holds_while_streaming(make_app):
-    api = Api(make_app(WAIT_STRATEGY="stream", RUN_TIMEOUT_SECONDS=1, UPSTREAM_TIMEOUT_SECONDS=0.5).test_client(),
-              TOKENS["alice"])
+    api = Api(
+        make_app(WAIT_STRATEGY="stream", RUN_TIMEOUT_SECONDS=1, UPSTREAM_TIMEOUT_SECONDS=0.5).test_client(),
+        TOKENS["alice"],
+    )
     thread = api.new_thread()
     api.say(thread, "forever [fake status=never]")
     started = time.monotonic()

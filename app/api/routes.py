@@ -6,7 +6,7 @@ fixes it by URL. Both share these views.
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g, jsonify, request
 
 from app import runs, threads
 from app.api import validation as v
@@ -15,6 +15,7 @@ from app.assistants import resolve
 from app.auth import authenticate
 from app.backend import backend
 from app.errors import ApiError
+from app.ratelimit import run_limit
 
 RUN_FIELDS = {"assistant_type", "assistant_id", "temperature", "top_p", "stream", "metadata"}
 
@@ -29,7 +30,8 @@ def make_blueprint(name: str, url_prefix: str, fixed_type: str | None = None) ->
 
     @bp.before_request
     def who_is_calling():
-        authenticate(backend().settings)
+        if request.method != "OPTIONS":  # a CORS preflight carries no credentials, and must get a 200
+            authenticate(backend().settings)
 
     @bp.post("/threads")
     def create_thread():
@@ -78,6 +80,7 @@ def make_blueprint(name: str, url_prefix: str, fixed_type: str | None = None) ->
         return jsonify(threads.list_messages(backend(), g.user, thread_id, v.message_page()))
 
     @bp.post("/threads/<thread_id>/runs")
+    @run_limit
     @idempotent
     def create_run(thread_id):
         b = backend()

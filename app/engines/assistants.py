@@ -11,7 +11,7 @@ import warnings
 import openai
 
 from app.engines.base import MessagePage, Poll, list_page
-from app.engines.client import translated_errors
+from app.engines.client import quick_client, translated_errors
 
 
 def _plain(model) -> dict:
@@ -28,8 +28,7 @@ class AssistantsEngine:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             self.threads = client.beta.threads
-            # wait_for_run retries polls itself, inside its own deadline.
-            self.polling_runs = client.with_options(max_retries=0).beta.threads.runs
+            self.quick_runs = quick_client(client).beta.threads.runs
 
     def _call(self, what, fn, *args, **kwargs):
         with translated_errors(what), warnings.catch_warnings():
@@ -76,7 +75,7 @@ class AssistantsEngine:
         return _plain(run)
 
     def get_run(self, thread_id, run_id):
-        raw = self._call("retrieve run", self.polling_runs.with_raw_response.retrieve, run_id, thread_id=thread_id)
+        raw = self._call("retrieve run", self.quick_runs.with_raw_response.retrieve, run_id, thread_id=thread_id)
         hint = raw.headers.get("openai-poll-after-ms")
         # The upstream's JSON already has the run's shape; the SDK's models would only cost time.
         return Poll(raw.http_response.json(), int(hint) if hint and hint.isdigit() else None)
@@ -86,4 +85,4 @@ class AssistantsEngine:
         return None
 
     def cancel_run(self, thread_id, run_id):
-        return _plain(self._call("cancel run", self.threads.runs.cancel, run_id, thread_id=thread_id))
+        return _plain(self._call("cancel run", self.quick_runs.cancel, run_id, thread_id=thread_id))

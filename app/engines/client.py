@@ -19,6 +19,9 @@ from app.settings import Settings
 log = logging.getLogger("app.upstream")
 
 OFFLINE_LABEL = "[offline upstream]"
+# A look at a run, and a cancel, must come back quickly: the wait's deadline,
+# and the cancel grace after it, can only be kept if no single call outlasts this.
+QUICK_CALL_SECONDS = 2.0
 
 
 def make_client(settings: Settings) -> openai.OpenAI:
@@ -42,6 +45,12 @@ def make_client(settings: Settings) -> openai.OpenAI:
         http_client=httpx2.Client(limits=limits),
         **options,
     )
+
+
+def quick_client(client: openai.OpenAI) -> openai.OpenAI:
+    """The client for polls and cancels: no retries of its own (the waiter retries) and a short timeout."""
+    seconds = min(client.timeout.read or QUICK_CALL_SECONDS, QUICK_CALL_SECONDS)
+    return client.with_options(max_retries=0, timeout=httpx2.Timeout(seconds, connect=seconds))
 
 
 def _upstream_message(exc: openai.APIStatusError) -> str:

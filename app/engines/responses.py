@@ -15,7 +15,7 @@ import httpx2
 import openai
 
 from app.engines.base import MessagePage, Poll, UpstreamError, UpstreamNotFound, UpstreamTransient, list_page
-from app.engines.client import translated_errors
+from app.engines.client import quick_client, translated_errors
 
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "incomplete", "requires_action"})
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
@@ -127,8 +127,7 @@ class ResponsesEngine:
     def __init__(self, client: openai.OpenAI):
         self.conversations = client.conversations
         self.responses = client.responses
-        # wait_for_run retries polls itself, inside its own deadline.
-        self.polling_responses = client.with_options(max_retries=0).responses
+        self.quick_responses = quick_client(client).responses
 
     def create_thread(self, messages, metadata):
         with translated_errors("create thread"):
@@ -212,7 +211,7 @@ class ResponsesEngine:
 
     def get_run(self, thread_id, run_id):
         with translated_errors("retrieve run"):
-            raw = self.polling_responses.with_raw_response.retrieve(run_id)
+            raw = self.quick_responses.with_raw_response.retrieve(run_id)
             response = _json(raw)
         run = self._checked(response, thread_id)
         hint = raw.headers.get("openai-poll-after-ms")
@@ -257,7 +256,7 @@ class ResponsesEngine:
     def _read_stream(self, run_id, seen, deadline, read_seconds):
         """The final response if the stream tells it, the last sequence number, and whether it closed by itself."""
         try:
-            with self.polling_responses.with_streaming_response.retrieve(
+            with self.quick_responses.with_streaming_response.retrieve(
                 run_id,
                 stream=True,
                 starting_after=seen or openai.omit,
@@ -277,6 +276,6 @@ class ResponsesEngine:
 
     def cancel_run(self, thread_id, run_id):
         with translated_errors("retrieve run"):
-            self._checked(_json(self.responses.with_raw_response.retrieve(run_id)), thread_id)
+            self._checked(_json(self.quick_responses.with_raw_response.retrieve(run_id)), thread_id)
         with translated_errors("cancel run"):
-            return _run(_json(self.responses.with_raw_response.cancel(run_id)), thread_id)
+            return _run(_json(self.quick_responses.with_raw_response.cancel(run_id)), thread_id)
