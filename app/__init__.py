@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi_bp)
     app.register_blueprint(make_blueprint("openai", "/api/openai"))
     for assistant in settings.assistant_types:
-        app.register_blueprint(make_blueprint(f"type_{assistant.name}", f"/api/assistants/{assistant.name}", assistant.name))
+        app.register_blueprint(
+            make_blueprint(f"type_{assistant.name}", f"/api/assistants/{assistant.name}", assistant.name)
+        )
     ratelimit.init_app(app, settings)
 
     log = logging.getLogger("app")

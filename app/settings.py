@@ -157,7 +157,9 @@ def _assistant_types(env) -> tuple[AssistantType, ...]:
             try:
                 instructions = Path(values["INSTRUCTIONS_FILE"]).read_text(encoding="utf-8")
             except OSError as exc:
-                raise ConfigError(f"{prefix}INSTRUCTIONS_FILE: cannot read {values['INSTRUCTIONS_FILE']}: {exc.strerror}") from None
+                raise ConfigError(
+                    f"{prefix}INSTRUCTIONS_FILE: cannot read {values['INSTRUCTIONS_FILE']}: {exc.strerror}"
+                ) from None
         assistant_id = values.get("ID")
         if assistant_id and not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", assistant_id):
             raise ConfigError(f"{prefix}ID: {assistant_id!r} is not an assistant ID")
@@ -224,6 +226,8 @@ def load_settings(env=None) -> Settings:
             raise ConfigError("JWT_SECRET: required when AUTH_MODE=jwt (or JWT_PUBLIC_KEY)")
         if "none" in (a.lower() for a in algorithms):
             raise ConfigError("JWT_ALGORITHMS: 'none' is not allowed")
+        if not _text(env, "JWT_PUBLIC_KEY") and len(jwt_key) < 32:
+            raise ConfigError("JWT_SECRET: too short to sign with; use at least 32 random characters")
 
     timeout = _number(env, "RUN_TIMEOUT_SECONDS", 60.0, low=1, high=3600)
     # gunicorn.conf.py sets WORKER_THREADS, so that a worker keeps threads free for quick requests.
@@ -239,7 +243,9 @@ def load_settings(env=None) -> Settings:
         wait_strategy=_choice(env, "WAIT_STRATEGY", "poll", WAIT_STRATEGIES),
         poll_first_ms=_number(env, "POLL_FIRST_MS", 100, int, low=1, high=60_000),
         poll_max_ms=_number(env, "POLL_MAX_MS", 1000, int, low=1, high=60_000),
-        upstream_timeout_seconds=_number(env, "UPSTREAM_TIMEOUT_SECONDS", min(10.0, timeout / 2), low=0.1, high=timeout),
+        upstream_timeout_seconds=_number(
+            env, "UPSTREAM_TIMEOUT_SECONDS", min(10.0, timeout / 2), low=0.1, high=timeout
+        ),
         auth_mode=auth_mode,
         api_tokens=tokens,
         jwt_key=jwt_key,
@@ -247,7 +253,9 @@ def load_settings(env=None) -> Settings:
         jwt_audience=_text(env, "JWT_AUDIENCE"),
         jwt_issuer=_text(env, "JWT_ISSUER"),
         database_url=_text(env, "DATABASE_URL", "sqlite:///instance/backend.db"),
-        cors_origins=tuple(o.strip() for o in _text(env, "CORS_ORIGINS", "http://localhost:8080").split(",") if o.strip()),
+        cors_origins=tuple(
+            o.strip() for o in _text(env, "CORS_ORIGINS", "http://localhost:8080").split(",") if o.strip()
+        ),
         max_body_bytes=_number(env, "MAX_BODY_BYTES", 1_048_576, int, low=1024, high=100 * 1_048_576),
         max_message_chars=_number(env, "MAX_MESSAGE_CHARS", 32_768, int, low=1, high=1_048_576),
         max_metadata_pairs=16,

@@ -25,8 +25,24 @@ UPSTREAM_KEY = "sk-deploy-test-upstream-0123456789"
 TOKEN = "alice-deploy-token-0001"
 # Variables of the developer's own environment that must not leak into a test server.
 _OWN = (
-    "OPENAI_", "ASSISTANT_", "RUN_", "AUTH_", "API_TOKENS", "JWT_", "DATABASE_URL", "PROMETHEUS_", "WORKER_THREADS",
-    "MAX_INFLIGHT_RUNS", "RATELIMIT_", "WEB_", "GRACEFUL_TIMEOUT", "KEEPALIVE", "BIND", "HOST", "PORT", "FORWARDED_",
+    "OPENAI_",
+    "ASSISTANT_",
+    "RUN_",
+    "AUTH_",
+    "API_TOKENS",
+    "JWT_",
+    "DATABASE_URL",
+    "PROMETHEUS_",
+    "WORKER_THREADS",
+    "MAX_INFLIGHT_RUNS",
+    "RATELIMIT_",
+    "WEB_",
+    "GRACEFUL_TIMEOUT",
+    "KEEPALIVE",
+    "BIND",
+    "HOST",
+    "PORT",
+    "FORWARDED_",
     "LOG_",
 )
 
@@ -121,8 +137,19 @@ def _until_ready(child: Child, ready, what: str, more_log: Path | None = None) -
 def start_fake_upstream(directory: Path) -> tuple[Child, str]:
     """`python -m tests.fake_openai` on a free port; returns it and its base URL (with /v1)."""
     port = free_port()
-    args = [sys.executable, "-m", "tests.fake_openai", "--host", "127.0.0.1", "--port", str(port),
-            "--default-duration", "0.2", "--api-key", UPSTREAM_KEY]
+    args = [
+        sys.executable,
+        "-m",
+        "tests.fake_openai",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--default-duration",
+        "0.2",
+        "--api-key",
+        UPSTREAM_KEY,
+    ]
     child = Child(args, directory / "upstream.log")
     _until_ready(child, lambda: accepts(port), "the fake upstream")
     return child, f"http://127.0.0.1:{port}"
@@ -179,8 +206,12 @@ def start_nginx(directory: Path, backend_port: int, run_timeout: float) -> tuple
     for sub in ("logs", "temp"):
         (directory / sub).mkdir(exist_ok=True)
     (directory / "site.conf").write_text(
-        render(run_timeout=run_timeout, upstream=f"127.0.0.1:{backend_port}", listen=f"127.0.0.1:{port}",
-               log_dir=str(directory / "logs"))
+        render(
+            run_timeout=run_timeout,
+            upstream=f"127.0.0.1:{backend_port}",
+            listen=f"127.0.0.1:{port}",
+            log_dir=str(directory / "logs"),
+        )
     )
     temp = directory / "temp"
     user = "user root;\n" if os.geteuid() == 0 else ""  # workers must write to this private directory

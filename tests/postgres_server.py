@@ -62,11 +62,23 @@ class PostgresServer:
 
     def start(self) -> None:
         """initdb, then `pg_ctl start` until the server accepts connections; then the migrated template."""
-        initdb = [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                  "--no-sync", "--no-instructions"]
+        initdb = [
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ]
         subprocess.run([*self._as_user, *initdb], check=True, capture_output=True)
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
         self._started = True
         log = str(self.root / "server.log")
         self._pg_ctl("start", "-w", "-t", str(START_TIMEOUT_SECONDS), "-l", log, "-o", options)

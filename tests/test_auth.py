@@ -91,6 +91,7 @@ def test_health_endpoints_need_no_credentials(app):
         ({"AUTH_MODE": "token", "API_TOKENS": ""}, "API_TOKENS"),
         ({"AUTH_MODE": "token", "API_TOKENS": "alice:short"}, "API_TOKENS"),
         ({"AUTH_MODE": "jwt", "JWT_SECRET": ""}, "JWT_SECRET"),
+        ({"AUTH_MODE": "jwt", "JWT_SECRET": "short-secret"}, "JWT_SECRET"),
         ({"AUTH_MODE": "jwt", "JWT_SECRET": SECRET, "JWT_ALGORITHMS": "none"}, "JWT_ALGORITHMS"),
         ({"AUTH_MODE": "basic"}, "AUTH_MODE"),
     ],

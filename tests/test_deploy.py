@@ -50,8 +50,13 @@ class Stack:
         self.upstream_url = upstream_url
         self.metrics_dir = directory / "metrics"
         self.metrics_dir.mkdir()
-        self.env = gunicorn_env(upstream_url, database_url, RUN_TIMEOUT_SECONDS=RUN_TIMEOUT,
-                                PROMETHEUS_MULTIPROC_DIR=self.metrics_dir, **env)
+        self.env = gunicorn_env(
+            upstream_url,
+            database_url,
+            RUN_TIMEOUT_SECONDS=RUN_TIMEOUT,
+            PROMETHEUS_MULTIPROC_DIR=self.metrics_dir,
+            **env,
+        )
         self.gunicorn = self.nginx = None
         try:
             self.gunicorn, self.gunicorn_port = start_gunicorn(directory, self.env)
@@ -199,8 +204,11 @@ def test_the_shipped_files_match_the_defaults(monkeypatch):
 
 @pytest.mark.parametrize(
     "proxies, forwarded_for, remote_addr, scheme",
-    [(0, "203.0.113.9", "127.0.0.1", "http"), (1, "203.0.113.9", "203.0.113.9", "https"),
-     (1, "198.51.100.1, 203.0.113.9", "203.0.113.9", "https")],
+    [
+        (0, "203.0.113.9", "127.0.0.1", "http"),
+        (1, "203.0.113.9", "203.0.113.9", "https"),
+        (1, "198.51.100.1, 203.0.113.9", "203.0.113.9", "https"),
+    ],
 )
 def test_forwarded_headers_are_trusted_from_the_configured_proxies_only(
     tmp_path, proxies, forwarded_for, remote_addr, scheme
@@ -227,8 +235,14 @@ def _gunicorn_once(tmp_path, upstream, template_db, *args, **env):
     port = free_port()
     environment = gunicorn_env(upstream, _database(tmp_path, template_db), PORT=port, **env)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args], cwd=ROOT,
-                          env=environment, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return done, time.monotonic() - started
 
 
@@ -271,8 +285,9 @@ def test_a_run_of_several_seconds_answers_200_through_nginx(stack):
 
 
 def test_a_never_ending_run_gets_the_apps_408_not_nginxs_504(stack):
-    status, headers, body, seconds = stack.run(stack.thread_with("[fake status=never] hello"),
-                                               {"Origin": "http://localhost:8080"})
+    status, headers, body, seconds = stack.run(
+        stack.thread_with("[fake status=never] hello"), {"Origin": "http://localhost:8080"}
+    )
     assert status == 408, body
     assert body["error"] == f"Run timeout exceeded {RUN_TIMEOUT} seconds"
     assert body["runStatus"] in ("in_progress", "queued")
@@ -375,4 +390,3 @@ def test_past_capacity_a_503_comes_at_once_and_quick_requests_are_served(tmp_pat
             assert seconds < RUN_SECONDS  # answered without waiting for a run
     finally:
         s.stop()
-

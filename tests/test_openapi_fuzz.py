@@ -110,6 +110,7 @@ def _fuzz(operation, strategy, base_url, checks, succeeded: set) -> list[str]:
     """Run `checks` on the answers to the strategy's cases; the failures, as text.
 
     The labels of operations that answered 200 at least once go into `succeeded`."""
+
     @FUZZ
     @given(case=strategy)
     def check(case):

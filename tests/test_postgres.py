@@ -202,5 +202,9 @@ def test_idempotent_replays_work_across_instances_on_postgresql(make_app, postgr
     other = second.post(f"/threads/{thread}/runs", json=changed, headers={"Idempotency-Key": "run-1"})
     assert other.status_code == 422
     # Keys belong to their user: bob's "run-1" is his own (and alice's thread is a 404 to him).
-    assert _api(second.client.application, "bob").post(
-        f"/threads/{thread}/runs", json=body, headers={"Idempotency-Key": "run-1"}).status_code == 404
+    assert (
+        _api(second.client.application, "bob")
+        .post(f"/threads/{thread}/runs", json=body, headers={"Idempotency-Key": "run-1"})
+        .status_code
+        == 404
+    )

@@ -158,3 +158,12 @@ def test_with_one_type_it_is_the_default(make_app, base_env):
     api.say(thread, "hi [fake duration=0.05]")
     answer = api.post(f"/threads/{thread}/runs", json={})
     assert answer.status_code == 200 and answer.json["assistant_id"] == "asst_curator"
+
+
+def test_first_messages_keep_their_metadata(api):
+    body = {"messages": [{"role": "user", "content": "tagged", "metadata": {"source": "import"}}]}
+    thread = api.post("/threads", json=body).json
+    listed = api.get(f"/threads/{thread['id']}/messages").json["data"]
+    assert listed[0]["metadata"] == {"source": "import"}
+    too_long = {"messages": [{"role": "user", "content": "x", "metadata": {"k": "v" * 600}}]}
+    assert api.post("/threads", json=too_long).status_code == 400

@@ -21,7 +21,9 @@ RUN_FIELDS = {"assistant_type", "assistant_id", "temperature", "top_p", "stream"
 
 
 def _no_room() -> ApiError:
-    return ApiError(503, "This server has no room for another waiting run; try again shortly.", headers={"Retry-After": "1"})
+    return ApiError(
+        503, "This server has no room for another waiting run; try again shortly.", headers={"Retry-After": "1"}
+    )
 
 
 def make_blueprint(name: str, url_prefix: str, fixed_type: str | None = None) -> Blueprint:
@@ -43,8 +45,15 @@ def make_blueprint(name: str, url_prefix: str, fixed_type: str | None = None) ->
         messages = []
         for raw in raw_messages:
             if not isinstance(raw, dict) or set(raw) - {"role", "content", "metadata"}:
-                raise v.bad_request("Each message must be {\"role\", \"content\"}.")
-            messages.append({"role": v.role(raw.get("role")), "content": v.message_text(raw.get("content"), b.settings.max_message_chars)})
+                raise v.bad_request('Each message must be {"role", "content", "metadata"?}.')
+            message = {
+                "role": v.role(raw.get("role")),
+                "content": v.message_text(raw.get("content"), b.settings.max_message_chars),
+            }
+            message_metadata = v.metadata(raw.get("metadata"), b.settings.max_metadata_pairs)
+            if message_metadata:
+                message["metadata"] = message_metadata
+            messages.append(message)
         metadata = v.metadata(body.get("metadata"), b.settings.max_metadata_pairs)
         return jsonify(threads.create(b, g.user, messages, metadata))
 
@@ -89,7 +98,9 @@ def make_blueprint(name: str, url_prefix: str, fixed_type: str | None = None) ->
         if body.get("stream"):
             raise v.bad_request("'stream' is not supported: this backend answers when the run has ended.")
         v.metadata(body.get("metadata"), b.settings.max_metadata_pairs)
-        assistant = resolve(b.settings.assistant_types, fixed_type, body.get("assistant_type"), body.get("assistant_id"))
+        assistant = resolve(
+            b.settings.assistant_types, fixed_type, body.get("assistant_type"), body.get("assistant_id")
+        )
         temperature = v.number_in_range(body, "temperature", 0, 2)
         top_p = v.number_in_range(body, "top_p", 0, 1)
         temperature = assistant.temperature if temperature is None else temperature
@@ -107,7 +118,9 @@ def make_blueprint(name: str, url_prefix: str, fixed_type: str | None = None) ->
 
     @bp.get("/threads/<thread_id>/runs/<run_id>")
     def get_run(thread_id, run_id):
-        run, poll_after_ms = runs.retrieve(backend(), g.user, v.checked_id(thread_id, "thread"), v.checked_id(run_id, "run"))
+        run, poll_after_ms = runs.retrieve(
+            backend(), g.user, v.checked_id(thread_id, "thread"), v.checked_id(run_id, "run")
+        )
         response = jsonify(run)
         if poll_after_ms is not None:
             response.headers["openai-poll-after-ms"] = str(poll_after_ms)

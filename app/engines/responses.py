@@ -135,7 +135,7 @@ class ResponsesEngine:
         thread = self._thread(conversation)
         # Added apart from the conversation, so that their item IDs come back.
         try:
-            added = [self.add_message(thread["id"], m["role"], m["content"], None) for m in messages]
+            added = [self.add_message(thread["id"], m["role"], m["content"], m.get("metadata")) for m in messages]
         except UpstreamError:
             with contextlib.suppress(UpstreamError):
                 self.delete_thread(thread["id"])
