@@ -32,7 +32,9 @@ def make_blueprint(name: str, url_prefix: str, fixed_type: str | None = None) ->
 
     @bp.before_request
     def who_is_calling():
-        if request.method != "OPTIONS":  # a CORS preflight carries no credentials, and must get a 200
+        # A CORS preflight carries no credentials, and must get a 200; the rate
+        # limiter may have authenticated the caller already.
+        if request.method != "OPTIONS" and "user" not in g:
             authenticate(backend().settings)
 
     @bp.post("/threads")

@@ -59,9 +59,9 @@ class AssistantsEngine:
 
     def list_messages(self, thread_id, page: MessagePage):
         params = {k: v for k, v in vars(page).items() if v is not None}
-        listed = self._call("list messages", self.threads.messages.list, thread_id, **params)
-        data = [_plain(m) for m in listed.data]
-        return list_page(data, bool(listed.has_more))
+        raw = self._call("list messages", self.threads.messages.with_raw_response.list, thread_id, **params)
+        listed = raw.http_response.json()
+        return list_page(listed["data"], bool(listed["has_more"]))
 
     def create_run(self, thread_id, assistant, temperature, top_p):
         run = self._call(
