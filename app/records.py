@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from app.db import idempotency, messages, runs, threads
 from app.engines.base import MessagePage, list_page
+from app.waiting import ACTIVE_STATUSES
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 OWNER_CACHE_SIZE = 100_000
@@ -60,19 +61,17 @@ class Records:
             )
             return taken.rowcount == 1
 
-    def relabel_lock(self, thread_id: str, holder: str, run_id: str) -> None:
-        with self.db.begin() as conn:
-            conn.execute(
-                threads.update().where(threads.c.id == thread_id, threads.c.lock_run == holder).values(lock_run=run_id)
-            )
-
     def unlock_thread(self, thread_id: str, holder: str) -> None:
         with self.db.begin() as conn:
-            conn.execute(
-                threads.update()
-                .where(threads.c.id == thread_id, threads.c.lock_run == holder)
-                .values(lock_run=None, lock_until=None)
-            )
+            self._unlock(conn, thread_id, holder)
+
+    @staticmethod
+    def _unlock(conn, thread_id: str, holder: str) -> None:
+        conn.execute(
+            threads.update()
+            .where(threads.c.id == thread_id, threads.c.lock_run == holder)
+            .values(lock_run=None, lock_until=None)
+        )
 
     def active_run(self, thread_id: str) -> str | None:
         """The run holding the thread's lock, if the lock is still live."""
@@ -88,20 +87,40 @@ class Records:
 
     def save_run(self, run: dict, owner: str, assistant_type: str, final: bool) -> None:
         """Insert or update the run's snapshot; owner and type are set once."""
-        values = dict(status=run["status"], snapshot=json.dumps(run), finished_at=self.clock() if final else None)
         with self.db.begin() as conn:
-            updated = conn.execute(runs.update().where(runs.c.id == run["id"]).values(**values))
-            if updated.rowcount == 0:
-                conn.execute(
-                    runs.insert().values(
-                        id=run["id"],
-                        thread_id=run["thread_id"],
-                        owner=owner,
-                        assistant_type=assistant_type,
-                        created_at=self.clock(),
-                        **values,
-                    )
+            self._save_run(conn, run, owner, assistant_type, final)
+
+    def run_started(self, thread_id: str, holder: str, run: dict, owner: str, assistant_type: str) -> None:
+        """Record a new run, and hand it the lock its request took."""
+        with self.db.begin() as conn:
+            conn.execute(
+                threads.update()
+                .where(threads.c.id == thread_id, threads.c.lock_run == holder)
+                .values(lock_run=run["id"])
+            )
+            self._save_run(conn, run, owner, assistant_type, final=False)
+
+    def run_ended(self, run: dict, produced: list[dict], owner: str, assistant_type: str) -> None:
+        """Record the run's last snapshot and the messages it produced, and free its thread."""
+        with self.db.begin() as conn:
+            self._save_run(conn, run, owner, assistant_type, final=run["status"] not in ACTIVE_STATUSES)
+            self._add_messages(conn, run["thread_id"], produced, run["id"])
+            self._unlock(conn, run["thread_id"], run["id"])
+
+    def _save_run(self, conn, run, owner, assistant_type, final) -> None:
+        values = dict(status=run["status"], snapshot=json.dumps(run), finished_at=self.clock() if final else None)
+        updated = conn.execute(runs.update().where(runs.c.id == run["id"]).values(**values))
+        if updated.rowcount == 0:
+            conn.execute(
+                runs.insert().values(
+                    id=run["id"],
+                    thread_id=run["thread_id"],
+                    owner=owner,
+                    assistant_type=assistant_type,
+                    created_at=self.clock(),
+                    **values,
                 )
+            )
 
     def run(self, run_id: str) -> tuple[dict, bool] | None:
         """The recorded snapshot of a run and whether it was final."""
@@ -112,21 +131,23 @@ class Records:
     # messages
 
     def add_messages(self, thread_id: str, items: list[dict], run_id: str | None = None) -> None:
+        with self.db.begin() as conn:
+            self._add_messages(conn, thread_id, items, run_id)
+
+    @staticmethod
+    def _add_messages(conn, thread_id: str, items: list[dict], run_id: str | None) -> None:
         if not items:
             return
-        with self.db.begin() as conn:
-            known = set(
-                conn.execute(sa.select(messages.c.id).where(messages.c.id.in_([m["id"] for m in items]))).scalars()
+        known = set(conn.execute(sa.select(messages.c.id).where(messages.c.id.in_([m["id"] for m in items]))).scalars())
+        fresh = [m for m in items if m["id"] not in known]
+        if fresh:
+            conn.execute(
+                messages.insert(),
+                [
+                    dict(id=m["id"], thread_id=thread_id, run_id=run_id or m.get("run_id"), body=json.dumps(m))
+                    for m in fresh
+                ],
             )
-            fresh = [m for m in items if m["id"] not in known]
-            if fresh:
-                conn.execute(
-                    messages.insert(),
-                    [
-                        dict(id=m["id"], thread_id=thread_id, run_id=run_id or m.get("run_id"), body=json.dumps(m))
-                        for m in fresh
-                    ],
-                )
 
     def complete_messages(self, thread_id: str, listed: list[dict]) -> list[dict]:
         """Upstream messages with what the record knows of them; unknown ones are learned now."""

@@ -61,9 +61,8 @@ def start_and_wait(backend: Backend, owner: str, thread_id: str, assistant, temp
     metrics.run_started()
     try:
         run = backend.engine.create_run(thread_id, assistant, temperature, top_p)
-        backend.records.relabel_lock(thread_id, holder, run["id"])
+        backend.records.run_started(thread_id, holder, run, owner, assistant.name)
         holder = run["id"]
-        backend.records.save_run(run, owner, assistant.name, final=False)
         log.info("run %s created on %s (status %s, type %s)", run["id"], thread_id, run["status"], assistant.name)
 
         last = Poll(run)
@@ -100,10 +99,12 @@ def start_and_wait(backend: Backend, owner: str, thread_id: str, assistant, temp
         must_cancel = result.run["status"] == "requires_action" or (result.timed_out and settings.run_cancel_on_timeout)
         if must_cancel:
             last = _cancel_and_settle(backend, thread_id, run["id"]) or Poll(result.run)
-        _remember(backend, last, owner, assistant.name)
+        backend.records.run_ended(last.run, list(last.messages), owner, assistant.name)
+        holder = None
     finally:
         metrics.run_ended()
-        backend.records.unlock_thread(thread_id, holder)
+        if holder is not None:  # the wait broke off: free the thread all the same
+            backend.records.unlock_thread(thread_id, holder)
 
     if error is None:
         return outcome.http_status, result.run, {}
