@@ -41,7 +41,7 @@ class Settings:
     run_timeout_seconds: float = 60.0
     run_cancel_on_timeout: bool = True
     wait_strategy: str = "poll"
-    poll_first_ms: int = 100
+    poll_first_ms: int = 500
     poll_max_ms: int = 1000
     upstream_timeout_seconds: float = 10.0
     auth_mode: str = "token"
@@ -241,7 +241,7 @@ def load_settings(env=None) -> Settings:
         run_timeout_seconds=timeout,
         run_cancel_on_timeout=_flag(env, "RUN_CANCEL_ON_TIMEOUT", True),
         wait_strategy=_choice(env, "WAIT_STRATEGY", "poll", WAIT_STRATEGIES),
-        poll_first_ms=_number(env, "POLL_FIRST_MS", 100, int, low=1, high=60_000),
+        poll_first_ms=_number(env, "POLL_FIRST_MS", 500, int, low=1, high=60_000),
         poll_max_ms=_number(env, "POLL_MAX_MS", 1000, int, low=1, high=60_000),
         upstream_timeout_seconds=_number(
             env, "UPSTREAM_TIMEOUT_SECONDS", min(10.0, timeout / 2), low=0.1, high=timeout

@@ -44,7 +44,7 @@ UNEXPECTED_OUTCOME = Outcome(500, "Run ended with unexpected status: {status}")
 class PollSchedule:
     """When to look next: soon after creation, then less often, up to a cap."""
 
-    first_ms: int = 100
+    first_ms: int = 500
     max_ms: int = 1000
     growth: float = 1.5
     immediate_first_look: bool = False

@@ -82,7 +82,7 @@ def test_upstream_pacing_hint_replaces_our_schedule():
     time = FakeTime()
     get_run = scripted([(0, "in_progress"), (10, "completed")], time, hint=2500)
     wait_for_run(get_run, {"id": "run_1", "status": "queued"}, timeout=60, clock=time.clock, sleep=time.sleep)
-    assert time.sleeps[0] == pytest.approx(0.1) and set(time.sleeps[1:]) == {2.5}
+    assert time.sleeps[0] == pytest.approx(0.5) and set(time.sleeps[1:]) == {2.5}
 
 
 def test_transient_errors_are_retried_with_backoff_inside_the_deadline():
