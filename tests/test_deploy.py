@@ -45,7 +45,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 class Stack:
     """nginx -> gunicorn -> the fake upstream, and what the tests ask of them."""
 
-    def __init__(self, directory: Path, upstream_url: str, database_url: str, **env):
+    def __init__(self, directory: Path, upstream_url: str, database_url: str, gunicorn_args=(), **env):
         self.directory = directory
         self.upstream_url = upstream_url
         self.metrics_dir = directory / "metrics"
@@ -59,7 +59,7 @@ class Stack:
         )
         self.gunicorn = self.nginx = None
         try:
-            self.gunicorn, self.gunicorn_port = start_gunicorn(directory, self.env)
+            self.gunicorn, self.gunicorn_port = start_gunicorn(directory, self.env, *gunicorn_args)
             self.nginx, port = start_nginx(directory, self.gunicorn_port, RUN_TIMEOUT)
         except BaseException:
             self.stop()
@@ -136,15 +136,22 @@ def _database(directory: Path, template: Path) -> str:
     return f"sqlite:///{copy}"
 
 
-def _stack(tmp_path_factory, upstream, template_db, name, **env) -> Stack:
+def _stack(tmp_path_factory, upstream, template_db, name, gunicorn_args=(), **env) -> Stack:
     directory = tmp_path_factory.mktemp(name)
-    return Stack(directory, upstream, _database(directory, template_db), **env)
+    return Stack(directory, upstream, _database(directory, template_db), gunicorn_args, **env)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, upstream, template_db):
-    """Two workers of 24 threads: each takes up to 21 waiting runs, enough for 20 even if one gets them all."""
-    s = _stack(tmp_path_factory, upstream, template_db, "main", WEB_CONCURRENCY=2, WEB_THREADS=24)
+# gevent is the documented option for wide loads (docs/deploying.md); the same tests run under it.
+WORKER_ARGS = {"gthread": (), "gevent": ("-k", "gevent", "--worker-connections", "1000")}
+
+
+@pytest.fixture(scope="module", params=sorted(WORKER_ARGS))
+def stack(request, tmp_path_factory, upstream, template_db):
+    """Two workers (of 24 threads for gthread: each takes up to 21 waiting runs, enough for 20)."""
+    s = _stack(
+        tmp_path_factory, upstream, template_db, "main", WORKER_ARGS[request.param], WEB_CONCURRENCY=2, WEB_THREADS=24
+    )
+    s.worker_class = request.param
     yield s
     s.stop()
 
@@ -275,6 +282,10 @@ def test_a_configuration_error_in_the_workers_stops_gunicorn(tmp_path, upstream,
 
 
 # --- through nginx -----------------------------------------------------------------------------------------
+
+
+def test_gunicorn_runs_the_worker_class_it_was_given(stack):
+    assert f"Using worker: {stack.worker_class}" in stack.app_log()
 
 
 def test_a_run_of_several_seconds_answers_200_through_nginx(stack):
