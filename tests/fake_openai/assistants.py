@@ -5,7 +5,7 @@ import json
 from . import scripting
 from .errors import bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
 from .listing import list_body, paginate
-from .state import Job, alnum_id, epoch
+from .state import FAILURE_MESSAGE, Holder, Job, alnum_id, epoch
 
 THREAD_PARAMS = {"messages", "metadata", "tool_resources"}
 MESSAGE_PARAMS = {"role", "content", "attachments", "metadata"}
@@ -28,18 +28,14 @@ RUN_PARAMS = {
     "response_format",
     "reasoning_effort",
 }
-FAILURE_MESSAGE = "The fake upstream failed this run on purpose."
 
 
-class Thread:
+class Thread(Holder):
     """A thread: its messages oldest first, and the run currently holding it (if any)."""
 
     def __init__(self, now, metadata):
-        self.id = alnum_id("thread_")
-        self.created_at = int(now)
-        self.metadata = metadata
+        super().__init__(alnum_id("thread_"), now, metadata)
         self.messages = []
-        self.active = None
 
     def to_api(self):
         """The OpenAI `thread` object."""
@@ -51,12 +47,6 @@ class Thread:
             "tool_resources": {},
         }
 
-    def advance(self, now):
-        """Bring the active run up to date; release the thread once that run has ended."""
-        if self.active is not None:
-            self.active.advance(now)
-            if not self.active.active:
-                self.active = None
 
     def latest_user_text(self):
         """The text of the newest user message ("" if none)."""

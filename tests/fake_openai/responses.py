@@ -6,7 +6,7 @@ import threading
 from . import scripting
 from .errors import ApiError, bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
 from .listing import list_body, paginate
-from .state import Job, alnum_id, epoch, hex_id
+from .state import FAILURE_MESSAGE, Holder, Job, alnum_id, epoch, hex_id
 
 CONVERSATION_PARAMS = {"items", "metadata"}
 ITEMS_PARAMS = {"items"}
@@ -41,30 +41,19 @@ RESPONSE_PARAMS = {
 }
 UNSUPPORTED = ("previous_response_id", "prompt")
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
-FAILURE_MESSAGE = "The fake upstream failed this run on purpose."
 LOCKED_MESSAGE = "Another process is currently operating on this conversation. Please retry in a few seconds."
 
 
-class Conversation:
+class Conversation(Holder):
     """A conversation: its items oldest first, and the response currently holding it (if any)."""
 
     def __init__(self, now, metadata):
-        self.id = hex_id("conv_")
-        self.created_at = int(now)
-        self.metadata = metadata
+        super().__init__(hex_id("conv_"), now, metadata)
         self.items = []
-        self.active = None
 
     def to_api(self):
         """The OpenAI `conversation` object."""
         return {"id": self.id, "object": "conversation", "created_at": self.created_at, "metadata": dict(self.metadata)}
-
-    def advance(self, now):
-        """Bring the active response up to date; release the conversation once it has ended."""
-        if self.active is not None:
-            self.active.advance(now)
-            if not self.active.active:
-                self.active = None
 
     def refuse_if_locked(self, now):
         """The 400 OpenAI answers while a response is operating on this conversation."""

@@ -107,6 +107,26 @@ def _non_negative_int(value):
     return int(value)
 
 
+FAILURE_MESSAGE = "The fake upstream failed this run on purpose."
+
+
+class Holder:
+    """A thread or a conversation: created with metadata, held by at most one active job at a time."""
+
+    def __init__(self, holder_id, now, metadata):
+        self.id = holder_id
+        self.created_at = int(now)
+        self.metadata = metadata
+        self.active = None
+
+    def advance(self, now):
+        """Bring the active job up to date; let go of it once it has ended."""
+        if self.active is not None:
+            self.active.advance(now)
+            if not self.active.active:
+                self.active = None
+
+
 class Job:
     """The timing shared by runs and responses; status is derived lazily from the clock.
 
