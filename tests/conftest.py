@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 
 import pytest
 from werkzeug.serving import make_server
@@ -147,6 +148,18 @@ class Api:
 
     def run(self, thread_id, **body):
         return self.post(f"/threads/{thread_id}/runs", json={"assistant_type": "curator", **body})
+
+
+def started_run_id(app, thread_id, within=5.0):
+    """The run a waiting POST .../runs holds the thread with, once it has been created upstream."""
+    records = app.extensions["backend"].records
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        holder = records.active_run(thread_id)
+        if holder and not holder.startswith("starting-"):
+            return holder
+        time.sleep(0.02)
+    raise AssertionError(f"no run started on {thread_id} within {within} s")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from app.db import make_engine, metadata
-from tests.conftest import TOKENS, Api
+from tests.conftest import TOKENS, Api, started_run_id
 
 
 def test_a_finished_run_is_answered_from_the_record_without_an_upstream_call(api, fake):
@@ -31,7 +31,7 @@ def test_a_run_the_upstream_has_forgotten_is_still_answered(api, app, fake):
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(api.run, thread)
         time.sleep(0.2)
-        run_id = app.extensions["backend"].records.active_run(thread)
+        run_id = started_run_id(app, thread)
         seen = api.get(f"/threads/{thread}/runs/{run_id}").json
         assert seen["status"] in ("queued", "in_progress")
         assert pending.result().status_code == 200

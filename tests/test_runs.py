@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.waiting import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME
+from tests.conftest import started_run_id
 
 RUN_GET = {
     "assistants": "GET /v1/threads/{thread_id}/runs/{run_id}",
@@ -247,8 +248,7 @@ def test_retrieve_of_an_active_run_carries_a_poll_hint(api):
 
 
 def _active_run_id(api, thread):
-    backend = api.client.application.extensions["backend"]
-    return backend.records.active_run(thread)
+    return started_run_id(api.client.application, thread)
 
 
 def test_cancel_of_a_waiting_run_ends_the_wait_with_400(api):
