@@ -1,0 +1,189 @@
+"""The measured phases: lag and upstream calls, one width step, and pass-through overhead."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench import config, overhead, procs
+from bench.deployment import Deployment
+from bench.fake import POLL_ROUTES, RUN_ROUTES, request_delta
+from bench.sampler import Sampler, wait_for_quiet
+from bench.stats import peak_overlap, summary_ms
+
+CLIENT_TIMEOUT_S = 90.0  # beyond the backend's 60 s deadline: the client never gives up first
+
+
+def _load(
+    dep: Deployment, runs: list[dict], concurrency: int | None, work_dir: Path, name: str
+) -> tuple[dict, Sampler]:
+    """Run the load generator in its own process while sampling every process tree."""
+    spec = {
+        "host": "127.0.0.1",
+        "port": dep.backend_port,
+        "prefix": "/api/openai",
+        "runs": runs,
+        "concurrency": concurrency,
+        "timeout": CLIENT_TIMEOUT_S,
+    }
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec_path, out_path = work_dir / f"{name}.spec.json", work_dir / f"{name}.records.json"
+    spec_path.write_text(json.dumps(spec))
+    client = subprocess.Popen([sys.executable, "-m", "bench.load", str(spec_path), str(out_path)], cwd=procs.ROOT)
+    with Sampler({**dep.roots, "client": client.pid}) as sampler:
+        if client.wait() != 0:
+            raise RuntimeError(f"the load generator failed (exit {client.returncode})")
+    return json.loads(out_path.read_text()), sampler
+
+
+def _attach_upstream(dep: Deployment, records: list[dict]) -> None:
+    """Add the fake upstream's creation and final instants, and the lag, to each record with a run."""
+    for record in records:
+        if not record.get("run_id"):
+            continue
+        info = dep.control.run_info(record["run_id"])
+        record["upstream_created"] = info["created_at"]
+        record["final_at"] = info["final_at"]
+        record["polls"] = info["polls"]
+        if record.get("ok") and info["final_at"] is not None:
+            record["lag"] = record["done"] - info["final_at"]
+
+
+def _errors(records: list[dict], keep: int = 5) -> list[str]:
+    counts = Counter(r.get("error", "") for r in records if not r.get("ok"))
+    return [f"{n} x {error}" for error, n in counts.most_common(keep)]
+
+
+def _processes(sampler: Sampler, loaded: dict) -> dict:
+    """CPU, threads and memory of each watched tree; `others`: the rest of the machine's CPU use."""
+    out = {name: sampler.summary(name) for name in (*sampler.roots, "machine", "sampler")}
+    # The client has exited by the last sample: its own account of its CPU time is the one to trust.
+    wall = max(loaded["ended"] - loaded["started"], 1e-9)
+    out["client"]["cpu_seconds"] = round(loaded["cpu_seconds"], 2)
+    out["client"]["cpu_percent_avg"] = round(100 * loaded["cpu_seconds"] / wall, 1)
+    ours = sum(out[name]["cpu_percent_avg"] for name in (*sampler.roots, "sampler"))
+    out["others"] = {"cpu_percent_avg": round(out["machine"]["cpu_percent_avg"] - ours, 1)}
+    return out
+
+
+def lag_and_calls(dep: Deployment, work_dir: Path) -> dict:
+    """`lag_runs` runs of uniform `lag_min_s`-`lag_max_s` durations, `lag_concurrency` at a time."""
+    plan = dep.plan
+    rng = random.Random(plan.seed)
+    runs = [{"duration": round(rng.uniform(plan.lag_min_s, plan.lag_max_s), 3)} for _ in range(plan.lag_runs)]
+    dep.control.reset()
+    quiet = wait_for_quiet(dep.roots)
+    before = dep.control.stats()
+    loaded, sampler = _load(dep, runs, plan.lag_concurrency, work_dir, f"lag-{dep.worker}-{dep.strategy}")
+    after = dep.control.stats()
+    records = loaded["records"]
+    _attach_upstream(dep, records)
+    requests = request_delta(before, after)
+    run_calls = sum(n for route, n in requests.items() if route in RUN_ROUTES)
+    polls = sum(n for route, n in requests.items() if route in POLL_ROUTES)
+    run_seconds = sum(r["duration"] for r in runs)
+    ok = [r for r in records if r.get("ok")]
+    return {
+        "runs": len(runs),
+        "concurrency": plan.lag_concurrency,
+        "succeeded": len(ok),
+        "errors": _errors(records),
+        "lag_ms": summary_ms([r["lag"] for r in ok if "lag" in r]),
+        "lags_s": [round(r["lag"], 4) for r in ok if "lag" in r],
+        "calls": {
+            "run_calls_per_run": round(run_calls / len(runs), 2),
+            "run_calls_per_run_second": round(run_calls / run_seconds, 3),
+            "polls_per_run": round(polls / len(runs), 2),
+            "all_upstream_per_run": round(sum(requests.values()) / len(runs), 2),
+            "run_seconds": round(run_seconds, 1),
+            "by_route": requests,
+        },
+        "processes": _processes(sampler, loaded),
+        "wall_s": round(loaded["ended"] - loaded["started"], 1),
+        "others_before_percent": quiet,
+    }
+
+
+def width_step(dep: Deployment, n: int, work_dir: Path) -> dict:
+    """N runs of `width_min_s`-`width_max_s`, launched evenly over `width_launch_s`, on a fresh backend."""
+    plan = dep.plan
+    dep.start_backend()
+    dep.control.reset()
+    quiet = wait_for_quiet(dep.roots)
+    idle_rss, idle_pss = procs.memory(procs.tree(dep.backend.pid))
+    rng = random.Random(plan.seed + n)
+    runs = [
+        {"duration": round(rng.uniform(plan.width_min_s, plan.width_max_s), 3), "at": i * plan.width_launch_s / n}
+        for i in range(n)
+    ]
+    loaded, sampler = _load(dep, runs, None, work_dir, f"width-{dep.worker}-{dep.strategy}-{n}")
+    records = loaded["records"]
+    _attach_upstream(dep, records)
+    ok = [r for r in records if r.get("ok")]
+    lags = [r["lag"] for r in ok if "lag" in r]
+    intervals = [(r["upstream_created"], r["final_at"]) for r in records if r.get("final_at") is not None]
+    waiting = peak_overlap(intervals)
+    lag = summary_ms(lags)
+    # How long the thread and message requests took: the server's queue before a run can start.
+    setup = summary_ms([r["run_sent"] - r["launched"] for r in records if "run_sent" in r])
+    processes = _processes(sampler, loaded)
+    backend = processes["backend"]
+    gave = []
+    if len(ok) < config.MIN_SUCCESS * n:
+        gave.append(f"success {len(ok)}/{n}")
+    if not lags or lag["p99"] > config.MAX_P99_LAG_S * 1000:
+        gave.append(f"lag p99 {lag.get('p99', 'n/a')} ms")
+    if waiting < config.MIN_WAITING_SHARE * n:
+        gave.append(f"only {waiting}/{n} waiting upstream at once")
+    return {
+        "n": n,
+        "succeeded": len(ok),
+        "errors": _errors(records),
+        "lag_ms": lag,
+        "peak_waiting_upstream": waiting,
+        "setup_ms": setup,
+        "idle_rss_mb": round(idle_rss / 2**20, 1),
+        "idle_pss_mb": round(idle_pss / 2**20, 1),
+        "kb_per_waiting_run": round((backend["pss_peak_mb"] - idle_pss / 2**20) * 1024 / n, 1),
+        "processes": processes,
+        "wall_s": round(loaded["ended"] - loaded["started"], 1),
+        "gave": gave,
+        "others_before_percent": quiet,
+    }
+
+
+def width(dep: Deployment, work_dir: Path, steps: tuple[int, ...], log=print) -> dict:
+    """Step N up until a step gives; the widest passing N is `reached`."""
+    results, reached = [], 0
+    for n in steps:
+        started = time.monotonic()
+        step = width_step(dep, n, work_dir)
+        results.append(step)
+        log(
+            f"    width {n}: {step['succeeded']}/{n} ok, lag p99 {step['lag_ms'].get('p99')} ms, "
+            f"{step['peak_waiting_upstream']} waiting at once, PSS {step['processes']['backend']['pss_peak_mb']} MB, "
+            f"backend CPU {step['processes']['backend']['cpu_percent_avg']}%, {time.monotonic() - started:.0f}s"
+            + (f" -> gave: {'; '.join(step['gave'])}" if step["gave"] else "")
+        )
+        if step["gave"]:
+            break
+        reached = n
+    return {
+        "steps": results,
+        "reached": reached,
+        "gave": results[-1]["gave"] if results and results[-1]["gave"] else [],
+    }
+
+
+def pass_through(dep: Deployment) -> dict:
+    """The overhead phase on the running deployment."""
+    quiet = wait_for_quiet(dep.roots)
+    return {
+        **overhead.measure(dep.backend_port, dep.fake_port, dep.plan.overhead_calls),
+        "others_before_percent": quiet,
+    }

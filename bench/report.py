@@ -1,0 +1,179 @@
+"""The results as markdown: the summary next to the anchors, the targets, the width steps."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bench.targets import label, verdicts
+
+# BENCHMARK-ANCHORS.md, measured with the seed's algorithm (1 s polling).
+ANCHORS = {
+    "seed (Express)": {
+        "lag": "477 / 1001",
+        "calls": "10.7 (1.29)",
+        "overhead": "+1.7",
+        "width": "2,000 at 179 MB",
+        "gave": "3,000-4,000: event loop busy, listen queue overflow",
+    },
+    "naive Flask 1x64": {
+        "lag": "454 / 998",
+        "calls": "10.6 (1.28)",
+        "overhead": "+3.8",
+        "width": "64 at 116 MB",
+        "gave": "100: every thread busy, the rest queued",
+    },
+    "naive Flask 4x64": {
+        "lag": "455 / 990",
+        "calls": "10.7 (1.29)",
+        "overhead": "+4.6",
+        "width": "100-160 at ~360 MB",
+        "gave": "uneven spread over workers",
+    },
+}
+START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+
+
+def _fmt(value, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:g}{unit}"
+
+
+def _seconds(ms: dict) -> str:
+    if ms.get("p50") is None:
+        return "n/a"
+    return f"{ms['p50'] / 1000:.2f} / {ms['p99'] / 1000:.2f}"
+
+
+def _width_cell(m: dict) -> tuple[str, str]:
+    width = m.get("width")
+    if not width:
+        return "not measured", ""
+    steps = {s["n"]: s for s in width["steps"]}
+    reached = width["reached"]
+    if reached:
+        mem = steps[reached]["processes"]["backend"]
+        cell = f"{reached:,} at {mem['pss_peak_mb']:.0f} MB PSS ({mem['rss_peak_mb']:.0f} MB RSS)"
+    else:
+        cell = "none of the steps"
+    last = width["steps"][-1]
+    gave = f"{last['n']:,}: {'; '.join(width['gave'])}" if width["gave"] else "nothing, up to the last step"
+    return cell, gave
+
+
+def summary_table(results: dict) -> str:
+    """One column per measured strategy and worker, then the anchors."""
+    measured = results["measured"]
+    head = ["", *(label(m) for m in measured), *(f"anchor: {a}" for a in ANCHORS)]
+    rows = {key: [] for key in ("lag", "tail", "calls", "overhead", "width", "gave")}
+    for m in measured:
+        lag = m.get("lag", {}).get("lag_ms", {})
+        calls = m.get("lag", {}).get("calls", {})
+        rows["lag"].append(f"{_fmt(lag.get('p50'))} / {_fmt(lag.get('p99'))}")
+        rows["tail"].append(f"{_fmt(lag.get('p95'))} / {_fmt(lag.get('max'))}")
+        rows["calls"].append(f"{_fmt(calls.get('run_calls_per_run'))} ({_fmt(calls.get('run_calls_per_run_second'))})")
+        over = m.get("overhead", {}).get("p50_difference_ms")
+        rows["overhead"].append("n/a" if over is None else f"{over:+.1f}")
+        rows["width"].append(_width_cell(m)[0])
+        rows["gave"].append(_width_cell(m)[1])
+    for anchor in ANCHORS.values():
+        rows["lag"].append(anchor["lag"])
+        rows["tail"].append("")
+        rows["calls"].append(anchor["calls"])
+        rows["overhead"].append(anchor["overhead"])
+        rows["width"].append(anchor["width"])
+        rows["gave"].append(anchor["gave"])
+    names = {
+        "lag": "lag p50 / p99 (ms)",
+        "tail": "lag p95 / max (ms)",
+        "calls": "upstream calls per run (per run-second)",
+        "overhead": "pass-through overhead p50 (ms)",
+        "width": "width: simultaneous waiting runs, no error",
+        "gave": "what gave next",
+    }
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += [f"| {names[key]} | " + " | ".join(cells) + " |" for key, cells in rows.items()]
+    return "\n".join(lines)
+
+
+def width_table(results: dict) -> str:
+    """Every width step of every strategy and worker."""
+    lines = [
+        "| worker | strategy | N | ok | waiting at once | thread + message p50 / p99 (s) "
+        "| lag p50 / p99 / max (ms) | backend RSS / PSS peak (MB) "
+        "| KB per run | backend CPU avg / peak | upstream CPU | client CPU | other CPU | gave |",
+        "|" + "---|" * 14,
+    ]
+    for m in results["measured"]:
+        for s in m.get("width", {}).get("steps", []):
+            p, lag = s["processes"], s["lag_ms"]
+            lines.append(
+                f"| {m['worker']} | {m['strategy']} | {s['n']:,} | {s['succeeded']:,} | {s['peak_waiting_upstream']:,} "
+                f"| {_seconds(s.get('setup_ms', {}))} "
+                f"| {_fmt(lag.get('p50'))} / {_fmt(lag.get('p99'))} / {_fmt(lag.get('max'))} "
+                f"| {p['backend']['rss_peak_mb']:.0f} / {p['backend']['pss_peak_mb']:.0f} "
+                f"| {s['kb_per_waiting_run']:g} "
+                f"| {p['backend']['cpu_percent_avg']:.0f}% / {p['backend']['cpu_percent_peak']:.0f}% "
+                f"| {p['fake']['cpu_percent_avg']:.0f}% | {p['client']['cpu_percent_avg']:.0f}% "
+                f"| {p['others']['cpu_percent_avg']:.0f}% "
+                f"| {'; '.join(s['gave']) or '-'} |"
+            )
+    return "\n".join(lines)
+
+
+def _fake_server(kind: str) -> str:
+    return "werkzeug (no keep-alive)" if kind == "werkzeug" else f"gunicorn -k {kind}, one worker"
+
+
+def _preamble(results: dict) -> list[str]:
+    mach, plan, code = results["machine"], results["plan"], results.get("code", {})
+    return [
+        f"Measured {results['date']}, {results['mode']} mode, in {results.get('wall_s', 0) / 60:.0f} min, on "
+        f"{mach['nproc']} x {mach['cpu_model']}, {mach['memory_gib']} GiB, Linux {mach['kernel']}, "
+        f"Python {mach['python']}.",
+        f"Backend: gunicorn, {plan.get('backend_workers', 1)} worker(s) ({plan['threads']} threads for gthread). "
+        f"Fake upstream: {_fake_server(results['fake_server'])}, its own process.",
+        f"Lag: {plan['lag_runs']} runs of {plan['lag_min_s']:g}-{plan['lag_max_s']:g} s, "
+        f"{plan['lag_concurrency']} at a time.",
+        f"Width: runs of {plan['width_min_s']:g}-{plan['width_max_s']:g} s launched over {plan['width_launch_s']:g} s.",
+        f"Overhead: {plan['overhead_calls']} alternating calls.",
+        f"Code: {code.get('commit') or 'unknown commit'}"
+        + (f" plus uncommitted changes to {', '.join(code['uncommitted'])}." if code.get("uncommitted") else "."),
+        *(
+            f"Not measured: {name} (the code under test does not accept it)."
+            for name in results.get("skipped_strategies", [])
+        ),
+    ]
+
+
+def markdown(results: dict) -> str:
+    """The whole results section: machine, summary next to the anchors, targets, width steps."""
+    return "\n".join(
+        [
+            " ".join(_preamble(results)),
+            "",
+            summary_table(results),
+            "",
+            "Targets:",
+            "",
+            *(f"- {line}" for line in verdicts(results)),
+            "",
+            "Width steps (CPU in % of one core, averaged over the step; a step gives at < 99% ok, p99 > 2 s, "
+            "or < 95% waiting upstream at once):",
+            "",
+            width_table(results),
+            "",
+        ]
+    )
+
+
+def publish(results: dict, table: str, png: Path, docs: Path) -> None:
+    """Put the table between the markers of docs/benchmarks.md and the plot at docs/benchmarks.png."""
+    doc = docs / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START not in text or END not in text:
+        text += f"\n{START}\n{END}\n"
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+    if png.exists():
+        shutil.copyfile(png, docs / "benchmarks.png")

@@ -1,0 +1,101 @@
+"""The issue's targets, each said met or missed (and by how much) from the results."""
+
+from __future__ import annotations
+
+from bench import config
+from bench.stats import percentile
+
+
+def label(m: dict) -> str:
+    """How a measured strategy and worker is named in tables."""
+    return f"{m['strategy']}{' (baseline)' if m['strategy'] == config.BASELINE else ''}, {m['worker']}"
+
+
+def _lagged(results: dict) -> list[dict]:
+    return [m for m in results["measured"] if m.get("lag", {}).get("lag_ms", {}).get("p50") is not None]
+
+
+def fastest_lag(results: dict) -> str | None:
+    """Lag p50 <= 20 ms and p99 <= 100 ms with the fastest strategy (lowest p99)."""
+    lagged = _lagged(results)
+    if not lagged:
+        return None
+    best = min(lagged, key=lambda m: m["lag"]["lag_ms"]["p99"])
+    lag = best["lag"]["lag_ms"]
+    misses = []
+    if lag["p50"] > config.TARGET_LAG_P50_MS:
+        misses.append(f"p50 by {lag['p50'] - config.TARGET_LAG_P50_MS:.0f} ms")
+    if lag["p99"] > config.TARGET_LAG_P99_MS:
+        misses.append(f"p99 by {lag['p99'] - config.TARGET_LAG_P99_MS:.0f} ms")
+    verdict = "missed: " + ", ".join(misses) if misses else "met"
+    return (
+        f"Lag p50 <= {config.TARGET_LAG_P50_MS} ms and p99 <= {config.TARGET_LAG_P99_MS} ms with the fastest "
+        f"strategy ({label(best)}): {lag['p50']:g} / {lag['p99']:g} ms, {verdict}."
+    )
+
+
+def polling_vs_baseline(results: dict) -> list[str]:
+    """Default polling >= 3x better lag than the baseline, at no more upstream calls per run-second."""
+    out = []
+    lagged = _lagged(results)
+    for worker in dict.fromkeys(m["worker"] for m in lagged):
+        pair = {m["strategy"]: m["lag"] for m in lagged if m["worker"] == worker}
+        if "poll" not in pair or config.BASELINE not in pair:
+            continue
+        base, poll = pair[config.BASELINE], pair["poll"]
+        f50 = base["lag_ms"]["p50"] / max(poll["lag_ms"]["p50"], 1e-9)
+        f99 = base["lag_ms"]["p99"] / max(poll["lag_ms"]["p99"], 1e-9)
+        ours, theirs = poll["calls"]["run_calls_per_run_second"], base["calls"]["run_calls_per_run_second"]
+        ok = min(f50, f99) >= config.TARGET_LAG_FACTOR and ours <= theirs
+        out.append(
+            f"Default polling >= {config.TARGET_LAG_FACTOR:g}x better lag than the baseline at no more calls per "
+            f"run-second ({worker}): {f50:.1f}x at p50, {f99:.1f}x at p99, {ours:g} vs {theirs:g} calls per "
+            f"run-second: {'met' if ok else 'missed'}."
+        )
+    return out
+
+
+def width(results: dict) -> str:
+    """2,000 simultaneous waiting runs in one deployment, no error, p99 lag <= 250 ms, < 1 GB."""
+    wide = [
+        (m, s)
+        for m in results["measured"]
+        for s in m.get("width", {}).get("steps", [])
+        if s["n"] >= config.TARGET_WIDTH
+    ]
+    head = (
+        f"{config.TARGET_WIDTH:,} simultaneous waiting runs, no error, p99 <= {config.TARGET_WIDTH_P99_MS} ms, "
+        f"< {config.TARGET_WIDTH_MEMORY_MB} MB"
+    )
+    for m, s in wide:
+        pss = s["processes"]["backend"]["pss_peak_mb"]
+        p99 = s["lag_ms"].get("p99", float("inf"))
+        if s["succeeded"] == s["n"] and p99 <= config.TARGET_WIDTH_P99_MS and pss < config.TARGET_WIDTH_MEMORY_MB:
+            return f"{head}: met by {label(m)} (p99 {p99:g} ms, {pss:.0f} MB PSS)."
+    reached = max((m.get("width", {}).get("reached", 0) for m in results["measured"]), default=0)
+    tried = "; ".join(
+        f"{label(m)}: {s['succeeded']}/{s['n']} ok, p99 {s['lag_ms'].get('p99')} ms, "
+        f"{s['processes']['backend']['pss_peak_mb']:.0f} MB PSS"
+        for m, s in wide
+    )
+    at_target = f"at {config.TARGET_WIDTH:,}: {tried}" if tried else f"{config.TARGET_WIDTH:,} was not reached"
+    return f"{head}: missed; widest passing step {reached:,} (by the anchors' rules); {at_target}."
+
+
+def overhead(results: dict) -> str | None:
+    """Pass-through <= 2 ms at p50, judged on the median over every deployment measured (the
+    pass-through path does not depend on the wait strategy, so the spread is noise)."""
+    measured = [(m, m["overhead"]["p50_difference_ms"]) for m in results["measured"] if "overhead" in m]
+    if not measured:
+        return None
+    middle = percentile([v for _, v in measured], 50)
+    verdict = "met" if middle <= config.TARGET_OVERHEAD_MS else f"missed by {middle - config.TARGET_OVERHEAD_MS:.2f} ms"
+    every = ", ".join(f"{label(m)} {v:+.2f}" for m, v in measured)
+    head = f"Pass-through <= {config.TARGET_OVERHEAD_MS:g} ms at p50"
+    return f"{head}: median over the deployments {middle:+.2f} ms, {verdict}; each: {every}."
+
+
+def verdicts(results: dict) -> list[str]:
+    """Every target's line, in the issue's order."""
+    lines = [fastest_lag(results), *polling_vs_baseline(results), width(results), overhead(results)]
+    return [line for line in lines if line]
