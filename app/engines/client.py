@@ -38,7 +38,9 @@ def make_client(settings: Settings) -> openai.OpenAI:
             http_client=httpx2.Client(transport=transport),
             **options,
         )
-    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=200)
+    # Few idle connections: the pool checks each one before every request, so a large
+    # idle pool left by a burst makes every later poll slower.
+    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=32)
     return openai.OpenAI(
         api_key=settings.openai_api_key or "unused-local-upstream",
         base_url=settings.openai_base_url,
