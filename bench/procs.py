@@ -87,9 +87,9 @@ def gunicorn_args(
 def start_fake(port: int, kind: str, log_dir: Path, code: Path = ROOT) -> Server:
     """The fake upstream on 127.0.0.1:`port`: its own werkzeug server, or one gunicorn worker."""
     if kind == "werkzeug":  # closes every connection after one answer
-        args = [sys.executable, "-m", "tests.fake_openai", "--host", "127.0.0.1", "--port", str(port)]
+        args = [sys.executable, "-m", "fake_openai", "--host", "127.0.0.1", "--port", str(port)]
     else:  # one worker only: the simulator's state lives in that process
-        args = [*gunicorn_args(BENCH_CONF, kind, port, 8000, 256), "tests.fake_openai:create_fake_app()"]
+        args = [*gunicorn_args(BENCH_CONF, kind, port, 8000, 256), "fake_openai:create_fake_app()"]
     server = Server("fake-upstream", args, dict(os.environ), log_dir, cwd=code)
     wait_http(f"http://127.0.0.1:{port}/_fake/stats", proc=server.proc)
     return server

@@ -12,7 +12,7 @@ from werkzeug.serving import make_server
 from app import create_app
 from app.db import upgrade
 from app.settings import load_settings
-from tests.fake_openai import create_fake_app
+from fake_openai import create_fake_app
 
 UPSTREAM_KEY = "sk-test-upstream-key-0123456789"
 TOKENS = {"alice": "alice-token-0001", "bob": "bob-token-0002"}

@@ -135,12 +135,12 @@ def _until_ready(child: Child, ready, what: str, more_log: Path | None = None) -
 
 
 def start_fake_upstream(directory: Path) -> tuple[Child, str]:
-    """`python -m tests.fake_openai` on a free port; returns it and its base URL (with /v1)."""
+    """`python -m fake_openai` on a free port; returns it and its base URL (with /v1)."""
     port = free_port()
     args = [
         sys.executable,
         "-m",
-        "tests.fake_openai",
+        "fake_openai",
         "--host",
         "127.0.0.1",
         "--port",

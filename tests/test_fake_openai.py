@@ -15,7 +15,7 @@ from openai.types.conversations.conversation import Conversation
 from openai.types.conversations.conversation_item_list import ConversationItemList
 from openai.types.responses.response import Response
 
-from tests.fake_openai import create_fake_app
+from fake_openai import create_fake_app
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
 
@@ -574,7 +574,7 @@ def test_control_api(app, client, raw):
 def test_runner_serves_over_http():
     root = Path(__file__).resolve().parent.parent
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_openai", "--host", "127.0.0.1", "--port", "0", "--default-duration", "0.02"],
+        [sys.executable, "-m", "fake_openai", "--host", "127.0.0.1", "--port", "0", "--default-duration", "0.02"],
         cwd=root,
         stdout=subprocess.PIPE,
         text=True,

@@ -28,7 +28,7 @@ def make_client(settings: Settings) -> openai.OpenAI:
     """The SDK client for the configured upstream (the in-process offline one included)."""
     options = dict(max_retries=2, timeout=httpx2.Timeout(settings.upstream_timeout_seconds, connect=5.0))
     if settings.offline:
-        from tests.fake_openai import create_fake_app
+        from fake_openai import create_fake_app
 
         fake = create_fake_app(default_duration=1.0, label=OFFLINE_LABEL)
         transport = httpx2.WSGITransport(app=fake)

@@ -4,7 +4,7 @@
     fake = app.fake  # .config knobs, .reset(), .stats(), .run_info(id), .forget(response_id)
 
 A `[fake status=<outcome> duration=<seconds>]` directive in the latest user message scripts a run.
-Serve it with `python -m tests.fake_openai --host 127.0.0.1 --port 9000`.
+Serve it with `python -m fake_openai --host 127.0.0.1 --port 9000`.
 """
 
 from .app import create_fake_app

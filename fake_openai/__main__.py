@@ -1,4 +1,4 @@
-"""Serve the fake upstream: python -m tests.fake_openai --host 127.0.0.1 --port 9000."""
+"""Serve the fake upstream: python -m fake_openai --host 127.0.0.1 --port 9000."""
 
 import argparse
 import logging
@@ -10,7 +10,7 @@ from . import create_fake_app
 
 def main(argv=None):
     """Parse the command line and serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fake_openai", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fake_openai", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--default-duration", type=float, default=0.3)
