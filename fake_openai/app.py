@@ -66,13 +66,14 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
             raise bad_request(BAD_JSON_MESSAGE)
         return parsed
 
-    def polled(job_id, operation, *args):
+    def polled(job_id, operation, *args, poll_hint=False):
         # The poll counts (and may fail) before the lookup, like a flaky upstream in front of it.
         if fake.record_poll(job_id):
-            raise transient(fake.config.fail_kind)
+            raise transient(fake.config.fail_kind, fake.config.retry_after)
         answer = locked(operation, *args)
         headers = {}
-        if fake.config.poll_after_ms is not None:
+        # Only Assistants runs carry the hint: the Responses spec declares no such header.
+        if poll_hint and fake.config.poll_after_ms is not None:
             headers["openai-poll-after-ms"] = str(fake.config.poll_after_ms)
         return answer, 200, headers
 
@@ -150,7 +151,11 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
 
     @app.get("/v1/threads/<thread_id>/runs/<run_id>")
     def get_run(thread_id, run_id):
-        return polled(run_id, assistants.get_run, thread_id, run_id)
+        return polled(run_id, assistants.get_run, thread_id, run_id, poll_hint=True)
+
+    @app.post("/v1/threads/<thread_id>/runs/<run_id>/submit_tool_outputs")
+    def submit_tool_outputs(thread_id, run_id):
+        return locked(assistants.submit_tool_outputs, thread_id, run_id, body())
 
     @app.post("/v1/threads/<thread_id>/runs/<run_id>/cancel")
     def cancel_run(thread_id, run_id):
@@ -175,25 +180,34 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
 
     @app.get("/v1/conversations/<conversation_id>/items")
     def list_items(conversation_id):
-        params = parse_list_params(request.args, allow_before=False)
-        return locked(responses.list_items, conversation_id, params)
+        return locked(responses.list_items, conversation_id, request.args)
+
+    def event_stream(response, starting_after=-1):
+        return Response(
+            stream_with_context(streaming.events(fake, response, starting_after)),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
 
     @app.post("/v1/responses")
     def create_response():
-        return locked(responses.create_response, body())
+        data = body()
+        with fake.lock:
+            if data.get("stream") is True:
+                streaming.refuse_if_off(fake)
+            response = responses.create_response(fake, data)
+            if not response.streamable:
+                return response.to_api()
+        return event_stream(response)
 
     @app.get("/v1/responses/<response_id>")
     def get_response(response_id):
         if request.args.get("stream") == "true":
-            starting_after = request.args.get("starting_after", "0")
-            if not starting_after.isdigit():
+            starting_after = request.args.get("starting_after", "-1")
+            if not starting_after.lstrip("-").isdigit():
                 raise bad_request("'starting_after' must be a whole number", param="starting_after")
             response = locked(streaming.open_stream, response_id)
-            return Response(
-                stream_with_context(streaming.events(fake, response, int(starting_after))),
-                mimetype="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
+            return event_stream(response, int(starting_after))
         return polled(response_id, responses.get_response, response_id)
 
     @app.post("/v1/responses/<response_id>/cancel")

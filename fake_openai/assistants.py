@@ -1,8 +1,6 @@
 """Assistants v2: threads, messages and runs. Every function expects `fake.lock` to be held."""
 
-import json
-
-from . import scripting
+from . import scripting, tools
 from .errors import bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
 from .listing import list_body, paginate
 from .state import FAILURE_MESSAGE, Holder, Job, alnum_id, epoch
@@ -47,7 +45,6 @@ class Thread(Holder):
             "tool_resources": {},
         }
 
-
     def latest_user_text(self):
         """The text of the newest user message ("" if none)."""
         for message in reversed(self.messages):
@@ -80,8 +77,14 @@ def make_message(thread_id, role, texts, now, run=None, metadata=None, incomplet
 class Run(Job):
     """A run on a thread; its status follows its script over wall-clock time."""
 
-    def __init__(self, thread, body, script, now, label):
+    def __init__(self, thread, body, script, now, label, expiry_seconds):
         super().__init__(alnum_id("run_"), script, now)
+        self.expires_at = now + expiry_seconds
+        self.parallel_tool_calls = body.get("parallel_tool_calls") is not False
+        self.calls = tools.next_calls(script, 0, self.parallel_tool_calls)  # of the current turn
+        self.done_calls = 0
+        self.open_calls = {}  # call id -> tool name, while requires_action
+        self.results = []  # [(tool name, output)] submitted so far
         self.thread = thread
         self.label = label
         self.assistant_id = body["assistant_id"]
@@ -97,17 +100,27 @@ class Run(Job):
         self.usage = None
         self.completed_at = self.failed_at = self.cancelled_at = self.expired_at = None
 
-    def finish(self, outcome, at):
-        if outcome == "requires_action":
-            self.status = "requires_action"
-            self.required_action = _weather_tool_call()
+    def advance(self, now):
+        """As a job does; a run left waiting for tool outputs expires at `expires_at`."""
+        if self.status == "requires_action" and self.cancel_at is None and now >= self.expires_at:
+            self.settle("expired", self.expires_at)
             return
+        super().advance(now)
+
+    def finish(self, outcome, at):
+        if self.calls and outcome not in ("cancelled", "expired", "never"):
+            self.status = "requires_action"
+            self.open_calls = {alnum_id("call_"): call for call in self.calls}
+            self.required_action = _required_action(self.open_calls)
+            return
+        if outcome == "requires_action":
+            outcome = "completed"
         self.status = outcome
         self.required_action = None
         reply = ""
         if outcome in ("completed", "incomplete"):
             partial = outcome == "incomplete"
-            reply = scripting.reply_text(self.script, self.label, partial=partial)
+            reply = scripting.reply_text(self.script, self.label, partial=partial, results=self.results)
             self.thread.messages.append(
                 make_message(self.thread.id, "assistant", [reply], at, run=self, incomplete=partial)
             )
@@ -130,7 +143,7 @@ class Run(Job):
         if self.status == "expired":
             expires_at = self.expired_at
         elif self.active:
-            expires_at = self.created + 600
+            expires_at = self.expires_at
         else:
             expires_at = None
         return {
@@ -160,23 +173,16 @@ class Run(Job):
             "truncation_strategy": {"type": "auto", "last_messages": None},
             "response_format": "auto",
             "tool_choice": "auto",
-            "parallel_tool_calls": True,
+            "parallel_tool_calls": self.parallel_tool_calls,
         }
 
 
-def _weather_tool_call():
-    return {
-        "type": "submit_tool_outputs",
-        "submit_tool_outputs": {
-            "tool_calls": [
-                {
-                    "id": alnum_id("call_"),
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})},
-                }
-            ]
-        },
-    }
+def _required_action(open_calls):
+    calls = [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        for call_id, (name, arguments) in open_calls.items()
+    ]
+    return {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}}
 
 
 def _metadata(body):
@@ -302,7 +308,10 @@ def create_run(fake, thread_id, body):
     for index, message in enumerate(extra):
         _add_user_message(fake, thread, message, f"additional_messages[{index}].")
     script = scripting.parse(thread.latest_user_text(), fake.config.default_duration)
-    run = Run(thread, body, script, fake.now(), fake.label)
+    run = Run(thread, body, script, fake.now(), fake.label, fake.config.run_expiry_seconds)
+    if run.calls and not script.legacy_call and body.get("tools") is not None:
+        # Without `tools` the run uses the assistant's own tools, which the fake cannot see.
+        tools.check_declared(script, tools.function_names(body["tools"]))
     fake.runs[run.id] = run
     fake.add_job(run)
     thread.active = run
@@ -330,4 +339,34 @@ def cancel_run(fake, thread_id, run_id):
         raise bad_request(f"Cannot cancel run with status '{run.status}'.")
     run.status = "cancelling"
     run.cancel_at = fake.now() + fake.config.cancel_delay
+    return run.to_api()
+
+
+def submit_tool_outputs(fake, thread_id, run_id, body):
+    """POST /v1/threads/{id}/runs/{run_id}/submit_tool_outputs: every open call answered once."""
+    check_known_params(body, {"tool_outputs", "stream"})
+    run = _find_run(fake, thread_id, run_id)
+    if body.get("stream"):
+        raise bad_request("streaming is not supported by the fake", param="stream")
+    if run.status != "requires_action":
+        raise bad_request(f'Runs in status "{run.status}" do not accept tool outputs.')
+    outputs = body.get("tool_outputs")
+    if outputs is None:
+        raise missing_param("tool_outputs")
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise invalid_type("tool_outputs", "an array of objects", outputs)
+    given = [o.get("tool_call_id") for o in outputs]
+    expected = list(run.open_calls)
+    if sorted(given, key=str) != sorted(expected):
+        raise bad_request(f"Expected tool outputs for call_ids {expected}, got {given}", param="tool_outputs")
+    for output in outputs:
+        name = run.open_calls[output["tool_call_id"]][0]
+        run.results.append((name, tools.output_text(output.get("output", ""))))
+    run.done_calls += len(run.open_calls)
+    run.open_calls = {}
+    run.required_action = None
+    run.calls = tools.next_calls(run.script, run.done_calls, run.parallel_tool_calls)
+    run.final_at = None
+    run.restart(fake.now())
+    fake.changed.notify_all()
     return run.to_api()

@@ -70,7 +70,7 @@ def check_known_params(body, allowed):
             raise bad_request(f"Unrecognized request argument supplied: {key}")
 
 
-def transient(kind):
+def transient(kind, retry_after="0"):
     """A canned transient upstream failure of the given kind ("500", "503" or "429")."""
     kind = str(kind)
     if kind == "429":
@@ -80,7 +80,7 @@ def transient(kind):
             "Visit https://platform.openai.com/account/rate-limits to learn more.",
             type="requests",
             code="rate_limit_exceeded",
-            headers={"retry-after": "0"},
+            headers={"retry-after": str(retry_after)},
         )
     if kind == "503":
         return ApiError(503, "The server is overloaded or not ready yet.", type="server_error")

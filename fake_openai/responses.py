@@ -1,12 +1,11 @@
 """Conversations and background Responses. Every function expects `fake.lock` to be held."""
 
-import json
-import threading
+import math
 
-from . import scripting
+from . import events, scripting, tools
 from .errors import ApiError, bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
-from .listing import list_body, paginate
-from .state import FAILURE_MESSAGE, Holder, Job, alnum_id, epoch, hex_id
+from .listing import list_body, paginate, parse_list_params
+from .state import FAILURE_MESSAGE, Holder, Job, epoch, hex_id
 
 CONVERSATION_PARAMS = {"items", "metadata"}
 ITEMS_PARAMS = {"items"}
@@ -40,6 +39,8 @@ RESPONSE_PARAMS = {
     "prompt",
 }
 UNSUPPORTED = ("previous_response_id", "prompt")
+MAX_ITEMS = 20  # per POST /v1/conversations/{id}/items and per initial conversation items
+ITEM_LIST_PARAMS = {"limit", "order", "after", "include"}
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 LOCKED_MESSAGE = "Another process is currently operating on this conversation. Please retry in a few seconds."
 
@@ -59,7 +60,7 @@ class Conversation(Holder):
         """The 400 OpenAI answers while a response is operating on this conversation."""
         self.advance(now)
         if self.active is not None:
-            raise bad_request(LOCKED_MESSAGE, code="conversation_locked")
+            raise bad_request(LOCKED_MESSAGE, param="conversation", code="conversation_locked")
 
 
 def message_item(role, text):
@@ -79,12 +80,19 @@ def _content_part(role, text):
     return {"type": "input_text", "text": text}
 
 
-def _parse_items(items, param):
+def _parse_items(items, param, max_items=None):
     """Turn request input items into stored conversation items (messages and tool outputs)."""
     if isinstance(items, str):
         return [message_item("user", items)]
     if not isinstance(items, list):
         raise invalid_type(param, "a string or an array of items", items)
+    if max_items is not None and len(items) > max_items:
+        raise bad_request(
+            f"Invalid '{param}': array too long. Expected an array with maximum length {max_items}, "
+            f"but got an array with length {len(items)} instead.",
+            param=param,
+            code="array_above_max_length",
+        )
     return [_parse_item(item, f"{param}[{index}]") for index, item in enumerate(items)]
 
 
@@ -100,7 +108,7 @@ def _parse_item(item, param):
             "type": "function_call_output",
             "id": hex_id("fco_"),
             "call_id": item["call_id"],
-            "output": item["output"],
+            "output": tools.output_text(item["output"]),
             "status": "completed",
         }
     if kind != "message":
@@ -141,11 +149,16 @@ def _latest_user_text(items):
 
 
 class Response(Job):
-    """A background response; its status follows its script over wall-clock time."""
+    """A background response; its status follows its script over wall-clock time.
 
-    def __init__(self, conversation, body, script, now, label):
+    Its input items and output items join the conversation when it completes (or ends
+    incomplete). A turn that calls tools ends `completed` with `function_call` items.
+    """
+
+    def __init__(self, conversation, body, script, items, history, now, label):
         super().__init__(hex_id("resp_"), script, now)
         self.conversation = conversation
+        self.input_items = items
         self.label = label
         self.model = body["model"]
         self.instructions = body.get("instructions")
@@ -153,27 +166,47 @@ class Response(Job):
         self.top_p = body.get("top_p", 1.0)
         self.metadata = body.get("metadata") or {}
         self.tools = body.get("tools") or []
+        self.tool_choice = body.get("tool_choice") or "auto"
+        self.parallel_tool_calls = body.get("parallel_tool_calls") is not False
         self.max_output_tokens = body.get("max_output_tokens")
+        self.streamable = body.get("stream") is True
+        turn = tools.since_last_user(history)
+        done = sum(1 for item in turn if item["type"] == "function_call")
+        self.calls = tools.next_calls(script, done, self.parallel_tool_calls)
+        self.results = tools.results(turn)
         self.output = []
         self.usage = None
         self.error = None
         self.incomplete_details = None
         self.completed_at = None
-        self.changed = threading.Event()  # set when a cancel moves the response on early
+        self.events = []
+        events.created(self)
+
+    def next_change_at(self):
+        """When the status changes next by itself (infinity if never)."""
+        if self.status == "queued":
+            return self.start_at
+        if self.status == "in_progress" and self.outcome != "never" and self.cancel_at is None:
+            return self.end_at
+        return math.inf
+
+    def on_start(self):
+        events.started(self)
 
     def finish(self, outcome, at):
         reply = ""
-        if outcome in ("completed", "incomplete"):
+        if self.calls and outcome not in ("cancelled", "never"):
+            self.output = [tools.function_call_item(name, arguments) for name, arguments in self.calls]
+            outcome = "completed"
+        elif outcome in ("completed", "incomplete", "requires_action"):
             partial = outcome == "incomplete"
-            reply = scripting.reply_text(self.script, self.label, partial=partial)
+            reply = scripting.reply_text(self.script, self.label, partial=partial, results=self.results)
             item = message_item("assistant", reply)
             if partial:
                 item["status"] = "incomplete"
                 self.incomplete_details = {"reason": "max_output_tokens"}
             self.output = [item]
-        elif outcome == "requires_action":
-            self.output = [_weather_function_call()]
-            outcome = "completed"
+            outcome = "incomplete" if partial else "completed"
         elif outcome in ("failed", "expired"):
             code = "server_error" if outcome == "failed" else "expired"
             self.error = {"code": code, "message": FAILURE_MESSAGE}
@@ -181,8 +214,8 @@ class Response(Job):
         self.status = outcome
         if outcome == "completed":
             self.completed_at = at
-        if self.conversation is not None:
-            self.conversation.items.extend(self.output)
+        if self.conversation is not None and outcome in ("completed", "incomplete"):
+            self.conversation.items.extend(self.input_items + self.output)
         if outcome != "cancelled":
             prompt = scripting.count_tokens(self.script.text)
             completion = scripting.count_tokens(reply) if reply else 0
@@ -193,6 +226,7 @@ class Response(Job):
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": prompt + completion,
             }
+        events.finished(self)
 
     def to_api(self):
         """The OpenAI `response` object as of the last `advance`."""
@@ -211,7 +245,7 @@ class Response(Job):
             "max_tool_calls": None,
             "model": self.model,
             "output": list(self.output),
-            "parallel_tool_calls": True,
+            "parallel_tool_calls": self.parallel_tool_calls,
             "previous_response_id": None,
             "prompt_cache_key": None,
             "reasoning": {"effort": None, "summary": None},
@@ -220,7 +254,7 @@ class Response(Job):
             "store": True,
             "temperature": self.temperature,
             "text": {"format": {"type": "text"}, "verbosity": "medium"},
-            "tool_choice": "auto",
+            "tool_choice": self.tool_choice,
             "tools": self.tools,
             "top_logprobs": 0,
             "top_p": self.top_p,
@@ -229,17 +263,6 @@ class Response(Job):
             "user": None,
             "metadata": self.metadata,
         }
-
-
-def _weather_function_call():
-    return {
-        "type": "function_call",
-        "id": hex_id("fc_"),
-        "call_id": alnum_id("call_"),
-        "name": "get_weather",
-        "arguments": json.dumps({"city": "Paris"}),
-        "status": "completed",
-    }
 
 
 def _metadata(body):
@@ -263,7 +286,7 @@ def create_conversation(fake, body):
     """POST /v1/conversations."""
     check_known_params(body, CONVERSATION_PARAMS)
     conversation = Conversation(fake.now(), _metadata(body))
-    conversation.items.extend(_parse_items(body.get("items") or [], "items"))
+    conversation.items.extend(_parse_items(body.get("items") or [], "items", MAX_ITEMS))
     fake.conversations[conversation.id] = conversation
     return conversation.to_api()
 
@@ -288,29 +311,42 @@ def create_items(fake, conversation_id, body):
         raise missing_param("items")
     if not isinstance(body["items"], list):
         raise invalid_type("items", "an array", body["items"])
-    items = _parse_items(body["items"], "items")
+    items = _parse_items(body["items"], "items", MAX_ITEMS)
     conversation.refuse_if_locked(fake.now())
     conversation.items.extend(items)
     return list_body(items, False)
 
 
-def list_items(fake, conversation_id, params):
-    """GET /v1/conversations/{id}/items (no `before`, like the real endpoint)."""
+def list_items(fake, conversation_id, args):
+    """GET /v1/conversations/{id}/items: limit, order, after, include; no `before`.
+
+    Any other query parameter (`before` included) is a 400 `unknown_parameter` (a guess).
+    """
+    for name in args:
+        if name not in ITEM_LIST_PARAMS:
+            raise bad_request(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
+    params = parse_list_params(args, allow_before=False)
+    del params["before"]
     conversation = find_conversation(fake, conversation_id)
     conversation.advance(fake.now())
     return list_body(*paginate(conversation.items, **params))
 
 
 def create_response(fake, body):
-    """POST /v1/responses (background only); input items join the conversation at once."""
+    """POST /v1/responses (background only); its items join the conversation when it completes."""
     check_known_params(body, RESPONSE_PARAMS)
+    if body.get("previous_response_id") is not None and body.get("conversation") is not None:
+        raise bad_request(
+            "Mutually exclusive parameters: Ensure you are only providing one of: "
+            "'previous_response_id' or 'conversation'.",
+            param="previous_response_id",
+            code="mutually_exclusive_parameters",
+        )
     for name in UNSUPPORTED:
         if body.get(name) is not None:
             raise bad_request(f"the fake does not support '{name}'", param=name)
     if not body.get("model"):
         raise missing_param("model")
-    if body.get("stream"):
-        raise bad_request("streaming is not supported by the fake", param="stream")
     if body.get("background") is not True:
         raise bad_request("the fake only supports background responses", param="background")
     if body.get("store") is False:
@@ -325,17 +361,22 @@ def create_response(fake, body):
         conversation = find_conversation(fake, conversation_id)
         conversation.refuse_if_locked(fake.now())
     history = conversation.items + items if conversation else items
+    tools.check_outputs_match_calls(history)
+    open_call = tools.first_open_call(history)
+    if open_call is not None:
+        raise bad_request(f"No tool output found for function call {open_call}.", param="input")
     script = scripting.parse(_latest_user_text(history), fake.config.default_duration)
-    response = Response(conversation, body, script, fake.now(), fake.label)
+    response = Response(conversation, body, script, items, history, fake.now(), fake.label)
+    if response.calls and not script.legacy_call:
+        tools.check_declared(script, tools.function_names(response.tools))
     if conversation is not None:
-        conversation.items.extend(items)
         conversation.active = response
     fake.responses[response.id] = response
     fake.add_job(response)
-    return response.to_api()
+    return response
 
 
-def _find_response(fake, response_id):
+def find_response(fake, response_id):
     response = fake.responses.get(response_id)
     if response is None:
         raise not_found(f"Response with id '{response_id}' not found.")
@@ -347,18 +388,18 @@ def _find_response(fake, response_id):
 
 def get_response(fake, response_id):
     """GET /v1/responses/{id}."""
-    return _find_response(fake, response_id).to_api()
+    return find_response(fake, response_id).to_api()
 
 
 def cancel_response(fake, response_id):
-    """POST /v1/responses/{id}/cancel: `cancelled` at once; idempotent once cancelled."""
-    response = _find_response(fake, response_id)
+    """POST /v1/responses/{id}/cancel: `cancelled` at once; idempotent once cancelled; 400 once ended."""
+    response = find_response(fake, response_id)
     if response.status == "cancelled":
         return response.to_api()
     if not response.active:
-        raise ApiError(400, f"Cannot cancel a response with status '{response.status}'.")
+        raise ApiError(400, "Cannot cancel a completed response.")
     response.settle("cancelled", fake.now())
     if response.conversation is not None:
         response.conversation.advance(fake.now())
-    response.changed.set()  # wakes an open event stream
+    fake.changed.notify_all()  # wakes open event streams
     return response.to_api()

@@ -47,6 +47,10 @@ class Config:
         self.cancel_delay = 0.05
         self.unknown_assistants = set()
         self.stream_mode = "ok"  # "refuse": streams answer 400; "drop": they close after one event
+        self.stream_resume_seconds = 300.0  # GET ?stream=true works this long after creation
+        self.keepalive_seconds = 30.0  # a `keepalive` event after this much stream silence (None: never)
+        self.run_expiry_seconds = 600.0  # an Assistants run waiting for tool outputs expires then
+        self.retry_after = "0"  # the Retry-After header of a 429
 
     def update(self, values):
         """Set knobs from a JSON object, validating each; unknown names are an error."""
@@ -58,6 +62,10 @@ class Config:
             "cancel_delay": _non_negative_float,
             "unknown_assistants": lambda v: set(v or ()),
             "stream_mode": self._stream_mode,
+            "stream_resume_seconds": _non_negative_float,
+            "keepalive_seconds": lambda v: None if v is None else _positive_float(v),
+            "run_expiry_seconds": _non_negative_float,
+            "retry_after": lambda v: str(_non_negative_float(v)).removesuffix(".0"),
         }
         parsed = {}
         for name, value in values.items():
@@ -80,6 +88,10 @@ class Config:
             "cancel_delay": self.cancel_delay,
             "unknown_assistants": sorted(self.unknown_assistants),
             "stream_mode": self.stream_mode,
+            "stream_resume_seconds": self.stream_resume_seconds,
+            "keepalive_seconds": self.keepalive_seconds,
+            "run_expiry_seconds": self.run_expiry_seconds,
+            "retry_after": self.retry_after,
         }
 
     @staticmethod
@@ -98,6 +110,12 @@ class Config:
 def _non_negative_float(value):
     if isinstance(value, bool) or float(value) < 0:
         raise ValueError("expected a number >= 0")
+    return float(value)
+
+
+def _positive_float(value):
+    if isinstance(value, bool) or float(value) <= 0:
+        raise ValueError("expected a number > 0")
     return float(value)
 
 
@@ -140,10 +158,14 @@ class Job:
         self.script = script
         self.outcome = script.outcome
         self.created = now
-        self.start_at = now + min(0.1, script.duration / 4)
-        self.end_at = now + script.duration
-        self.status = "queued"
         self.started_at = None
+        self.restart(now)
+
+    def restart(self, now):
+        """Queue the job again from `now` for one more turn of its script's duration."""
+        self.start_at = now + min(0.1, self.script.duration / 4)
+        self.end_at = now + self.script.duration
+        self.status = "queued"
         self.final_at = None
         self.cancel_at = None  # when a requested cancel takes effect
         self.polls = 0
@@ -165,9 +187,13 @@ class Job:
             return
         if self.status == "queued":
             self.status = "in_progress"
-            self.started_at = self.start_at
+            self.started_at = self.started_at or self.start_at
+            self.on_start()
         if self.outcome != "never" and now >= self.end_at:
             self.settle(self.outcome, self.end_at)
+
+    def on_start(self):
+        """Called when the job moves from queued to in_progress; subclasses may record it."""
 
     def settle(self, outcome, at):
         """End (or park, for requires_action) the job with `outcome` at instant `at`."""
@@ -194,6 +220,7 @@ class FakeState:
 
     def __init__(self, default_duration=0.3, label=None, clock=time.time):
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # notified when a job moves on early (cancel, submit)
         self.label = label
         self.clock = clock
         self.config = Config(default_duration)

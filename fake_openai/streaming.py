@@ -1,58 +1,69 @@
-"""Server-sent events of a background response: `GET /v1/responses/{id}?stream=true&starting_after=N`.
+"""Server-sent events of a background response created with `background: true, stream: true`.
 
-Events carry increasing `sequence_number`s: 1 `response.created`, 2 `response.in_progress`,
-3 the terminal `response.completed` / `response.failed` / `response.incomplete`. A cancelled
-response ends the stream with no terminal event (the client learns the status by a GET).
-The generator sleeps on the response's `changed` event until the next instant of its life,
-so thousands of open streams cost no CPU while they wait.
+The stream of `POST /v1/responses` starts at `response.created` (sequence 0);
+`GET /v1/responses/{id}?stream=true&starting_after=N` replays the events after N, for
+`stream_resume_seconds` after creation. A cancelled response ends the stream with no
+terminal event (a guess). After `keepalive_seconds` of silence the stream sends
+`{"type": "keepalive", "sequence_number": <last sent>}`. The generator sleeps on
+`fake.changed` until the response's next instant, so open streams cost no CPU while they wait.
 """
 
-import json
-
 from .errors import bad_request
-from .responses import _find_response
+from .events import sse
+from .responses import find_response
 
-TERMINAL_EVENTS = {"completed": "response.completed", "failed": "response.failed", "incomplete": "response.incomplete"}
-KEEPALIVE_SECONDS = 4.0
+NOT_STREAMED_MESSAGE = (
+    "This response cannot be streamed because it was not created with 'background': true and 'stream': true."
+)
+EXPIRED_MESSAGE = "The stream of this response is no longer available; retrieve the response instead."
+MAX_SLEEP = 1.0  # seconds; bounds how late a stream notices a closed client or a changed knob
 
 
-def _event(sequence, kind, response):
-    payload = {"type": kind, "sequence_number": sequence, "response": response}
-    return f"event: {kind}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+def refuse_if_off(fake):
+    """The `stream_mode=refuse` knob: every stream (at creation and on GET) answers 400."""
+    if fake.config.stream_mode == "refuse":
+        raise bad_request("streaming is not available for this response", param="stream")
 
 
 def open_stream(fake, response_id):
-    """Check the response exists (lock held); the caller then iterates `events(...)` unlocked."""
-    if fake.config.stream_mode == "refuse":
-        raise bad_request("streaming is not available for this response", param="stream")
-    return _find_response(fake, response_id)
+    """Check the response may be streamed now (lock held); the caller then iterates `events(...)`."""
+    refuse_if_off(fake)
+    response = find_response(fake, response_id)
+    if not response.streamable:
+        raise bad_request(NOT_STREAMED_MESSAGE, param="stream")
+    if fake.now() > response.created + fake.config.stream_resume_seconds:
+        raise bad_request(EXPIRED_MESSAGE, param="starting_after")
+    return response
 
 
-def events(fake, response, starting_after):
+def events(fake, response, starting_after=-1):
     """Yield the SSE text of every event after `starting_after`, as the response lives."""
-    sent = starting_after
+    cursor = starting_after
     drop_after_first = fake.config.stream_mode == "drop"
+    quiet_since = fake.now()
     while True:
+        keepalive = False
         with fake.lock:
             now = fake.now()
             response.advance(now)
-            status, snapshot = response.status, response.to_api()
-            wake_at = response.start_at if status == "queued" else response.end_at
-        due = [(1, "response.created")]
-        if status != "queued":
-            due.append((2, "response.in_progress"))
-        if status in TERMINAL_EVENTS:
-            due.append((3, TERMINAL_EVENTS[status]))
-        for sequence, kind in due:
-            if sequence > sent:
-                yield _event(sequence, kind, snapshot)
-                sent = sequence
-                if drop_after_first:
-                    return
-        if status not in ("queued", "in_progress"):
-            return  # ended (terminal event sent), or cancelled: the stream closes
-        timeout = max(0.0, wake_at - now) if response.outcome != "never" or status == "queued" else KEEPALIVE_SECONDS
-        if response.changed.wait(min(timeout, KEEPALIVE_SECONDS)):
-            response.changed.clear()
-        elif timeout > KEEPALIVE_SECONDS:
-            yield ": keep-alive\n\n"
+            batch = response.events[cursor + 1 :]
+            ended = not response.active
+            interval = fake.config.keepalive_seconds
+            if not batch and not ended:
+                wake_at = response.next_change_at()
+                if interval is not None:
+                    wake_at = min(wake_at, quiet_since + interval)
+                fake.changed.wait(max(0.0, min(wake_at - now, MAX_SLEEP)))
+                keepalive = interval is not None and fake.now() >= quiet_since + interval
+        if keepalive:
+            yield sse({"type": "keepalive", "sequence_number": max(cursor, 0)})
+            quiet_since = fake.now()
+            continue
+        for event in batch:
+            yield sse(event)
+            cursor = event["sequence_number"]
+            quiet_since = now
+            if drop_after_first:
+                return
+        if ended and not batch:
+            return  # every event sent: terminal, or cancelled (no terminal event)

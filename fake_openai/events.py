@@ -1,0 +1,79 @@
+"""The event log of a streamed background response, in the order the Responses API sends it.
+
+`response.created` (sequence 0) and `response.queued` at creation, `response.in_progress`
+when it starts, then per output item `response.output_item.added`, its content or argument
+deltas and `...done` events, `response.output_item.done`, and the terminal
+`response.completed` / `response.failed` / `response.incomplete`. A cancelled response
+logs nothing more (a guess: the real API documents no cancelled stream event).
+"""
+
+import json
+import re
+
+TERMINAL_EVENTS = {"completed": "response.completed", "failed": "response.failed", "incomplete": "response.incomplete"}
+
+
+def log(job, kind, **fields):
+    """Append one event to the response's log, numbered from 0."""
+    event = {"type": kind, "sequence_number": len(job.events), **fields}
+    job.events.append(event)
+
+
+def created(response):
+    """The events of creation."""
+    snapshot = response.to_api()
+    log(response, "response.created", response=snapshot)
+    log(response, "response.queued", response=snapshot)
+
+
+def started(response):
+    """The event of the move to in_progress."""
+    log(response, "response.in_progress", response=response.to_api())
+
+
+def finished(response):
+    """The output item events and the terminal event (none for a cancelled response)."""
+    for index, item in enumerate(response.output):
+        if item["type"] == "message":
+            _message_events(response, index, item)
+        elif item["type"] == "function_call":
+            _function_call_events(response, index, item)
+    kind = TERMINAL_EVENTS.get(response.status)
+    if kind:
+        log(response, kind, response=response.to_api())
+
+
+def _message_events(response, index, item):
+    text = item["content"][0]["text"] if item["content"] else ""
+    log(
+        response,
+        "response.output_item.added",
+        output_index=index,
+        item={**item, "status": "in_progress", "content": []},
+    )
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+    log(response, "response.content_part.added", **where, part=part)
+    for piece in re.findall(r"\S+\s*|\s+", text):
+        log(response, "response.output_text.delta", **where, delta=piece, logprobs=[])
+    log(response, "response.output_text.done", **where, text=text, logprobs=[])
+    log(response, "response.content_part.done", **where, part={**part, "text": text})
+    log(response, "response.output_item.done", output_index=index, item=item)
+
+
+def _function_call_events(response, index, item):
+    log(
+        response,
+        "response.output_item.added",
+        output_index=index,
+        item={**item, "status": "in_progress", "arguments": ""},
+    )
+    where = {"item_id": item["id"], "output_index": index}
+    log(response, "response.function_call_arguments.delta", **where, delta=item["arguments"])
+    log(response, "response.function_call_arguments.done", **where, name=item["name"], arguments=item["arguments"])
+    log(response, "response.output_item.done", output_index=index, item=item)
+
+
+def sse(event):
+    """One server-sent event frame."""
+    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
