@@ -1,7 +1,9 @@
 """The fake OpenAI upstream, exercised through the real openai SDK (in-process, over WSGI)."""
 
+import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from openai.types.conversations.conversation_item_list import ConversationItemLi
 from openai.types.responses.response import Response
 
 from fake_openai import create_fake_app
+from fake_openai import responses as fake_responses
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
 
@@ -591,3 +594,130 @@ def test_runner_serves_over_http():
         server.terminate()
         server.wait(timeout=5)
         server.stdout.close()
+
+
+# --- Streamed background responses -------------------------------------------------------------
+
+
+def sse_events(answer):
+    """The JSON events of an SSE answer, in order."""
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    return [json.loads(line[5:]) for line in answer.text.splitlines() if line.startswith("data:")]
+
+
+def streamed(raw, text, conversation=None, **extra):
+    body = {"model": "gpt-4o", "background": True, "stream": True, "input": text, **extra}
+    if conversation:
+        body["conversation"] = conversation
+    return raw.post("/v1/responses", json=body)
+
+
+def test_a_background_stream_sends_every_event_from_creation(raw):
+    events = sse_events(streamed(raw, "hello big world [fake duration=0.1]"))
+    kinds = [e["type"] for e in events]
+    assert kinds[:3] == ["response.created", "response.queued", "response.in_progress"]
+    assert kinds[3:5] == ["response.output_item.added", "response.content_part.added"]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert kinds[-1] == "response.completed" and kinds.count("response.output_text.delta") == 4
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert "".join(e["delta"] for e in deltas) == "Echo: hello big world"
+    assert all(e["output_index"] == 0 and e["content_index"] == 0 for e in deltas)
+    assert deltas[0]["item_id"] == events[-1]["response"]["output"][0]["id"]
+    assert events[0]["response"]["status"] == "queued" and events[-1]["response"]["status"] == "completed"
+    Response.model_validate(events[-1]["response"])
+
+
+def test_the_sdk_reads_a_background_stream(client):
+    stream = client.responses.create(model="gpt-4o", input="hi [fake duration=0.05]", background=True, stream=True)
+    events = list(stream)
+    assert events[0].type == "response.created" and events[0].sequence_number == 0
+    assert events[-1].type == "response.completed" and events[-1].response.output_text == "Echo: hi"
+
+
+def test_get_stream_is_refused_unless_created_with_background_and_stream(client, raw):
+    conversation, response = start_response(client, "x [fake duration=0.05]")
+    answer = raw.get(f"/v1/responses/{response.id}?stream=true")
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "stream" and "stream" in error["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.responses.retrieve(response.id, stream=True)
+
+
+def test_resume_replays_only_the_events_after_the_cursor(raw):
+    first = sse_events(streamed(raw, "one two [fake duration=0.05]"))
+    response_id = first[0]["response"]["id"]
+    again = sse_events(raw.get(f"/v1/responses/{response_id}?stream=true&starting_after=2"))
+    assert again == first[3:]
+    assert sse_events(raw.get(f"/v1/responses/{response_id}?stream=true")) == first
+
+
+def test_resume_stops_working_after_the_window(raw, fake):
+    fake.config.stream_resume_seconds = 0.1
+    response_id = sse_events(streamed(raw, "x [fake duration=0.02]"))[0]["response"]["id"]
+    assert raw.get(f"/v1/responses/{response_id}?stream=true&starting_after=1").status_code == 200
+    time.sleep(0.15)
+    answer = raw.get(f"/v1/responses/{response_id}?stream=true&starting_after=1")
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "starting_after"
+    assert raw.get(f"/v1/responses/{response_id}").json()["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "outcome, last",
+    [("failed", "response.failed"), ("incomplete", "response.incomplete"), ("expired", "response.failed")],
+)
+def test_terminal_stream_events(raw, outcome, last):
+    events = sse_events(streamed(raw, f"abcd [fake status={outcome} duration=0.05]"))
+    assert events[-1]["type"] == last and events[-1]["response"]["status"] == last.split(".")[1]
+
+
+def test_a_cancelled_stream_ends_without_a_terminal_event(raw):
+    events = sse_events(streamed(raw, "x [fake status=cancelled duration=0.05]"))
+    assert [e["type"] for e in events] == ["response.created", "response.queued", "response.in_progress"]
+
+
+def test_cancel_ends_an_open_stream_at_once(fake, raw):
+    def cancel_soon():
+        deadline = time.time() + 2
+        while not fake.responses and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        with fake.lock:
+            fake_responses.cancel_response(fake, next(iter(fake.responses)))
+
+    canceller = threading.Thread(target=cancel_soon)
+    canceller.start()
+    started = time.monotonic()
+    events = sse_events(streamed(raw, "x [fake status=never]"))
+    canceller.join()
+    assert time.monotonic() - started < 0.6
+    assert [e["type"] for e in events] == ["response.created", "response.queued", "response.in_progress"]
+
+
+def test_keepalive_frames_carry_a_sequence_number(raw, fake):
+    fake.config.keepalive_seconds = 0.05
+    events = sse_events(streamed(raw, "x [fake duration=0.4]"))
+    keepalives = [e for e in events if e["type"] == "keepalive"]
+    assert len(keepalives) >= 3 and all(isinstance(e["sequence_number"], int) for e in keepalives)
+    assert events[-1]["type"] == "response.completed"
+
+
+def test_stream_mode_refuse_refuses_streams_at_creation(raw, fake):
+    fake.config.stream_mode = "refuse"
+    answer = streamed(raw, "x")
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "stream"
+
+
+def test_retry_after_knob(client, fake):
+    fake.config.update({"fail_every_nth_poll": 1, "fail_kind": "429", "retry_after": 7})
+    conversation, response = start_response(client, "x")
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.responses.retrieve(response.id)
+    assert caught.value.response.headers["retry-after"] == "7"
