@@ -173,7 +173,7 @@ class Response(Job):
         turn = tools.since_last_user(history)
         done = sum(1 for item in turn if item["type"] == "function_call")
         self.calls = tools.next_calls(script, done, self.parallel_tool_calls)
-        self.results = tools.results(turn)
+        self.results = tools.results(turn, history)
         self.output = []
         self.usage = None
         self.error = None

@@ -54,9 +54,9 @@ def since_last_user(items):
     return list(items)
 
 
-def results(items):
-    """[(tool name, output)] of the function_call_output items among `items`, in order."""
-    names = {item["call_id"]: item["name"] for item in items if item["type"] == "function_call"}
+def results(items, history):
+    """[(tool name, output)] of the function_call_output items among `items`, named from `history`."""
+    names = {item["call_id"]: item["name"] for item in history if item["type"] == "function_call"}
     return [
         (names.get(item["call_id"], "?"), item["output"]) for item in items if item["type"] == "function_call_output"
     ]

@@ -721,3 +721,246 @@ def test_retry_after_knob(client, fake):
     with pytest.raises(openai.RateLimitError) as caught:
         client.responses.retrieve(response.id)
     assert caught.value.response.headers["retry-after"] == "7"
+
+
+# --- Conversations: limits and rules --------------------------------------------------------------
+
+
+def user_items(count):
+    return [{"type": "message", "role": "user", "content": f"i{i}"} for i in range(count)]
+
+
+def test_at_most_20_items_per_add_and_per_new_conversation(client, raw):
+    conversation = client.conversations.create(items=user_items(20))
+    assert len(client.conversations.items.list(conversation.id, limit=100).data) == 20
+    for answer in (
+        raw.post("/v1/conversations", json={"items": user_items(21)}),
+        raw.post(f"/v1/conversations/{conversation.id}/items", json={"items": user_items(21)}),
+    ):
+        assert answer.status_code == 400
+        assert answer.json()["error"]["code"] == "array_above_max_length"
+        assert answer.json()["error"]["param"] == "items"
+    assert client.conversations.items.create(conversation.id, items=user_items(20)).object == "list"
+
+
+def test_item_list_parameters(client, raw):
+    conversation = client.conversations.create(items=user_items(3))
+    url = f"/v1/conversations/{conversation.id}/items"
+    page = raw.get(url).json()
+    assert [i["content"][0]["text"] for i in page["data"]] == ["i2", "i1", "i0"]
+    assert set(page) >= {"data", "has_more", "first_id", "last_id"}
+    assert raw.get(url, params={"include": "message.output_text.logprobs"}).status_code == 200
+    for bad in ({"limit": 0}, {"limit": 101}, {"order": "up"}):
+        assert raw.get(url, params=bad).status_code == 400
+    answer = raw.get(url, params={"before": page["last_id"]})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "unknown_parameter" and answer.json()["error"]["param"] == "before"
+
+
+def test_conversation_locked_names_the_conversation_param(client):
+    conversation, response = start_response(client, "x [fake duration=0.5]")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="gpt-4o", conversation=conversation.id, background=True, input="z")
+    assert caught.value.status_code == 400 and caught.value.param == "conversation"
+    assert caught.value.code == "conversation_locked"
+
+
+def test_previous_response_id_with_conversation_is_a_400(client):
+    conversation, response = start_response(client, "x [fake duration=0.02]")
+    wait_response(client, response.id)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model="gpt-4o", conversation=conversation.id, previous_response_id=response.id, background=True, input="y"
+        )
+    assert caught.value.code == "mutually_exclusive_parameters"
+
+
+# --- Function calling: Responses ---------------------------------------------------------------------
+
+
+def weather_tool(name="get_weather"):
+    return {
+        "type": "function",
+        "name": name,
+        "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+
+
+TOOLS = [weather_tool(), weather_tool("get_time")]
+TWO_CALLS = '[fake call=get_weather args={"city": "Paris"} call=get_time args={"city": "Oslo"} duration=0.02]'
+
+
+def respond(client, conversation_id, input_items, **extra):
+    response = client.responses.create(
+        model="gpt-4o", conversation=conversation_id, background=True, input=input_items, tools=TOOLS, **extra
+    )
+    return wait_response(client, response.id)
+
+
+def output(call, text):
+    return {"type": "function_call_output", "call_id": call.call_id, "output": text}
+
+
+def test_a_scripted_call_ends_completed_with_a_function_call_item(client):
+    conversation = client.conversations.create()
+    done = respond(client, conversation.id, 'weather? [fake call=get_weather args={"city": "Paris"} duration=0.02]')
+    assert done.status == "completed" and done.output_text == "" and len(done.output) == 1
+    call = done.output[0]
+    assert call.type == "function_call" and call.name == "get_weather" and call.status == "completed"
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    assert call.id.startswith("fc_") and call.call_id.startswith("call_")
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    assert [i.type for i in items] == ["message", "function_call"]
+
+
+def test_parallel_calls_then_outputs_reach_the_answer(client):
+    conversation = client.conversations.create()
+    done = respond(client, conversation.id, "plan " + TWO_CALLS)
+    first, second = done.output
+    assert (first.name, second.name) == ("get_weather", "get_time") and first.call_id != second.call_id
+    with pytest.raises(openai.BadRequestError) as caught:
+        respond(client, conversation.id, [output(first, "sunny")])
+    assert caught.value.body["message"] == f"No tool output found for function call {second.call_id}."
+    answer = respond(client, conversation.id, [output(first, "sunny"), output(second, "noon")])
+    assert answer.output_text == "Echo: plan | get_weather -> sunny | get_time -> noon"
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    assert [i.type for i in items] == [
+        "message",
+        "function_call",
+        "function_call",
+        "function_call_output",
+        "function_call_output",
+        "message",
+    ]
+
+
+def test_parallel_tool_calls_false_calls_one_tool_per_turn(client):
+    conversation = client.conversations.create()
+    first = respond(client, conversation.id, "plan " + TWO_CALLS, parallel_tool_calls=False)
+    assert [c.name for c in first.output] == ["get_weather"] and first.parallel_tool_calls is False
+    second = respond(client, conversation.id, [output(first.output[0], "sunny")], parallel_tool_calls=False)
+    assert [c.name for c in second.output] == ["get_time"]
+    answer = respond(client, conversation.id, [output(second.output[0], "noon")], parallel_tool_calls=False)
+    assert answer.output_text == "Echo: plan | get_weather -> sunny | get_time -> noon"
+
+
+def test_an_open_call_blocks_the_conversation_until_its_output_is_added_as_an_item(client):
+    conversation = client.conversations.create()
+    call = respond(client, conversation.id, "w? [fake call=get_weather duration=0.02]").output[0]
+    assert call.arguments == "{}"
+    client.conversations.items.create(conversation.id, items=[{"type": "message", "role": "user", "content": "hm"}])
+    with pytest.raises(openai.BadRequestError, match=f"No tool output found for function call {call.call_id}."):
+        respond(client, conversation.id, [])
+    client.conversations.items.create(conversation.id, items=[output(call, "rainy")])
+    assert respond(client, conversation.id, []).output_text == "Echo: hm | get_weather -> rainy"
+
+
+def test_rounds_repeat_the_calls(client):
+    conversation = client.conversations.create()
+    first = respond(client, conversation.id, "w [fake call=get_weather rounds=2 duration=0.02]")
+    second = respond(client, conversation.id, [output(first.output[0], "a")])
+    assert second.output[0].type == "function_call"
+    third = respond(client, conversation.id, [output(second.output[0], "b")])
+    assert third.output_text == "Echo: w | get_weather -> a | get_weather -> b"
+
+
+def test_a_call_of_an_undeclared_tool_is_a_directive_error(client):
+    conversation = client.conversations.create()
+    with pytest.raises(openai.BadRequestError, match="declares no function tool named 'get_stock'"):
+        respond(client, conversation.id, "x [fake call=get_stock]")
+    with pytest.raises(openai.BadRequestError, match="declares no function tool"):
+        client.responses.create(
+            model="gpt-4o", conversation=conversation.id, background=True, input="x [fake call=get_weather]"
+        )
+
+
+def test_an_output_for_an_unknown_call_is_a_400(client):
+    conversation = client.conversations.create()
+    with pytest.raises(openai.BadRequestError, match="No tool call found for function call output with call_id"):
+        respond(client, conversation.id, [{"type": "function_call_output", "call_id": "call_nope", "output": "x"}])
+
+
+def test_a_streamed_call_sends_argument_events(raw):
+    events = sse_events(
+        streamed(raw, 'x [fake call=get_weather args={"city": "Rome"} duration=0.02]', tools=[weather_tool()])
+    )
+    kinds = [e["type"] for e in events]
+    assert kinds[3:] == [
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert events[5]["arguments"] == '{"city": "Rome"}' and events[5]["name"] == "get_weather"
+
+
+# --- Function calling: Assistants ------------------------------------------------------------------
+
+
+ASSISTANT_TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+
+
+def test_a_run_requires_action_and_continues_with_submitted_outputs(client):
+    text = (
+        'weather? [fake call=get_weather args={"city": "Paris"} call=get_weather args={"city": "Oslo"} duration=0.02]'
+    )
+    thread, run = start_run(client, text, tools=ASSISTANT_TOOLS)
+    parked = wait_run(client, thread.id, run.id)
+    assert parked.status == "requires_action" and parked.required_action.type == "submit_tool_outputs"
+    calls = parked.required_action.submit_tool_outputs.tool_calls
+    assert [json.loads(c.function.arguments)["city"] for c in calls] == ["Paris", "Oslo"]
+    assert all(c.type == "function" and c.function.name == "get_weather" for c in calls)
+    for wrong in (
+        [{"tool_call_id": calls[0].id, "output": "a"}],
+        [{"tool_call_id": calls[0].id, "output": "a"}, {"tool_call_id": "call_nope", "output": "b"}],
+        [{"tool_call_id": calls[0].id, "output": "a"}] * 2,
+    ):
+        with pytest.raises(openai.BadRequestError, match="Expected tool outputs for call_ids"):
+            client.beta.threads.runs.submit_tool_outputs(run.id, thread_id=thread.id, tool_outputs=wrong)
+    assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "requires_action"
+    done = client.beta.threads.runs.submit_tool_outputs_and_poll(
+        run_id=run.id,
+        thread_id=thread.id,
+        tool_outputs=[{"tool_call_id": calls[1].id, "output": "cold"}, {"tool_call_id": calls[0].id, "output": "warm"}],
+        poll_interval_ms=10,
+    )
+    assert done.status == "completed" and done.required_action is None
+    assert reply_texts(client, thread.id)[-1] == (
+        "assistant",
+        "Echo: weather? | get_weather -> cold | get_weather -> warm",
+    )
+    with pytest.raises(openai.BadRequestError, match='Runs in status "completed" do not accept tool outputs.'):
+        client.beta.threads.runs.submit_tool_outputs(run.id, thread_id=thread.id, tool_outputs=[])
+
+
+def test_a_run_without_tools_may_call_the_assistants_own_tools(client):
+    thread, run = start_run(client, "x [fake call=lookup duration=0.02]")
+    parked = wait_run(client, thread.id, run.id)
+    assert parked.required_action.submit_tool_outputs.tool_calls[0].function.name == "lookup"
+    with pytest.raises(openai.BadRequestError, match="declares no function tool named 'lookup'"):
+        start_run(client, "x [fake call=lookup]", tools=ASSISTANT_TOOLS)
+
+
+def test_a_run_waiting_for_outputs_expires(client, fake):
+    fake.config.run_expiry_seconds = 0.2
+    thread, run = start_run(client, "x [fake call=get_weather duration=0.02]")
+    assert wait_run(client, thread.id, run.id).status == "requires_action"
+    time.sleep(0.25)
+    expired = client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
+    assert expired.status == "expired" and expired.required_action is None
+    client.beta.threads.messages.create(thread.id, role="user", content="next")
+
+
+def test_the_legacy_requires_action_run_takes_outputs_too(client):
+    thread, run = start_run(client, "w [fake status=requires_action duration=0.02]")
+    call = wait_run(client, thread.id, run.id).required_action.submit_tool_outputs.tool_calls[0]
+    done = client.beta.threads.runs.submit_tool_outputs_and_poll(
+        run_id=run.id,
+        thread_id=thread.id,
+        tool_outputs=[{"tool_call_id": call.id, "output": "ok"}],
+        poll_interval_ms=10,
+    )
+    assert done.status == "completed"
+    assert reply_texts(client, thread.id)[-1] == ("assistant", "Echo: w | get_weather -> ok")
