@@ -182,9 +182,9 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
     def list_items(conversation_id):
         return locked(responses.list_items, conversation_id, request.args)
 
-    def event_stream(response, starting_after=-1):
+    def event_stream(response, starting_after=-1, at_creation=False):
         return Response(
-            stream_with_context(streaming.events(fake, response, starting_after)),
+            stream_with_context(streaming.events(fake, response, starting_after, at_creation)),
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
@@ -198,7 +198,7 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
             response = responses.create_response(fake, data)
             if not response.streamable:
                 return response.to_api()
-        return event_stream(response)
+        return event_stream(response, at_creation=True)
 
     @app.get("/v1/responses/<response_id>")
     def get_response(response_id):

@@ -51,6 +51,7 @@ class Config:
         self.keepalive_seconds = 30.0  # a `keepalive` event after this much stream silence (None: never)
         self.run_expiry_seconds = 600.0  # an Assistants run waiting for tool outputs expires then
         self.retry_after = "0"  # the Retry-After header of a 429
+        self.stuck_if_aborted = False  # a creation stream closed before the start leaves it queued
 
     def update(self, values):
         """Set knobs from a JSON object, validating each; unknown names are an error."""
@@ -65,6 +66,7 @@ class Config:
             "stream_resume_seconds": _non_negative_float,
             "keepalive_seconds": lambda v: None if v is None else _positive_float(v),
             "run_expiry_seconds": _non_negative_float,
+            "stuck_if_aborted": _boolean,
             "retry_after": lambda v: str(_non_negative_float(v)).removesuffix(".0"),
         }
         parsed = {}
@@ -92,6 +94,7 @@ class Config:
             "keepalive_seconds": self.keepalive_seconds,
             "run_expiry_seconds": self.run_expiry_seconds,
             "retry_after": self.retry_after,
+            "stuck_if_aborted": self.stuck_if_aborted,
         }
 
     @staticmethod
@@ -111,6 +114,12 @@ def _non_negative_float(value):
     if isinstance(value, bool) or float(value) < 0:
         raise ValueError("expected a number >= 0")
     return float(value)
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
 
 
 def _positive_float(value):
@@ -168,6 +177,7 @@ class Job:
         self.status = "queued"
         self.final_at = None
         self.cancel_at = None  # when a requested cancel takes effect
+        self.stuck = False  # never leaves `queued` (the stuck_if_aborted knob)
         self.polls = 0
 
     @property
@@ -183,7 +193,7 @@ class Job:
             if now >= self.cancel_at:
                 self.settle("cancelled", self.cancel_at)
             return
-        if self.status == "requires_action" or now < self.start_at:
+        if self.status == "requires_action" or now < self.start_at or self.stuck:
             return
         if self.status == "queued":
             self.status = "in_progress"

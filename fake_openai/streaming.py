@@ -36,8 +36,24 @@ def open_stream(fake, response_id):
     return response
 
 
-def events(fake, response, starting_after=-1):
-    """Yield the SSE text of every event after `starting_after`, as the response lives."""
+def events(fake, response, starting_after=-1, at_creation=False):
+    """Yield the SSE text of every event after `starting_after`, as the response lives.
+
+    With the `stuck_if_aborted` knob, a creation stream closed by its client before
+    the response started leaves the response `queued` for ever (seen on the forum).
+    """
+    stream = _events(fake, response, starting_after)
+    try:
+        yield from stream
+    except GeneratorExit:
+        if at_creation and fake.config.stuck_if_aborted:
+            with fake.lock:
+                if response.status == "queued":
+                    response.stuck = True
+        raise
+
+
+def _events(fake, response, starting_after):
     cursor = starting_after
     drop_after_first = fake.config.stream_mode == "drop"
     quiet_since = fake.now()

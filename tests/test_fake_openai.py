@@ -19,6 +19,7 @@ from openai.types.responses.response import Response
 
 from fake_openai import create_fake_app
 from fake_openai import responses as fake_responses
+from fake_openai import streaming as fake_streaming
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
 
@@ -699,6 +700,19 @@ def test_cancel_ends_an_open_stream_at_once(fake, raw):
     canceller.join()
     assert time.monotonic() - started < 0.6
     assert [e["type"] for e in events] == ["response.created", "response.queued", "response.in_progress"]
+
+
+@pytest.mark.parametrize("stuck", [False, True])
+def test_a_creation_stream_aborted_before_the_start_may_leave_the_response_queued(fake, stuck):
+    fake.config.stuck_if_aborted = stuck
+    with fake.lock:
+        body = {"model": "gpt-4o", "background": True, "stream": True, "input": "x [fake duration=0.05]"}
+        response = fake_responses.create_response(fake, body)
+    stream = fake_streaming.events(fake, response, at_creation=True)
+    assert '"response.created"' in next(stream)
+    stream.close()
+    time.sleep(0.1)
+    assert fake.run_info(response.id)["status"] == ("queued" if stuck else "completed")
 
 
 def test_keepalive_frames_carry_a_sequence_number(raw, fake):
