@@ -40,7 +40,7 @@ RESPONSE_PARAMS = {
 }
 UNSUPPORTED = ("previous_response_id", "prompt")
 MAX_ITEMS = 20  # per POST /v1/conversations/{id}/items and per initial conversation items
-ITEM_LIST_PARAMS = {"limit", "order", "after", "include"}
+ITEM_LIST_PARAMS = {"limit", "order", "after", "include", "include[]"}  # the SDK sends include[]
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 LOCKED_MESSAGE = "Another process is currently operating on this conversation. Please retry in a few seconds."
 

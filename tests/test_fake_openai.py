@@ -764,6 +764,8 @@ def test_item_list_parameters(client, raw):
     assert [i["content"][0]["text"] for i in page["data"]] == ["i2", "i1", "i0"]
     assert set(page) >= {"data", "has_more", "first_id", "last_id"}
     assert raw.get(url, params={"include": "message.output_text.logprobs"}).status_code == 200
+    listed = client.conversations.items.list(conversation.id, include=["message.output_text.logprobs"])
+    assert len(listed.data) == 3
     for bad in ({"limit": 0}, {"limit": 101}, {"order": "up"}):
         assert raw.get(url, params=bad).status_code == 400
     answer = raw.get(url, params={"before": page["last_id"]})
