@@ -336,7 +336,9 @@ def test_completed_response(client, fake):
     conversation, response = start_response(client, "hello [fake duration=0.3]", instructions="be brief")
     assert response.status == "queued" and response.background is True and response.output == []
     assert response.conversation.id == conversation.id and response.instructions == "be brief"
-    assert item_texts(client, conversation.id) == []  # input joins the conversation when it completes
+    listed = item_texts(client, conversation.id)
+    if client.responses.retrieve(response.id).status in ("queued", "in_progress"):
+        assert listed == []  # its input joins the conversation when it completes, not before
     done = wait_response(client, response.id)
     assert done.status == "completed" and done.completed_at is not None
     assert done.output_text == "Echo: hello"
@@ -742,6 +744,17 @@ def test_retry_after_knob(client, fake):
 
 def user_items(count):
     return [{"type": "message", "role": "user", "content": f"i{i}"} for i in range(count)]
+
+
+def test_input_items_join_the_conversation_only_when_the_response_completes(client, fake):
+    conversation, response = start_response(client, "x [fake status=never]")
+    assert item_texts(client, conversation.id) == []
+    with fake.lock:
+        fake.responses[response.id].outcome = "completed"  # let it end now
+        fake.responses[response.id].end_at = fake.now()
+    done = wait_response(client, response.id)
+    assert done.status == "completed"
+    assert item_texts(client, conversation.id) == [("user", "x [fake status=never]"), ("assistant", "Echo: x")]
 
 
 def test_at_most_20_items_per_add_and_per_new_conversation(client, raw):
