@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
 import jwt
 from flask import g, request
@@ -11,6 +12,8 @@ from app.errors import ApiError
 from app.settings import Settings
 
 ANONYMOUS = "anonymous"
+
+log = logging.getLogger("app.auth")
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -51,6 +54,10 @@ def _jwt_user(settings: Settings, token: str) -> str:
         raise _unauthorized("Token expired.") from None
     except jwt.InvalidTokenError as exc:
         raise _unauthorized(f"Invalid token: {exc}.") from None
+    except jwt.PyJWTError as exc:
+        # Not the token's fault alone: the configured key does not fit the token's algorithm.
+        log.warning("JWT not verifiable with the configured key: %s", exc)
+        raise _unauthorized("Invalid token: it cannot be verified with this server's key.") from None
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise _unauthorized("Invalid token: no subject.")

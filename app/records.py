@@ -12,7 +12,6 @@ from app.engines.base import MessagePage, list_page
 from app.waiting import ACTIVE_STATUSES
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
-OWNER_CACHE_SIZE = 100_000
 
 
 class Records:
@@ -21,9 +20,6 @@ class Records:
     def __init__(self, engine: sa.Engine, clock=time.time):
         self.db = engine
         self.clock = clock
-        # A thread's owner never changes, so every request need not ask the database.
-        # A thread deleted by another process stays here, and its upstream call says 404.
-        self._owners: dict[str, str] = {}
 
     # threads and their active-run lock
 
@@ -32,18 +28,11 @@ class Records:
             conn.execute(threads.insert().values(id=thread_id, owner=owner, engine=engine, created_at=self.clock()))
 
     def thread_owner(self, thread_id: str) -> str | None:
-        owner = self._owners.get(thread_id)
-        if owner is None:
-            with self.db.connect() as conn:
-                owner = conn.execute(sa.select(threads.c.owner).where(threads.c.id == thread_id)).scalar()
-            if owner is not None:
-                if len(self._owners) >= OWNER_CACHE_SIZE:
-                    self._owners.clear()
-                self._owners[thread_id] = owner
-        return owner
+        # Asked of the database every time: another process may have deleted the thread.
+        with self.db.connect() as conn:
+            return conn.execute(sa.select(threads.c.owner).where(threads.c.id == thread_id)).scalar()
 
     def forget_thread(self, thread_id: str) -> None:
-        self._owners.pop(thread_id, None)
         with self.db.begin() as conn:
             conn.execute(messages.delete().where(messages.c.thread_id == thread_id))
             conn.execute(runs.delete().where(runs.c.thread_id == thread_id))

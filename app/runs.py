@@ -57,6 +57,7 @@ def start_and_wait(backend: Backend, owner: str, thread_id: str, assistant, temp
     settings = backend.settings
     holder = f"starting-{uuid.uuid4().hex}"
     if not backend.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
+        require_thread(backend, owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
         raise thread_busy(thread_id, backend.records.active_run(thread_id))
     metrics.run_started()
     try:

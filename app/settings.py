@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+import jwt
+from jwt.algorithms import get_default_algorithms
 from limits import parse_many
 
 from app.assistants import AssistantType
@@ -197,6 +199,32 @@ def _tokens(env) -> dict[str, str]:
     return tokens
 
 
+def _check_jwt_key(key: str, algorithms: tuple[str, ...], public: bool) -> None:
+    """Refuse a key that cannot verify every configured algorithm: HS* take a secret, the others a public key."""
+    known = get_default_algorithms()
+    if not algorithms:
+        raise ConfigError("JWT_ALGORITHMS: no algorithm given")
+    for name in algorithms:
+        if name not in known:
+            raise ConfigError(f"JWT_ALGORITHMS: unknown algorithm {name!r} (e.g. HS256, RS256, ES256, EdDSA)")
+        hmac = name.startswith("HS")
+        if public and hmac:
+            raise ConfigError(
+                f"JWT_PUBLIC_KEY: {name} verifies with a shared secret (JWT_SECRET), not a public key; "
+                "set JWT_ALGORITHMS to the key's algorithm (e.g. RS256 or ES256)"
+            )
+        if not public and not hmac:
+            raise ConfigError(
+                f"JWT_SECRET: {name} verifies with a public key (JWT_PUBLIC_KEY), not a secret; "
+                "set JWT_PUBLIC_KEY, or JWT_ALGORITHMS=HS256"
+            )
+        try:
+            known[name].prepare_key(key)
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            variable = "JWT_PUBLIC_KEY" if public else "JWT_SECRET"
+            raise ConfigError(f"{variable}: not a usable {name} key: {exc}") from None
+
+
 def inflight_limit(threads: int) -> int:
     """Runs one worker of `threads` threads may wait for; the other threads stay free for quick requests."""
     return max(1, threads - max(2, threads // 8))
@@ -228,6 +256,7 @@ def load_settings(env=None) -> Settings:
             raise ConfigError("JWT_ALGORITHMS: 'none' is not allowed")
         if not _text(env, "JWT_PUBLIC_KEY") and len(jwt_key) < 32:
             raise ConfigError("JWT_SECRET: too short to sign with; use at least 32 random characters")
+        _check_jwt_key(jwt_key, algorithms, public=bool(_text(env, "JWT_PUBLIC_KEY")))
 
     timeout = _number(env, "RUN_TIMEOUT_SECONDS", 60.0, low=1, high=3600)
     # gunicorn.conf.py sets WORKER_THREADS, so that a worker keeps threads free for quick requests.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jwt
@@ -9,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from app import create_app
 from app.settings import ConfigError, load_settings
 from tests.conftest import Api
 
@@ -70,6 +72,30 @@ def test_jwt_with_a_public_key(make_app):
     token = jwt.encode({"sub": "dave", "exp": int(time.time()) + 60}, private, algorithm="RS256")
     assert _create_thread(app, token).status_code == 200
     assert _create_thread(app, _hs256()).status_code == 401  # an HS256 token is not taken by an RS256 deployment
+
+
+def _rsa_key_pair():
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public_pem
+
+
+def test_a_key_that_does_not_fit_the_token_is_401_not_500(base_env):
+    # The start refuses this pairing; should one get through, a token is still 401 with a JSON body.
+    private, public_pem = _rsa_key_pair()
+    env = {**base_env, "AUTH_MODE": "jwt", "JWT_PUBLIC_KEY": public_pem, "JWT_ALGORITHMS": "RS256"}
+    settings = dataclasses.replace(load_settings(env), jwt_algorithms=("HS256", "RS256"))
+    app = create_app(settings)
+    answer = _create_thread(app, _hs256())
+    assert answer.status_code == 401 and answer.is_json
+    assert answer.json["error"].startswith("Invalid token")
+    assert answer.headers["x-should-retry"] == "false"
+    token = jwt.encode({"sub": "dave", "exp": int(time.time()) + 60}, private, algorithm="RS256")
+    assert _create_thread(app, token).status_code == 200
 
 
 def test_auth_mode_none_makes_everyone_anonymous(make_app, capfd):

@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.settings import ConfigError, load_settings
 
@@ -79,3 +81,46 @@ def test_a_server_without_key_refuses_to_start_with_one_line():
     assert started.stderr.strip().splitlines() == [
         "configuration error: OPENAI_API_KEY: required (or set OPENAI_BASE_URL=offline for the offline upstream)"
     ]
+
+
+JWT_SECRET = "jwt-secret-for-tests-0123456789abcdef"
+PUBLIC_PEM = (
+    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+
+
+@pytest.fixture
+def jwt_env():
+    return {**MINIMAL, "AUTH_MODE": "jwt"}
+
+
+def test_a_public_key_with_its_algorithm_is_accepted(jwt_env):
+    settings = load_settings({**jwt_env, "JWT_PUBLIC_KEY": PUBLIC_PEM, "JWT_ALGORITHMS": "RS256,PS256"})
+    assert settings.jwt_key == PUBLIC_PEM.strip() and settings.jwt_algorithms == ("RS256", "PS256")
+
+
+@pytest.mark.parametrize(
+    "algorithms,variable",
+    [
+        ("HS256", "JWT_PUBLIC_KEY"),
+        ("RS256,HS512", "JWT_PUBLIC_KEY"),
+        ("ES256", "JWT_PUBLIC_KEY"),
+        ("rs256", "JWT_ALGORITHMS"),
+    ],
+)
+def test_a_public_key_with_algorithms_it_cannot_verify_stops_the_start(jwt_env, algorithms, variable):
+    env = {**jwt_env, "JWT_PUBLIC_KEY": PUBLIC_PEM}
+    if algorithms != "HS256":
+        env["JWT_ALGORITHMS"] = algorithms  # HS256 is the default
+    with pytest.raises(ConfigError, match=f"^{variable}:"):
+        load_settings(env)
+
+
+@pytest.mark.parametrize("algorithms", ["RS256", "ES256", "PS256", "EdDSA", "HS256,RS256"])
+def test_a_secret_with_public_key_algorithms_stops_the_start(jwt_env, algorithms):
+    env = {**jwt_env, "JWT_SECRET": JWT_SECRET, "JWT_ALGORITHMS": algorithms}
+    with pytest.raises(ConfigError, match="^JWT_SECRET:.*JWT_PUBLIC_KEY"):
+        load_settings(env)
