@@ -150,7 +150,10 @@ class UpstreamHTTP:
         except ValueError:
             parsed = None
         error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
-        error = error if isinstance(error, dict) else None
+        error = dict(error) if isinstance(error, dict) else None
+        if error and isinstance(error.get("message"), str):
+            # Before the translation, which may log the message (a 401 echoing the key).
+            error["message"] = redact(error["message"], (self._key,))
         try:
             with translated_errors(what):
                 raise openai.APIStatusError(f"Error code: {response.status_code}", response=response, body=error)
