@@ -20,6 +20,7 @@ with a 4xx). A create whose error says `maybe_sent` must not be sent again.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Iterator
 
@@ -34,10 +35,15 @@ from app.settings import Settings
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CONNECT_SECONDS = 5.0
 # No bound on open connections: every waiting stream holds one, and a bound would
-# turn a burst into pool timeouts. Few idle ones: before each request the pool
-# probes every idle connection (a poll() call each), so a large idle pool left by
-# a burst makes every later call slower.
+# turn a burst into pool timeouts. Few idle ones: before and after each request
+# the pool probes every idle connection (about 3 us of CPU each per request), so
+# a large idle pool left by a burst makes every later call slower.
 LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=32, keepalive_expiry=5.0)
+# The pool also walks every open connection and pending request twice per request:
+# with 1000 streams open in one pool a poll costs ~1.6 ms of CPU instead of ~0.3
+# (bench/poll_cost.py --streams). So streams get pools of their own, several of
+# them, each holding a share of the streams; JSON calls keep a pool of short calls.
+STREAM_POOLS = 16
 # Transport errors after which the request surely did not reach the upstream.
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.UnsupportedProtocol)
 
@@ -45,19 +51,36 @@ _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, htt
 class UpstreamHTTP:
     """GET, POST, DELETE and SSE streams on the upstream, each bounded by its own timeout."""
 
-    def __init__(self, base_url: str, api_key: str, *, transport=None, limits: httpx2.Limits = LIMITS):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        transport=None,
+        limits: httpx2.Limits = LIMITS,
+        stream_pools: int = STREAM_POOLS,
+    ):
         self._key = api_key
-        self._client = httpx2.Client(
-            base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
-            transport=transport,
-            limits=limits,
-            timeout=httpx2.Timeout(10.0, connect=CONNECT_SECONDS),
-            follow_redirects=False,
-        )
+        ssl_context = httpx2.create_ssl_context()  # loaded once, shared by every pool
+
+        def pool():
+            return httpx2.Client(
+                base_url=base_url.rstrip("/"),
+                headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+                transport=transport,
+                limits=limits,
+                verify=ssl_context,
+                timeout=httpx2.Timeout(10.0, connect=CONNECT_SECONDS),
+                follow_redirects=False,
+            )
+
+        self._client = pool()
+        self._stream_clients = [pool() for _ in range(max(1, stream_pools))]
+        self._next_stream_client = itertools.cycle(self._stream_clients).__next__
 
     def close(self) -> None:
-        self._client.close()
+        for client in (self._client, *self._stream_clients):
+            client.close()
 
     def get(self, path: str, params: dict | None = None, *, timeout: float = 10.0, what: str = "") -> tuple:
         """The JSON answer and its headers."""
@@ -99,11 +122,12 @@ class UpstreamHTTP:
         """
         what = what or f"{method} {path} (stream)"
         headers = {"Accept": "text/event-stream"}
+        client = self._next_stream_client()
         with self._translated(what):
-            request = self._client.build_request(
+            request = client.build_request(
                 method, path, json=body, params=params, headers=headers, timeout=_timeout(timeout)
             )
-            response = self._client.send(request, stream=True)
+            response = client.send(request, stream=True)
         try:
             if response.status_code >= 400:
                 with self._translated(what):
