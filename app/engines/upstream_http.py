@@ -15,6 +15,11 @@ Every failure is one of the engine errors of `base`, with an extra attribute
 `maybe_sent`: False only when the upstream surely did not act on the request
 (it was never sent: connect error or timeout, pool timeout; or it was refused
 with a 4xx). A create whose error says `maybe_sent` must not be sent again.
+
+CPU per poll, this process (bench/poll_cost.py, fake upstream on gunicorn+gevent):
+the SDK's with_raw_response.retrieve ~0.49 ms, `get` ~0.30 ms; with 2000 streams
+open, `get` stays ~0.26 ms, where one shared pool would cost ~3 ms per call.
+Build one per process (after a fork): it holds sockets.
 """
 
 from __future__ import annotations
