@@ -1,0 +1,214 @@
+"""A lean client for the upstream's JSON API: one shared httpx2 client, no retries.
+
+The hot calls of a wait (a look at a response, its event stream, a create that
+must not be sent twice) go through here instead of the SDK: a call costs a
+fraction of the CPU, and nothing is ever retried behind the caller's back.
+
+    upstream = make_upstream(settings)
+    data, headers = upstream.get("/responses/resp_1", timeout=2.0)
+    data, headers = upstream.post("/responses", {...}, timeout=10.0)
+    with upstream.stream("GET", "/responses/resp_1", params={"stream": "true"}, timeout=5.0) as events:
+        for event in events:  # dicts from `data:` lines
+            ...
+
+Every failure is one of the engine errors of `base`, with an extra attribute
+`maybe_sent`: False only when the upstream surely did not act on the request
+(it was never sent: connect error or timeout, pool timeout; or it was refused
+with a 4xx). A create whose error says `maybe_sent` must not be sent again.
+
+CPU per poll, this process (bench/poll_cost.py, fake upstream on gunicorn+gevent):
+the SDK's with_raw_response.retrieve ~0.49 ms, `get` ~0.30 ms; with 2000 streams
+open, `get` stays ~0.26 ms, where one shared pool would cost ~3 ms per call.
+Build one per process (after a fork): it holds sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from collections.abc import Iterator
+
+import httpx2
+import openai
+
+from app.engines.base import UpstreamError, UpstreamTransient
+from app.engines.client import OFFLINE_LABEL, translated_errors
+from app.redaction import redact
+from app.settings import Settings
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+CONNECT_SECONDS = 5.0
+# No bound on open connections: every waiting stream holds one, and a bound would
+# turn a burst into pool timeouts. Few idle ones: before and after each request
+# the pool probes every idle connection (about 3 us of CPU each per request), so
+# a large idle pool left by a burst makes every later call slower.
+LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=32, keepalive_expiry=5.0)
+# The pool also walks every open connection and pending request twice per request:
+# with 1000 streams open in one pool a poll costs ~1.6 ms of CPU instead of ~0.3
+# (bench/poll_cost.py --streams). So streams get pools of their own, several of
+# them, each holding a share of the streams; JSON calls keep a pool of short calls.
+STREAM_POOLS = 16
+# Transport errors after which the request surely did not reach the upstream.
+_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.UnsupportedProtocol)
+
+
+class UpstreamHTTP:
+    """GET, POST, DELETE and SSE streams on the upstream, each bounded by its own timeout."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        transport=None,
+        limits: httpx2.Limits = LIMITS,
+        stream_pools: int = STREAM_POOLS,
+    ):
+        self._key = api_key
+        ssl_context = httpx2.create_ssl_context()  # loaded once, shared by every pool
+
+        def pool():
+            return httpx2.Client(
+                base_url=base_url.rstrip("/"),
+                headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+                transport=transport,
+                limits=limits,
+                verify=ssl_context,
+                timeout=httpx2.Timeout(10.0, connect=CONNECT_SECONDS),
+                follow_redirects=False,
+            )
+
+        self._client = pool()
+        self._stream_clients = [pool() for _ in range(max(1, stream_pools))]
+        self._next_stream_client = itertools.cycle(self._stream_clients).__next__
+
+    def close(self) -> None:
+        for client in (self._client, *self._stream_clients):
+            client.close()
+
+    def get(self, path: str, params: dict | None = None, *, timeout: float = 10.0, what: str = "") -> tuple:
+        """The JSON answer and its headers."""
+        return self._call("GET", path, None, params, timeout, what)
+
+    def post(self, path: str, body: dict | None = None, *, timeout: float = 10.0, what: str = "") -> tuple:
+        return self._call("POST", path, body, None, timeout, what)
+
+    def delete(self, path: str, *, timeout: float = 10.0, what: str = "") -> tuple:
+        return self._call("DELETE", path, None, None, timeout, what)
+
+    def _call(self, method, path, body, params, timeout, what):
+        what = what or f"{method} {path}"
+        with self._translated(what):
+            response = self._client.request(method, path, json=body, params=params, timeout=_timeout(timeout))
+        if response.status_code >= 400:
+            self._raise_status(response, what)
+        try:
+            return response.json(), response.headers
+        except ValueError:
+            raise _marked(UpstreamTransient(f"{what}: the upstream's answer is not JSON"), True) from None
+
+    @contextlib.contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        params: dict | None = None,
+        *,
+        timeout: float = 10.0,
+        what: str = "",
+    ) -> Iterator[Iterator[dict]]:
+        """The parsed events of an SSE answer; `timeout` bounds each wait for more bytes.
+
+        Comments, `event:` lines and `[DONE]` are skipped; events of unknown types
+        are yielded like the others. A drop or silence while reading raises
+        UpstreamTransient (maybe_sent=True).
+        """
+        what = what or f"{method} {path} (stream)"
+        headers = {"Accept": "text/event-stream"}
+        client = self._next_stream_client()
+        with self._translated(what):
+            request = client.build_request(
+                method, path, json=body, params=params, headers=headers, timeout=_timeout(timeout)
+            )
+            response = client.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                with self._translated(what):
+                    response.read()
+                self._raise_status(response, what)
+            yield self._events(response, what)
+        finally:
+            response.close()
+
+    def _events(self, response, what):
+        with self._translated(what):
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separator, comment (`:`), event:, id:, retry:
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    continue
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    raise _marked(UpstreamTransient(f"{what}: an event is not JSON"), True) from None
+                if isinstance(event, dict):
+                    yield event
+
+    @contextlib.contextmanager
+    def _translated(self, what):
+        """Transport errors as UpstreamTransient, without the exception's own text."""
+        try:
+            yield
+        except httpx2.TimeoutException as exc:
+            raise _marked(
+                UpstreamTransient(f"{what}: the upstream did not answer in time"), not isinstance(exc, _NOT_SENT)
+            ) from None
+        except httpx2.TransportError as exc:
+            raise _marked(
+                UpstreamTransient(f"{what}: could not reach the upstream ({exc.__class__.__name__})"),
+                not isinstance(exc, _NOT_SENT),
+            ) from None
+
+    def _raise_status(self, response: httpx2.Response, what: str):
+        """Translate a 4xx/5xx answer the way the SDK path does (client.translated_errors)."""
+        try:
+            parsed = response.json()
+        except ValueError:
+            parsed = None
+        error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+        error = dict(error) if isinstance(error, dict) else None
+        if error and isinstance(error.get("message"), str):
+            # Before the translation, which may log the message (a 401 echoing the key).
+            error["message"] = redact(error["message"], (self._key,))
+        try:
+            with translated_errors(what):
+                raise openai.APIStatusError(f"Error code: {response.status_code}", response=response, body=error)
+        except UpstreamError as exc:
+            if self._key and self._key in str(exc):
+                exc.args = (redact(str(exc), (self._key,)),)
+            raise _marked(exc, response.status_code >= 500) from None
+
+
+def _timeout(seconds: float) -> httpx2.Timeout:
+    seconds = max(0.001, float(seconds))
+    return httpx2.Timeout(seconds, connect=min(seconds, CONNECT_SECONDS))
+
+
+def _marked(exc: UpstreamError, maybe_sent: bool) -> UpstreamError:
+    exc.maybe_sent = maybe_sent
+    return exc
+
+
+def make_upstream(settings: Settings) -> UpstreamHTTP:
+    """The client for the configured upstream (the in-process offline one included)."""
+    if settings.offline:
+        from fake_openai import create_fake_app
+
+        fake = create_fake_app(default_duration=1.0, label=OFFLINE_LABEL)
+        return UpstreamHTTP("http://offline.invalid/v1", "offline", transport=httpx2.WSGITransport(app=fake))
+    return UpstreamHTTP(
+        settings.openai_base_url or DEFAULT_BASE_URL, settings.openai_api_key or "unused-local-upstream"
+    )
