@@ -122,25 +122,30 @@ def until_ready(child: Child, ready, what: str, more_log: Path | None = None, ti
         raise AssertionError(f"{what} did not start:\n{child.log()}{extra}") from None
 
 
-def children_of(pid: int) -> set[int]:
-    """The pids of a process's children (gunicorn's workers), from /proc."""
-    found = set()
+def _children() -> dict[int, list[int]]:
+    """Every live process's children, by parent pid, from one pass over /proc."""
+    children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.add(int(entry.name))
-    return found
+                ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def children_of(pid: int) -> set[int]:
+    """The pids of a process's children (gunicorn's workers)."""
+    return set(_children().get(pid, ()))
 
 
 def tree(root: int) -> list[int]:
     """`root` and all its descendants that are alive now."""
+    children = _children()
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
         found.append(pid)
-        todo.extend(children_of(pid))
+        todo.extend(children.get(pid, ()))
     return found
 
 
