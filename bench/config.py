@@ -43,7 +43,7 @@ class Plan:
 FULL = Plan()
 QUICK = Plan(lag_runs=60, lag_concurrency=30, lag_max_s=6.0, width_steps=(100, 250), overhead_calls=100)
 
-# When a width step "gives" (the anchors' rules).
+# When a width step "gives": fewer runs succeed, the p99 lag is longer, or fewer runs wait at once.
 MIN_SUCCESS = 0.99
 MAX_P99_LAG_S = 2.0
 MIN_WAITING_SHARE = 0.95

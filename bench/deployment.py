@@ -30,8 +30,8 @@ class Deployment:
         self.code = code
         self.fake_port = procs.free_port()
         self.backend_port = 0
-        self.fake: procs.Server | None = None
-        self.backend: procs.Server | None = None
+        self.fake: procs.Child | None = None
+        self.backend: procs.Child | None = None
         self.control: FakeControl | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix=f"bench-{strategy}-{worker}-"))
         self._starts = 0

@@ -15,47 +15,61 @@ import resource
 import sys
 import time
 
-from bench.http11 import Connection, HttpError
+import httpx2
 
 
-async def _step(conn: Connection, what: str, method: str, path: str, body: dict | None) -> dict:
-    status, data = await conn.request(method, path, body)
-    if status != 200:
-        raise HttpError(f"{what}: HTTP {status} {data[:200].decode(errors='replace')}")
-    return json.loads(data)
+class HttpError(Exception):
+    """A step of the flow did not answer 200."""
+
+
+def _client(spec: dict) -> httpx2.AsyncClient:
+    """One keep-alive connection to the backend, used by one run's steps one after another."""
+    return httpx2.AsyncClient(
+        base_url=f"http://{spec['host']}:{spec['port']}",
+        limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1),
+        timeout=None,  # the spec's timeout bounds the whole run
+        headers={"Accept": "application/json"},
+    )
+
+
+async def _step(client: httpx2.AsyncClient, what: str, method: str, path: str, body: dict | None) -> dict:
+    answer = await client.request(method, path, json=body)
+    if answer.status_code != 200:
+        raise HttpError(f"{what}: HTTP {answer.status_code} {answer.text[:200]}")
+    return answer.json()
 
 
 async def one_run(spec: dict, duration: float) -> dict:
     """Run the whole flow once; the record says when each step ended and how it went."""
     prefix = spec["prefix"]
     record: dict = {"duration": duration, "launched": time.time()}
-    conn = None
+    async with _client(spec) as client:
+        await _flow(client, spec, prefix, duration, record)
+    return record
+
+
+async def _flow(client: httpx2.AsyncClient, spec: dict, prefix: str, duration: float, record: dict) -> None:
     try:
-        conn = await Connection.open(spec["host"], spec["port"])
-        thread = await _step(conn, "thread", "POST", f"{prefix}/threads", {})
+        thread = await _step(client, "thread", "POST", f"{prefix}/threads", {})
         record["thread_id"] = thread["id"]
         content = f"q [fake duration={duration:.3f}]"
         await _step(
-            conn, "message", "POST", f"{prefix}/threads/{thread['id']}/messages", {"role": "user", "content": content}
+            client, "message", "POST", f"{prefix}/threads/{thread['id']}/messages", {"role": "user", "content": content}
         )
         record["run_sent"] = time.time()
-        status, data = await conn.request("POST", f"{prefix}/threads/{thread['id']}/runs", {})
+        response = await client.post(f"{prefix}/threads/{thread['id']}/runs", json={})
         record["done"] = time.time()  # the client has the whole answer now
-        record["http_status"] = status
-        answer = json.loads(data)
+        status = record["http_status"] = response.status_code
+        answer = response.json()
         run = answer.get("run", answer)
         record["run_id"] = run.get("id")
         record["run_status"] = run.get("status")
         record["ok"] = status == 200 and run.get("status") == "completed"
         if not record["ok"]:
             record["error"] = f"run: HTTP {status} {answer.get('error', run.get('status'))}"
-    except (OSError, HttpError, ValueError, KeyError) as exc:
+    except (OSError, httpx2.HTTPError, HttpError, ValueError, KeyError) as exc:
         record["ok"] = False
         record["error"] = f"{type(exc).__name__}: {exc}"[:300]
-    finally:
-        if conn is not None:
-            await conn.close()
-    return record
 
 
 async def _bounded(spec: dict, duration: float) -> dict:

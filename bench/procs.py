@@ -1,98 +1,34 @@
-"""Starting and stopping the servers under test, and reading their process tree from /proc."""
+"""The benchmark's deployment on the shared process harness (tests/servers.py), and what /proc says of it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.servers import (  # noqa: F401 - free_port and tree are part of what bench uses from here
+    ROOT,
+    Child,
+    free_port,
+    gunicorn_args,
+    start_fake_upstream,
+    start_gunicorn,
+    tree,
+)
 
 if TYPE_CHECKING:
     from bench.config import Plan
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH_CONF = ROOT / "bench" / "gunicorn_conf.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    """Block until `url` answers 200, or raise (also when `proc` has exited)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]}... exited with {proc.returncode} before {url} answered")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:g}s")
-
-
-class Server:
-    """One server process (and its children) started by the benchmark, logging to a file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path, cwd: Path = ROOT):
-        self.name = name
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # closed in stop()
-        # Its own session, so that stop() can signal exactly this process group.
-        self.proc = subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """TERM the process group this server leads, then KILL it if it lingers."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._log.close()
-
-
-def gunicorn_args(
-    conf: Path, worker: str, port: int, connections: int, threads: int | None, workers: int = 1
-) -> list[str]:
-    """gunicorn with `workers` workers of class `worker` on 127.0.0.1:`port`; `conf` is passed with -c."""
-    args = [sys.executable, "-m", "gunicorn", "--no-control-socket", "-c", str(conf), "-k", worker, "-w", str(workers)]
-    args += ["--worker-connections", str(connections), "--backlog", "4096", "-b", f"127.0.0.1:{port}"]
-    if worker == "gthread" and threads:
-        args += ["--threads", str(threads)]
-    return args
-
-
-def start_fake(port: int, kind: str, log_dir: Path, code: Path = ROOT) -> Server:
-    """The fake upstream on 127.0.0.1:`port`: its own werkzeug server, or one gunicorn worker."""
-    if kind == "werkzeug":  # closes every connection after one answer
-        args = [sys.executable, "-m", "fake_openai", "--host", "127.0.0.1", "--port", str(port)]
-    else:  # one worker only: the simulator's state lives in that process
-        args = [*gunicorn_args(BENCH_CONF, kind, port, 8000, 256), "fake_openai:create_fake_app()"]
-    server = Server("fake-upstream", args, dict(os.environ), log_dir, cwd=code)
-    wait_http(f"http://127.0.0.1:{port}/_fake/stats", proc=server.proc)
-    return server
+def start_fake(port: int, kind: str, log_dir: Path, code: Path = ROOT) -> Child:
+    """The fake upstream on 127.0.0.1:`port`: its own werkzeug server, or one gunicorn worker of class `kind`."""
+    return start_fake_upstream(log_dir, port=port, server=kind, cwd=code)[0]
 
 
 def backend_env(
@@ -131,31 +67,11 @@ def backend_conf(code: Path = ROOT) -> Path:
     return own if own.exists() else BENCH_CONF
 
 
-def start_backend(port: int, env: dict[str, str], worker: str, plan: Plan, log_dir: Path, code: Path = ROOT) -> Server:
+def start_backend(port: int, env: dict[str, str], worker: str, plan: Plan, log_dir: Path, code: Path = ROOT) -> Child:
     """The backend as deployed: gunicorn, `plan.backend_workers` of class `worker`, serving wsgi:app from `code`."""
     conf = backend_conf(code)
     args = [*gunicorn_args(conf, worker, port, plan.worker_connections, plan.threads, plan.backend_workers), "wsgi:app"]
-    server = Server("backend", args, env, log_dir, cwd=code)
-    wait_http(f"http://127.0.0.1:{port}/healthz", proc=server.proc)
-    return server
-
-
-def tree(root: int) -> list[int]:
-    """`root` and all its descendants that are alive now."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = Path(entry.path, "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, ()))
-    return found
+    return start_gunicorn(log_dir, env, command=args, port=port, cwd=code, name="backend")[0]
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -14,12 +14,12 @@ import pstats
 import shutil
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench import procs, profile_pool
+from bench import procs
 from bench.config import STRATEGIES
-from bench.cputime import cpu_per_call, profiled
 
 AREAS = (
     ("openai", "openai SDK"),
@@ -39,6 +39,26 @@ AREAS = (
     ("logging", "logging"),
     ("json", "json"),
 )
+
+
+def cpu_per_call(fn, n: int) -> float:
+    """Mean CPU seconds of this process per call of `fn`, over `n` calls after a warm-up."""
+    for _ in range(min(20, n)):
+        fn()
+    started = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - started) / n
+
+
+def profiled(fn, n: int) -> cProfile.Profile:
+    """cProfile of `n` calls of `fn`, on the CPU clock (waiting for the upstream does not count)."""
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    for _ in range(n):
+        fn()
+    profile.disable()
+    return profile
 
 
 def _area(filename: str) -> str:
@@ -94,7 +114,6 @@ def build_app(fake_port: int, work: Path):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--calls", type=int, default=300, help="calls measured per line")
-    parser.add_argument("--burst", type=int, default=200, help="polls at once that fill the connection pool")
     parser.add_argument("--top", type=int, default=0, help="also list the top functions of each profile")
     parser.add_argument("--fake-server", default="gevent", choices=("werkzeug", "gthread", "gevent"))
     args = parser.parse_args(argv)
@@ -152,16 +171,12 @@ def main(argv=None) -> None:
         poll_profile = profiled(poll, args.calls)
         flow_profile = profiled(whole_run, args.calls // 3)
         list_profile = profiled(lambda: client.get(f"/api/openai/threads/{listed}/messages"), args.calls)
-        pool_lines = profile_pool.compare(backend, polled, run["id"], fake_port, args.calls, args.burst)
     finally:
         fake.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     print("CPU per call in this process (the backend app without gunicorn; the fake upstream apart):")
     for name, seconds in lines:
-        print(f"  {seconds * 1000:6.2f} ms  {name}")
-    print("\nOne poll, by connection pool and by client:")
-    for name, seconds in pool_lines:
         print(f"  {seconds * 1000:6.2f} ms  {name}")
     print_profile("Where a poll's CPU goes", poll_profile, args.top)
     print_profile("Where the CPU of a run's whole flow goes (3 requests, 0 s run)", flow_profile, args.top)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The "Fast and wide" benchmark: `bash bench/run.sh [--quick] [python -m bench options]`.
-# Uses .venv (made by scripts/setup.sh when missing), or the Python in $PYTHON.
+# Uses the Python in $PYTHON, or .venv with the development requirements (scripts/setup.sh --dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-.venv/bin/python}"
-if [[ ! -x "$PYTHON" ]]; then
-    bash scripts/setup.sh
+if [[ -z "${PYTHON:-}" ]]; then
+    bash scripts/setup.sh --dev
+    PYTHON=.venv/bin/python
 fi
 exec "$PYTHON" -m bench "$@"

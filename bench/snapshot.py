@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.procs import ROOT
 
 # What the backend and the fake upstream need at run time.
-PARTS = ("app", "migrations", "tests/__init__.py", "fake_openai", "wsgi.py", "gunicorn.conf.py")
+PARTS = ("app", "migrations", "fake_openai", "wsgi.py", "gunicorn.conf.py")
 
 
 def _git(*args: str) -> str:

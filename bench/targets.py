@@ -79,7 +79,7 @@ def width(results: dict) -> str:
         for m, s in wide
     )
     at_target = f"at {config.TARGET_WIDTH:,}: {tried}" if tried else f"{config.TARGET_WIDTH:,} was not reached"
-    return f"{head}: missed; widest passing step {reached:,} (by the anchors' rules); {at_target}."
+    return f"{head}: missed; widest passing step {reached:,} (by bench/config.py's rules); {at_target}."
 
 
 def overhead(results: dict) -> str | None:

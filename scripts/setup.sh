@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# Installs what the project needs: a virtualenv with the pinned requirements,
-# and (with --servers) the Debian packages the tests start for real (nginx,
-# PostgreSQL, Redis).
+# Installs what the project needs into .venv.
+#   bash scripts/setup.sh            the runtime requirements only (requirements.txt)
+#   bash scripts/setup.sh --dev      also the test and benchmark tools (requirements-dev.txt)
+#   bash scripts/setup.sh --servers  --dev, and the Debian packages the tests start for real
+#                                    (nginx, PostgreSQL, Redis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ "${1:-}" == "--servers" ]]; then
+dev=0
+servers=0
+for arg in "$@"; do
+    case "$arg" in
+        --dev) dev=1 ;;
+        --servers) dev=1 servers=1 ;;
+        *) echo "usage: $0 [--dev] [--servers]" >&2; exit 2 ;;
+    esac
+done
+
+if ((servers)); then
     missing=()
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
@@ -20,7 +32,17 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi
-if [[ ! -f .venv/.installed ]] || [[ requirements.txt -nt .venv/.installed ]]; then
-    .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
-    touch .venv/.installed
+
+# Install a requirements file once, and again whenever it (or a file it includes) changes:
+# .venv/.installed-<file> is the marker of the last install.
+install() {
+    local file=$1 marker=".venv/.installed-$1"
+    if [[ ! -f "$marker" ]] || [[ "$file" -nt "$marker" ]] || [[ requirements.txt -nt "$marker" ]]; then
+        .venv/bin/pip install -q --disable-pip-version-check -r "$file"
+        touch "$marker"
+    fi
+}
+install requirements.txt
+if ((dev)); then
+    install requirements-dev.txt
 fi

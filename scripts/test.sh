@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets everything up, then runs the linter and the whole test suite.
+# Sets everything up (runtime and development requirements, the Debian packages
+# the tests start), then runs the linter and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --servers

@@ -1,36 +1,18 @@
-"""Fixtures: the fake upstream as a real local server, and a fresh app per test on each engine."""
+"""Fixtures: the fake upstream as a real local server, a fresh app per test on each engine, and the
+PostgreSQL and Redis servers some tests start. Helpers live in tests/helpers.py, servers in tests/servers.py."""
 
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 
 import pytest
-from werkzeug.serving import make_server
 
 from app import create_app
 from app.db import upgrade
 from app.settings import load_settings
 from fake_openai import create_fake_app
-
-UPSTREAM_KEY = "sk-test-upstream-key-0123456789"
-TOKENS = {"alice": "alice-token-0001", "bob": "bob-token-0002"}
-
-
-class ServerThread:
-    """A threaded WSGI server on a free loopback port, run in a background thread."""
-
-    def __init__(self, wsgi_app):
-        self.server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+from tests.helpers import TOKENS, UPSTREAM_KEY, Api, ServerThread
+from tests.servers import PostgresServer, start_redis
 
 
 @pytest.fixture(scope="session")
@@ -109,59 +91,6 @@ def app(make_app):
     return make_app()
 
 
-class Api:
-    """A test client that speaks as one user under one route prefix."""
-
-    def __init__(self, flask_client, token, prefix="/api/openai"):
-        self.client = flask_client
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.prefix = prefix
-
-    def as_user(self, user):
-        return Api(self.client, TOKENS[user], self.prefix)
-
-    def under(self, prefix):
-        return Api(self.client, self.headers["Authorization"].split(" ", 1)[1], prefix)
-
-    def _call(self, method, path, **kwargs):
-        headers = {**self.headers, **kwargs.pop("headers", {})}
-        return self.client.open(self.prefix + path, method=method, headers=headers, **kwargs)
-
-    def get(self, path, **kwargs):
-        return self._call("GET", path, **kwargs)
-
-    def post(self, path, **kwargs):
-        return self._call("POST", path, **kwargs)
-
-    def delete(self, path, **kwargs):
-        return self._call("DELETE", path, **kwargs)
-
-    def new_thread(self):
-        response = self.post("/threads", json={})
-        assert response.status_code == 200, response.json
-        return response.json["id"]
-
-    def say(self, thread_id, text):
-        response = self.post(f"/threads/{thread_id}/messages", json={"role": "user", "content": text})
-        assert response.status_code == 200, response.json
-        return response.json
-
-    def run(self, thread_id, **body):
-        return self.post(f"/threads/{thread_id}/runs", json={"assistant_type": "curator", **body})
-
-
-def started_run_id(app, thread_id, within=5.0):
-    """The run a waiting POST .../runs holds the thread with, once it has been created upstream."""
-    records = app.extensions["backend"].records
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        holder = records.active_run(thread_id)
-        if holder and not holder.startswith("starting-"):
-            return holder
-        time.sleep(0.02)
-    raise AssertionError(f"no run started on {thread_id} within {within} s")
-
-
 @pytest.fixture
 def api(app):
     """Alice's client under the legacy prefix."""
@@ -174,3 +103,30 @@ def live_server(app):
     server = ServerThread(app)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the whole session."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, migrated database of its own for this test."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A throwaway Redis server on a free loopback port, for this test."""
+    server, url = start_redis(tmp_path)
+    try:
+        yield url
+    finally:
+        server.stop()

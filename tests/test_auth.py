@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app import create_app
 from app.settings import ConfigError, load_settings
-from tests.conftest import Api
+from tests.helpers import Api, upstream_calls
 
 SECRET = "jwt-secret-for-tests-0123456789abcdef"
 
@@ -138,7 +138,7 @@ def alice_thread(api):
 def test_another_users_thread_is_404_on_every_route(api, alice_thread, fake):
     thread, run_id = alice_thread
     bob: Api = api.as_user("bob")
-    calls = sum(fake.stats()["requests"].values())
+    calls = upstream_calls(fake)
     attempts = [
         bob.get(f"/threads/{thread}"),
         bob.delete(f"/threads/{thread}"),
@@ -153,5 +153,5 @@ def test_another_users_thread_is_404_on_every_route(api, alice_thread, fake):
         assert answer.status_code == 404
         assert answer.json == {"error": f"No thread found with id '{thread}'."}
     assert missing.json == {"error": "No thread found with id 'thread_nosuchthing0000000'."}
-    assert sum(fake.stats()["requests"].values()) == calls  # nothing reached the upstream
+    assert upstream_calls(fake) == calls  # nothing reached the upstream
     assert api.get(f"/threads/{thread}").status_code == 200  # alice still has it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import TOKENS
+from tests.helpers import TOKENS
 
 LEGACY_FRONTEND = "http://localhost:8080"
 NOT_LISTED = [

@@ -24,13 +24,12 @@ from app import create_app, runs
 from app.db import upgrade
 from app.settings import Settings, inflight_limit, load_settings
 from deploy.nginx_site import SITE, read_timeout
-from tests.deploy_servers import (
+from tests.helpers import DEPLOY_TOKEN as TOKEN
+from tests.helpers import DEPLOY_UPSTREAM_KEY, call, gunicorn_env
+from tests.servers import (
     ROOT,
-    TOKEN,
-    call,
     children_of,
     free_port,
-    gunicorn_env,
     start_fake_upstream,
     start_gunicorn,
     start_nginx,
@@ -118,7 +117,7 @@ def deploy_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def upstream(deploy_dir):
     """The fake OpenAI upstream as its own process, for the whole module."""
-    child, url = start_fake_upstream(deploy_dir)
+    child, url = start_fake_upstream(deploy_dir, "--default-duration", "0.2", "--api-key", DEPLOY_UPSTREAM_KEY)
     yield url
     child.stop()
 

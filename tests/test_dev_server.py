@@ -5,21 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.servers import ROOT, free_port, http_status, wait_until
 
 
 def _call(base, method, path, body=None):
@@ -33,7 +24,7 @@ def _call(base, method, path, body=None):
 
 @pytest.fixture
 def dev_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ASSISTANT_", "AUTH_", "API_TOKENS"))}
     env.update(PORT=str(port), DATABASE_URL=f"sqlite:///{tmp_path}/dev.db", OPENAI_API_KEY="", OPENAI_BASE_URL="")
     log = (tmp_path / "server.log").open("w+")
@@ -42,13 +33,12 @@ def dev_server(tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()
-                time.sleep(0.1)
+
+        def healthy():
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            return http_status(base + "/healthz", timeout=1) == 200
+
+        wait_until(healthy, 120, "the dev server to answer /healthz", interval=0.1)
         yield base, tmp_path / "server.log"
     finally:
         os.killpg(server.pid, signal.SIGTERM)

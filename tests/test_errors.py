@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import socket
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import TOKENS, UPSTREAM_KEY, Api
-
-
-def _upstream_calls(fake):
-    return sum(fake.stats()["requests"].values())
+from tests.helpers import TOKENS, UPSTREAM_KEY, Api, background_run, upstream_calls
 
 
 @pytest.mark.parametrize(
@@ -39,11 +33,11 @@ def _upstream_calls(fake):
 )
 def test_bad_bodies_are_400_and_reach_no_upstream(api, fake, path, body):
     thread = api.new_thread()
-    calls = _upstream_calls(fake)
+    calls = upstream_calls(fake)
     answer = api.post(path.format(thread=thread), data=body, content_type="application/json")
     assert answer.status_code == 400, answer.json
     assert answer.is_json and isinstance(answer.json["error"], str) and answer.json["error"]
-    assert _upstream_calls(fake) == calls
+    assert upstream_calls(fake) == calls
 
 
 def test_content_too_long_is_400(make_app, fake):
@@ -55,7 +49,7 @@ def test_content_too_long_is_400(make_app, fake):
 
 @pytest.mark.parametrize("bad_id", ["thread%2F..", "a.b", "x" * 129, "thread_1%20OR%201", "%3Cscript%3E"])
 def test_ids_outside_the_pattern_are_400_before_any_upstream_call(api, fake, bad_id):
-    calls = _upstream_calls(fake)
+    calls = upstream_calls(fake)
     for method, path in [
         ("get", f"/threads/{bad_id}"),
         ("delete", f"/threads/{bad_id}"),
@@ -67,7 +61,7 @@ def test_ids_outside_the_pattern_are_400_before_any_upstream_call(api, fake, bad
         answer = getattr(api, method)(path)
         assert answer.status_code in (400, 404), (path, answer.status_code)
         assert answer.is_json
-    assert _upstream_calls(fake) == calls
+    assert upstream_calls(fake) == calls
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token-123", "Basic YWxpY2U6eA==", "Bearer "])
@@ -135,9 +129,7 @@ def test_no_room_for_another_waiting_run_is_a_quick_503(make_app):
     slow, other = api.new_thread(), api.new_thread()
     api.say(slow, "slow [fake duration=1.0]")
     api.say(other, "quick")
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(api.run, slow)
-        time.sleep(0.3)
+    with background_run(api, slow) as (pending, _):
         refused = api.run(other)
         assert not pending.done()  # answered at once, while the slow run still waits
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"

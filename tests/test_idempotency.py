@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-RUN_CREATE = {"assistants": "POST /v1/threads/{thread_id}/runs", "responses": "POST /v1/responses"}
+from tests.helpers import RUN_CREATE, upstream_calls
 
 
 def _upstream_writes(fake):
-    return sum(n for route, n in fake.stats()["requests"].items() if not route.startswith("GET"))
+    return upstream_calls(fake, writes_only=True)
 
 
 def test_a_repeated_run_gets_the_first_answer_without_a_second_run(api, fake, engine_name):

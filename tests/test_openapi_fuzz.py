@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.api.openapi import load_document
-from tests.conftest import TOKENS
+from tests.helpers import TOKENS
 
 CONFORMANCE = [
     not_a_server_error,

@@ -4,14 +4,13 @@ runs, ownership (on SQLite too), the busy-thread 409 across two instances, idemp
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import sqlalchemy as sa
 
 from app.db import upgrade
-from tests.conftest import TOKENS, Api
-from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 - fixtures
+from tests.helpers import TOKENS, Api, upstream_calls
+from tests.servers import wait_until
 
 
 @pytest.fixture
@@ -50,7 +49,7 @@ def database_url(request):
     return request.getfixturevalue("postgres_url")
 
 
-def test_migrations_apply_to_an_empty_database_and_again(postgres_server):  # noqa: F811
+def test_migrations_apply_to_an_empty_database_and_again(postgres_server):
     url = postgres_server.new_database(migrated=False)
     engine = sa.create_engine(url)
     try:
@@ -65,7 +64,7 @@ def test_migrations_apply_to_an_empty_database_and_again(postgres_server):  # no
         engine.dispose()
 
 
-def test_threads_messages_and_runs_work_on_postgresql(make_app, postgres_url, fake):  # noqa: F811
+def test_threads_messages_and_runs_work_on_postgresql(make_app, postgres_url, fake):
     app = make_app(DATABASE_URL=postgres_url)
     api = _api(app)
     created = api.post("/threads", json={"messages": [{"role": "user", "content": "first"}], "metadata": {"k": "v"}})
@@ -117,7 +116,7 @@ def test_another_users_objects_are_indistinguishable_from_missing_ones(make_app,
     message = alice.get(f"/threads/{thread}/messages").json["data"][0]["id"]
     bobs = bob.new_thread()
     bob.say(bobs, "his [fake duration=0.05]")
-    upstream_calls = sum(fake.stats()["requests"].values())
+    calls = upstream_calls(fake)
 
     nothread, norun = _same_length_id(thread), _same_length_id(run)
     # Each pair: bob asks about alice's objects, then about objects that don't exist.
@@ -134,7 +133,7 @@ def test_another_users_objects_are_indistinguishable_from_missing_ones(make_app,
         theirs, none = call(real, run), call(missing, norun)
         assert theirs.status_code == 404, theirs.json
         assert _without_ids(theirs, real, run) == _without_ids(none, missing, norun)
-    assert sum(fake.stats()["requests"].values()) == upstream_calls  # nothing reached the upstream
+    assert upstream_calls(fake) == calls  # nothing reached the upstream
 
     # Alice's run and message named under bob's own thread.
     for path, real, missing in [
@@ -155,7 +154,7 @@ def test_another_users_objects_are_indistinguishable_from_missing_ones(make_app,
     assert alice.get(f"/threads/{thread}").status_code == 200  # alice still has it
 
 
-def test_a_second_run_on_another_instance_is_409(make_app, postgres_url, fake):  # noqa: F811
+def test_a_second_run_on_another_instance_is_409(make_app, postgres_url, fake):
     first, second = make_app(DATABASE_URL=postgres_url), make_app(DATABASE_URL=postgres_url)
     alice_first, alice_second = _api(first), _api(second)
     thread = alice_first.new_thread()
@@ -163,9 +162,7 @@ def test_a_second_run_on_another_instance_is_409(make_app, postgres_url, fake): 
     answers = {}
     waiting = threading.Thread(target=lambda: answers.setdefault("first", alice_first.run(thread)))
     waiting.start()
-    deadline = time.monotonic() + 5
-    while fake.stats()["runs_created"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: fake.stats()["runs_created"], 5, "the first run to start upstream")
     assert fake.stats()["runs_created"] == 1
 
     busy = alice_second.run(thread)
@@ -181,7 +178,7 @@ def test_a_second_run_on_another_instance_is_409(make_app, postgres_url, fake): 
     assert fake.stats()["runs_created"] == 2
 
 
-def test_idempotent_replays_work_across_instances_on_postgresql(make_app, postgres_url, fake):  # noqa: F811
+def test_idempotent_replays_work_across_instances_on_postgresql(make_app, postgres_url, fake):
     first, second = _api(make_app(DATABASE_URL=postgres_url)), _api(make_app(DATABASE_URL=postgres_url))
     thread = first.new_thread()
     message = {"role": "user", "content": "once [fake duration=0.05]"}

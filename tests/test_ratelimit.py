@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-
 import pytest
-import redis
 
 from app.settings import ConfigError, load_settings
-from tests.conftest import Api
-
-RUN_CREATES = ("POST /v1/responses", "POST /v1/threads/{thread_id}/runs")
+from tests.helpers import RUN_CREATE, Api, upstream_calls
 
 
 def _runs_started_upstream(fake) -> int:
-    requests = fake.stats()["requests"]
-    return sum(requests.get(route, 0) for route in RUN_CREATES)
+    return upstream_calls(fake, *RUN_CREATE.values())
 
 
 def _assert_429(response):
@@ -51,43 +42,6 @@ def test_run_limit_refuses_the_next_run_and_starts_nothing_upstream(make_app, fa
     bob_thread = bob.new_thread()
     assert bob.run(bob_thread).status_code == 200
     assert fake.stats()["runs_created"] == 3
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    """A throwaway Redis server (Debian's redis-server) on a free loopback port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        shutil.which("redis-server") or "/usr/bin/redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-    ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert server.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        server.terminate()
-        server.wait(10)
 
 
 def test_instances_sharing_redis_share_the_budget(make_app, fake, redis_url):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from app.db import make_engine, metadata
-from tests.conftest import TOKENS, Api, started_run_id
+from tests.helpers import TOKENS, Api, background_run
 
 
 def test_a_finished_run_is_answered_from_the_record_without_an_upstream_call(api, fake):
@@ -28,10 +27,7 @@ def test_a_finished_run_is_answered_from_the_record_without_an_upstream_call(api
 def test_a_run_the_upstream_has_forgotten_is_still_answered(api, app, fake):
     thread = api.new_thread()
     api.say(thread, "hi [fake duration=0.6]")
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(api.run, thread)
-        time.sleep(0.2)
-        run_id = started_run_id(app, thread)
+    with background_run(api, thread) as (pending, run_id):
         seen = api.get(f"/threads/{thread}/runs/{run_id}").json
         assert seen["status"] in ("queued", "in_progress")
         assert pending.result().status_code == 200
@@ -50,9 +46,7 @@ def test_the_busy_thread_409_holds_across_two_processes_sharing_the_database(mak
     first, second = (Api(make_app().test_client(), TOKENS["alice"]) for _ in range(2))
     thread = first.new_thread()
     first.say(thread, "slow [fake duration=0.8]")
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(first.run, thread)
-        time.sleep(0.3)
+    with background_run(first, thread) as (pending, _):
         assert second.run(thread).status_code == 409
         assert second.post(f"/threads/{thread}/messages", json={"role": "user", "content": "x"}).status_code == 409
         assert pending.result().status_code == 200

@@ -9,21 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.waiting import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME
-from tests.conftest import started_run_id
-
-RUN_GET = {
-    "assistants": "GET /v1/threads/{thread_id}/runs/{run_id}",
-    "responses": "GET /v1/responses/{response_id}",
-}
-RUN_CREATE = {
-    "assistants": "POST /v1/threads/{thread_id}/runs",
-    "responses": "POST /v1/responses",
-}
+from tests.helpers import RUN_CREATE, RUN_GET, background_run, upstream_calls
 
 
 def _count(fake, engine_name, table):
-    requests = fake.stats()["requests"]
-    return sum(n for route, n in requests.items() if route == table[engine_name])
+    return upstream_calls(fake, table[engine_name])
 
 
 def test_completed_run_answers_200_with_the_reply_in_messages(api):
@@ -106,7 +96,7 @@ def test_requires_action_is_cancelled_so_the_thread_takes_the_next_message(api):
 
 
 def test_deadline_answers_408_and_cancels_the_run_upstream(make_app, engine_name):
-    from tests.conftest import TOKENS, Api
+    from tests.helpers import TOKENS, Api
 
     app = make_app(RUN_TIMEOUT_SECONDS=1, UPSTREAM_TIMEOUT_SECONDS=0.5)
     api = Api(app.test_client(), TOKENS["alice"])
@@ -127,7 +117,7 @@ def test_deadline_answers_408_and_cancels_the_run_upstream(make_app, engine_name
 
 
 def test_no_cancel_on_timeout_when_switched_off(make_app, fake):
-    from tests.conftest import TOKENS, Api
+    from tests.helpers import TOKENS, Api
 
     app = make_app(RUN_TIMEOUT_SECONDS=1, UPSTREAM_TIMEOUT_SECONDS=0.5, RUN_CANCEL_ON_TIMEOUT="false")
     api = Api(app.test_client(), TOKENS["alice"])
@@ -187,12 +177,10 @@ def test_two_simultaneous_runs_on_one_thread_start_one_upstream_run(api, fake, e
 def test_message_on_a_thread_with_an_active_run_is_409_without_an_upstream_call(api, fake, engine_name):
     thread = api.new_thread()
     api.say(thread, "hello [fake duration=0.6]")
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(api.run, thread)
-        time.sleep(0.25)
-        before = sum(fake.stats()["requests"].values())
+    with background_run(api, thread) as (pending, _):
+        before = upstream_calls(fake)
         busy = api.post(f"/threads/{thread}/messages", json={"role": "user", "content": "hurry"})
-        after = sum(n for route, n in fake.stats()["requests"].items() if not route.startswith("GET"))
+        after = upstream_calls(fake, writes_only=True)
         assert busy.status_code == 409
         assert pending.result().status_code == 200
     assert before >= after  # the 409 sent nothing upstream (only polls continued meanwhile)
@@ -234,10 +222,7 @@ def test_temperature_and_top_p_come_from_the_type_unless_overridden(api, engine_
 def test_retrieve_of_an_active_run_carries_a_poll_hint(api):
     thread = api.new_thread()
     api.say(thread, "hello [fake duration=0.8]")
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(api.run, thread)
-        time.sleep(0.3)
-        run_id = _active_run_id(api, thread)
+    with background_run(api, thread) as (pending, run_id):
         polled = api.get(f"/threads/{thread}/runs/{run_id}")
         assert polled.status_code == 200
         assert polled.json["status"] in ("queued", "in_progress")
@@ -247,17 +232,10 @@ def test_retrieve_of_an_active_run_carries_a_poll_hint(api):
     assert done.json["status"] == "completed" and "openai-poll-after-ms" not in done.headers
 
 
-def _active_run_id(api, thread):
-    return started_run_id(api.client.application, thread)
-
-
 def test_cancel_of_a_waiting_run_ends_the_wait_with_400(api):
     thread = api.new_thread()
     api.say(thread, "hello [fake status=never]")
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(api.run, thread)
-        time.sleep(0.3)
-        run_id = _active_run_id(api, thread)
+    with background_run(api, thread) as (pending, run_id):
         cancelled = api.post(f"/threads/{thread}/runs/{run_id}/cancel")
         assert cancelled.status_code == 200
         assert cancelled.json["status"] in ("cancelling", "cancelled")

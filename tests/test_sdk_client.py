@@ -6,11 +6,9 @@ import httpx2
 import openai
 import pytest
 
-from tests.conftest import TOKENS
+from tests.helpers import RUN_CREATE, TOKENS
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
-
-RUN_CREATE = {"assistants": "POST /v1/threads/{thread_id}/runs", "responses": "POST /v1/responses"}
 
 
 @pytest.fixture
@@ -66,7 +64,7 @@ def test_cancel_through_the_sdk(sdk, app):
 
 @pytest.mark.parametrize("script,error", [("status=failed", openai.InternalServerError), ("status=never", None)])
 def test_a_failed_or_timed_out_run_reaches_the_upstream_once(make_app, fake, engine_name, script, error):
-    from tests.conftest import ServerThread
+    from tests.helpers import ServerThread
 
     app = make_app(RUN_TIMEOUT_SECONDS=1, UPSTREAM_TIMEOUT_SECONDS=0.5)
     server = ServerThread(app)

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from fake_openai.app import mask_key
-from tests.conftest import TOKENS, UPSTREAM_KEY, Api
+from tests.helpers import TOKENS, UPSTREAM_KEY, Api
 
 WRONG_KEY = "sk-proj-WrongKeyZq8Xv3Lp9Tn2Rb7Yk4"
 JWT_SECRET = "jwt-hs256-Hq7Wm2Kx9Pz4Vc8NfR3tLq6s"

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from dotenv import dotenv_values
 
+from app import create_app
 from app.settings import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MINIMAL = {"OPENAI_BASE_URL": "offline", "AUTH_MODE": "none", "ASSISTANT_CURATOR_MODEL": "gpt-4o"}
 
@@ -124,3 +131,34 @@ def test_a_secret_with_public_key_algorithms_stops_the_start(jwt_env, algorithms
     env = {**jwt_env, "JWT_SECRET": JWT_SECRET, "JWT_ALGORITHMS": algorithms}
     with pytest.raises(ConfigError, match="^JWT_SECRET:.*JWT_PUBLIC_KEY"):
         load_settings(env)
+
+
+def _dev_environment():
+    """scripts/dev_env.py's dev_environment: what `make run` adds to .env and the environment."""
+    spec = importlib.util.spec_from_file_location("dev_env", ROOT / "scripts" / "dev_env.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dev_environment
+
+
+@pytest.mark.parametrize("environ", [{}, {"RUN_TIMEOUT_SECONDS": "5"}])
+def test_env_example_copied_to_env_gives_a_server_that_starts(environ, migrated_db, tmp_path):
+    dotenv = {k: v for k, v in dotenv_values(ROOT / ".env.example").items() if v is not None}
+    exports, said = _dev_environment()(dotenv, environ)
+    assert exports["OPENAI_BASE_URL"] == "offline" and any("OFFLINE" in line for line in said)
+    database = tmp_path / "backend.db"
+    shutil.copy(migrated_db, database)
+    env = {**dotenv, **environ, **exports, "DATABASE_URL": f"sqlite:///{database}"}
+    settings = load_settings(env)
+    assert settings.offline and settings.run_timeout_seconds == float(environ.get("RUN_TIMEOUT_SECONDS", 60))
+    app = create_app(settings)
+    assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_make_run_takes_host_and_port_from_env_file_or_environment():
+    dev_environment = _dev_environment()
+    exports = dev_environment({}, {})[0]
+    assert (exports["HOST"], exports["PORT"]) == ("127.0.0.1", "3000")
+    exports = dev_environment({"HOST": "0.0.0.0", "PORT": "4000"}, {})[0]
+    assert (exports["HOST"], exports["PORT"]) == ("0.0.0.0", "4000")
+    assert dev_environment({"PORT": "4000"}, {"PORT": "5000"})[0]["PORT"] == "5000"  # the environment wins

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import TOKENS, Api
+from tests.helpers import TOKENS, Api
 
 STREAM_GET = "GET /v1/responses/{response_id}"
 

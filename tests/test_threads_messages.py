@@ -150,7 +150,7 @@ def test_assistant_id_may_name_the_type_or_its_id(api, choice):
 
 
 def test_with_one_type_it_is_the_default(make_app, base_env):
-    from tests.conftest import TOKENS, Api
+    from tests.helpers import TOKENS, Api
 
     app = make_app(ASSISTANT_TUTOR_ID=None, ASSISTANT_TUTOR_MODEL=None, ASSISTANT_TUTOR_TEMPERATURE=None)
     api = Api(app.test_client(), TOKENS["alice"])
