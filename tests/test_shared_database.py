@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app import create_app
 from app.settings import load_settings
-from tests.conftest import TOKENS, Api
+from tests.helpers import TOKENS, Api
 
 
 def _two_workers(base_env):
