@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flask import current_app
 
@@ -11,6 +11,7 @@ from app.db import make_engine
 from app.engines.assistants import AssistantsEngine
 from app.engines.client import make_client
 from app.engines.responses import ResponsesEngine
+from app.pacing import LookBudget
 from app.records import Records
 from app.settings import Settings
 from app.waiting import PollSchedule
@@ -55,6 +56,8 @@ def build_backend(settings: Settings) -> Backend:
         schedule = PollSchedule.fixed(1000)
     else:
         schedule = PollSchedule(first_ms=settings.poll_first_ms, max_ms=settings.poll_max_ms)
+    if settings.poll_budget:
+        schedule = replace(schedule, pace=LookBudget(settings.poll_budget).delay)
     return Backend(
         settings=settings,
         engine=ENGINES[settings.engine](make_client(settings)),

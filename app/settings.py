@@ -45,6 +45,7 @@ class Settings:
     wait_strategy: str = "poll"
     poll_first_ms: int = 500
     poll_max_ms: int = 1000
+    poll_budget: int = 600  # looks at runs per second per process (app/pacing.py); 0: no budget
     upstream_timeout_seconds: float = 10.0
     auth_mode: str = "token"
     api_tokens: dict[str, str] = field(default_factory=dict)  # token -> user
@@ -225,9 +226,10 @@ def _check_jwt_key(key: str, algorithms: tuple[str, ...], public: bool) -> None:
             raise ConfigError(f"{variable}: not a usable {name} key: {exc}") from None
 
 
-def inflight_limit(threads: int) -> int:
-    """Runs one worker of `threads` threads may wait for; the other threads stay free for quick requests."""
-    return max(1, threads - max(2, threads // 8))
+def inflight_limit(width: int) -> int:
+    """Runs one worker of `width` threads (gthread) or connections (gevent) may wait for; the rest
+    stay free for quick requests."""
+    return max(1, width - max(2, width // 8))
 
 
 def load_settings(env=None) -> Settings:
@@ -259,9 +261,12 @@ def load_settings(env=None) -> Settings:
         _check_jwt_key(jwt_key, algorithms, public=bool(_text(env, "JWT_PUBLIC_KEY")))
 
     timeout = _number(env, "RUN_TIMEOUT_SECONDS", 60.0, low=1, high=3600)
-    # gunicorn.conf.py sets WORKER_THREADS, so that a worker keeps threads free for quick requests.
-    threads = _number(env, "WORKER_THREADS", 0, int, low=0, high=100_000)
-    inflight = inflight_limit(threads) if threads else 0
+    # gunicorn.conf.py sets WORKER_THREADS (gthread) or WORKER_CONNECTIONS (gevent), so that a
+    # worker keeps room for quick requests.
+    width = _number(env, "WORKER_THREADS", 0, int, low=0, high=100_000) or _number(
+        env, "WORKER_CONNECTIONS", 0, int, low=0, high=100_000
+    )
+    inflight = inflight_limit(width) if width else 0
     return Settings(
         assistant_types=types,
         openai_api_key=api_key,
@@ -272,6 +277,7 @@ def load_settings(env=None) -> Settings:
         wait_strategy=_choice(env, "WAIT_STRATEGY", "poll", WAIT_STRATEGIES),
         poll_first_ms=_number(env, "POLL_FIRST_MS", 500, int, low=1, high=60_000),
         poll_max_ms=_number(env, "POLL_MAX_MS", 1000, int, low=1, high=60_000),
+        poll_budget=_number(env, "POLL_BUDGET", 600, int, low=0, high=1_000_000),
         upstream_timeout_seconds=_number(
             env, "UPSTREAM_TIMEOUT_SECONDS", min(10.0, timeout / 2), low=0.1, high=timeout
         ),

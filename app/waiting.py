@@ -48,6 +48,8 @@ class PollSchedule:
     max_ms: int = 1000
     growth: float = 1.5
     immediate_first_look: bool = False
+    # Moves a look later when the process is over its budget (app/pacing.py); None: never.
+    pace: Callable[[float], float] | None = None
 
     @classmethod
     def fixed(cls, interval_ms: int = 1000) -> PollSchedule:
@@ -110,7 +112,7 @@ def wait_for_run(
         remaining = deadline - clock()
         if remaining <= 0:
             return WaitResult(run, True, polls, errors, clock() - started)
-        sleep(min(delay, remaining))
+        sleep(min(schedule.pace(delay) if schedule.pace else delay, remaining))
         polls += 1
         try:
             poll = get_run()
