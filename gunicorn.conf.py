@@ -57,11 +57,24 @@ bind = _env.get("BIND") or f"{_host}:{_setting('PORT', 3000)}"
 wsgi_app = "wsgi:app"
 proc_name = "backend"
 
-worker_class = "gthread"
+# gevent: a waiting run is a greenlet whose time.sleep and socket reads yield to the others, so
+# one process holds thousands of them (docs/deploying.md, "Capacity"). gunicorn's gevent worker
+# monkey-patches the standard library in each worker right after the fork, before it imports the
+# app (never preload_app: the app would be imported unpatched in the master). gthread stays an
+# alternative: WEB_WORKER_CLASS=gthread.
+worker_class = (_env.get("WEB_WORKER_CLASS") or "gevent").strip()
+# One per core: the work of a process is on one core at a time (the GIL, or the gevent hub).
 workers = _setting("WEB_CONCURRENCY", 2)
-# Every waiting run holds a thread that mostly sleeps, so threads are cheap here.
+# gevent: connections per worker, a hard cap (gunicorn's default is 1000). Every waiting run
+# holds one; MAX_INFLIGHT_RUNS follows from it (app/settings.py inflight_limit).
+worker_connections = _setting("WEB_CONNECTIONS", 3000)
+# gthread: every waiting run holds a thread that mostly sleeps.
 threads = _setting("WEB_THREADS", 32)
-# In gthread workers this is a heartbeat, not a per-request limit.
+# Each worker listens on its own socket (SO_REUSEPORT) and the kernel spreads new connections
+# evenly over them; with one shared socket, the worker that wakes first takes most of them.
+reuse_port = True
+backlog = 4096
+# In gevent and gthread workers this is a heartbeat, not a per-request limit.
 timeout = 30
 # A restart (SIGHUP) or stop (SIGTERM) lets every waiting run finish first.
 graceful_timeout = _setting("GRACEFUL_TIMEOUT", math.ceil(LONGEST_REQUEST_SECONDS))
@@ -96,9 +109,11 @@ def _refusal(cfg):
     """Why this configuration would cut waiting runs, or None."""
     name = _worker_name(cfg)
     if name in ("sync", "syncworker"):
-        return "worker_class: 'sync' kills any request longer than its timeout and serves one at a time; use gthread"
+        return "worker_class: 'sync' kills any request longer than its timeout and serves one at a time; use gevent"
     if name not in WAITING_WORKER_CLASSES:
-        return f"worker_class: {name!r} is not a worker this backend waits in; use gthread (or gevent)"
+        return f"worker_class: {name!r} is not a worker this backend waits in; use gevent (or gthread)"
+    if name in ("gevent", "geventworker") and cfg.preload_app:
+        return "preload_app: the app would be imported before gevent patches the standard library; turn it off"
     if name in ("gthread", "threadworker") and cfg.threads < 2:
         return f"threads: {cfg.threads} would let one waiting run hold the whole worker; use at least 2"
     if cfg.graceful_timeout < LONGEST_REQUEST_SECONDS:
@@ -111,11 +126,14 @@ def _refusal(cfg):
 
 
 def _export_threads(cfg):
-    # The app derives MAX_INFLIGHT_RUNS from this (app/settings.py inflight_limit).
-    if _worker_name(cfg) in ("gthread", "threadworker"):
+    # The app derives MAX_INFLIGHT_RUNS from these (app/settings.py inflight_limit).
+    name = _worker_name(cfg)
+    os.environ.pop("WORKER_THREADS", None)
+    os.environ.pop("WORKER_CONNECTIONS", None)
+    if name in ("gthread", "threadworker"):
         os.environ["WORKER_THREADS"] = str(cfg.threads)
-    else:
-        os.environ.pop("WORKER_THREADS", None)
+    elif name in ("gevent", "geventworker"):
+        os.environ["WORKER_CONNECTIONS"] = str(cfg.worker_connections)
 
 
 def _own_metrics_dir():

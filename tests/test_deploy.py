@@ -1,4 +1,4 @@
-"""The production chain for real: nginx -> gunicorn (gthread, 2 workers) -> the fake upstream.
+"""The production chain for real: nginx -> gunicorn (gevent, 2 workers, as shipped; and gthread) -> the fake upstream.
 
 Every server is a child process started here, on free loopback ports, with the
 shipped gunicorn.conf.py and deploy/nginx.conf (rendered for a short deadline).
@@ -140,8 +140,8 @@ def _stack(tmp_path_factory, upstream, template_db, name, gunicorn_args=(), **en
     return Stack(directory, upstream, _database(directory, template_db), gunicorn_args, **env)
 
 
-# gevent is the documented option for wide loads (docs/deploying.md); the same tests run under it.
-WORKER_ARGS = {"gthread": (), "gevent": ("-k", "gevent", "--worker-connections", "1000")}
+# gevent is shipped (gunicorn.conf.py's defaults); gthread stays an alternative, and the same tests run under it.
+WORKER_ARGS = {"gevent": (), "gthread": ("-k", "gthread")}
 
 
 @pytest.fixture(scope="module", params=sorted(WORKER_ARGS))
@@ -177,7 +177,8 @@ def _twenty_waiting_runs(stack: Stack, then) -> list:
 def _gunicorn_conf(monkeypatch, run_timeout) -> dict:
     """gunicorn.conf.py's settings for this deadline and otherwise its defaults (an empty value wins over .env)."""
     monkeypatch.setenv("RUN_TIMEOUT_SECONDS", str(run_timeout))
-    for name in ("GRACEFUL_TIMEOUT", "KEEPALIVE", "WEB_THREADS", "WEB_CONCURRENCY"):
+    names = ("GRACEFUL_TIMEOUT", "KEEPALIVE", "WEB_THREADS", "WEB_CONCURRENCY", "WEB_CONNECTIONS", "WEB_WORKER_CLASS")
+    for name in names:
         monkeypatch.setenv(name, "")
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
 
@@ -186,7 +187,7 @@ def _gunicorn_conf(monkeypatch, run_timeout) -> dict:
 def test_the_timeout_chain_holds_for_any_deadline(monkeypatch, run_timeout):
     conf = _gunicorn_conf(monkeypatch, run_timeout)
     assert conf["CANCEL_GRACE_SECONDS"] == runs.CANCEL_GRACE_SECONDS
-    assert conf["worker_class"] == "gthread"
+    assert conf["worker_class"] == "gevent" and conf["reuse_port"] and not conf.get("preload_app")
     assert run_timeout + runs.CANCEL_GRACE_SECONDS < conf["graceful_timeout"] < read_timeout(run_timeout)
     assert read_timeout(run_timeout) >= run_timeout + 30
 
@@ -258,7 +259,8 @@ def _gunicorn_once(tmp_path, upstream, template_db, *args, **env):
         (["-k", "sync"], {}, "worker_class"),
         (["--graceful-timeout", "10"], {}, "graceful_timeout"),
         ([], {"GRACEFUL_TIMEOUT": "60", "RUN_TIMEOUT_SECONDS": "60"}, "graceful_timeout"),
-        (["--threads", "1"], {}, "threads"),
+        (["-k", "gthread", "--threads", "1"], {}, "threads"),
+        (["--preload"], {}, "preload_app"),
         ([], {"RUN_TIMEOUT_SECONDS": "soon"}, "RUN_TIMEOUT_SECONDS"),
     ],
 )
@@ -378,9 +380,15 @@ def test_a_stop_while_20_runs_wait_loses_none(tmp_path_factory, upstream, templa
         s.stop()
 
 
-def test_past_capacity_a_503_comes_at_once_and_quick_requests_are_served(tmp_path_factory, upstream, template_db):
-    # 4 threads per worker: 2 may wait for runs (settings.inflight_limit), 2 stay free; 2 workers take 4 runs.
-    s = _stack(tmp_path_factory, upstream, template_db, "capacity", WEB_CONCURRENCY=2, WEB_THREADS=4)
+@pytest.mark.parametrize("worker_class, width", [("gevent", "WEB_CONNECTIONS"), ("gthread", "WEB_THREADS")])
+def test_past_capacity_a_503_comes_at_once_and_quick_requests_are_served(
+    tmp_path_factory, upstream, template_db, worker_class, width
+):
+    # 4 connections (threads) per worker: 2 may wait for runs (settings.inflight_limit), 2 stay free;
+    # 2 workers take 4 runs.
+    s = _stack(
+        tmp_path_factory, upstream, template_db, "capacity", WORKER_ARGS[worker_class], WEB_CONCURRENCY=2, **{width: 4}
+    )
     try:
         threads = _in_parallel(6, lambda _: s.thread_with(f"[fake duration={RUN_SECONDS}] hello"))
         with ThreadPoolExecutor(max_workers=6) as pool:
