@@ -43,7 +43,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--workers",
         default=None,
         type=lambda t: _names(t, config.WORKERS),
-        help="gunicorn worker classes (default: gthread,gevent; gthread with --quick)",
+        help="how the backend is served: shipped (gunicorn.conf.py as it is, the default), gthread, gevent",
+    )
+    parser.add_argument(
+        "--variants",
+        default=None,
+        type=lambda t: tuple(_names(t, config.WIDTH_VARIANTS)),
+        help="width variants: prepared (threads made before the step), full (the whole flow inside it)",
     )
     parser.add_argument(
         "--phases", default="lag,overhead,width", type=lambda t: _names(t, ("lag", "overhead", "width"))
@@ -86,6 +92,8 @@ def build_plan(args: argparse.Namespace) -> config.Plan:
     changes = {}
     if args.width_steps:
         changes["width_steps"] = args.width_steps
+    if args.variants:
+        changes["width_variants"] = args.variants
     if args.backend_workers:
         changes["backend_workers"] = args.backend_workers
     if args.threads:
@@ -114,7 +122,9 @@ def measure(strategy: str, worker: str, plan: config.Plan, args: argparse.Namesp
             result["overhead"] = phases.pass_through(dep)
             log(f"    pass-through p50 +{result['overhead']['p50_difference_ms']} ms")
         if "width" in args.phases:
-            result["width"] = phases.width(dep, args.out / "records", plan.width_steps, log)
+            for variant in plan.width_variants:
+                key = "width" if variant == "prepared" else f"width_{variant}"
+                result[key] = phases.width(dep, args.out / "records", plan.width_steps, log, variant)
     return result
 
 
@@ -135,7 +145,7 @@ def main(argv=None) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         write_report(json.loads(args.from_results.read_text()), args, print)
         return
-    workers = args.workers or (["gthread"] if args.quick else list(config.WORKERS))
+    workers = args.workers or ["shipped"]
     plan = build_plan(args)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

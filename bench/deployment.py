@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from bench import procs
-from bench.config import STRATEGIES, Plan
+from bench.config import STRATEGIES, USERS, Plan
 from bench.fake import FakeControl
 from bench.overhead import post_json
 
@@ -23,6 +23,7 @@ class Deployment:
 
     def __init__(self, strategy: str, worker: str, plan: Plan, log_dir: Path, fake_server: str, code: Path):
         self.strategy = strategy
+        self.tokens = list(procs.bench_tokens(USERS).values())
         self.worker = worker
         self.plan = plan
         self.log_dir = log_dir
@@ -66,11 +67,12 @@ class Deployment:
     def warm_up(self) -> None:
         """One whole short run, so that lazy imports and pools exist before anything is measured."""
         conn = http.client.HTTPConnection("127.0.0.1", self.backend_port, timeout=60)
+        token = self.tokens[0]
         try:
-            thread = post_json(conn, "/api/openai/threads", {})
+            thread = post_json(conn, "/api/openai/threads", {}, token)
             path = f"/api/openai/threads/{thread['id']}"
-            post_json(conn, f"{path}/messages", {"role": "user", "content": "warm up [fake duration=0.2]"})
-            post_json(conn, f"{path}/runs", {})
+            post_json(conn, f"{path}/messages", {"role": "user", "content": "warm up [fake duration=0.2]"}, token)
+            post_json(conn, f"{path}/runs", {}, token)
         finally:
             conn.close()
         time.sleep(0.5)

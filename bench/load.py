@@ -4,6 +4,11 @@ Each run is the legacy frontend's flow on one keep-alive connection: create a
 thread, add a user message that scripts the fake run's duration, then POST the
 run and wait for the answer. The client never retries. The spec gives either a
 concurrency (start the next run when one ends) or a launch offset per run.
+
+A run with a `thread_id` starts at its POST .../runs: its thread and message were
+made before (`python -m bench.load --prepare SPEC.json OUT.json` makes them for
+every run of the spec, `concurrency` at a time, and writes the thread ids).
+Each run speaks as one of the spec's `tokens`, in turn.
 """
 
 from __future__ import annotations
@@ -22,13 +27,16 @@ class HttpError(Exception):
     """A step of the flow did not answer 200."""
 
 
-def _client(spec: dict) -> httpx2.AsyncClient:
+def _client(spec: dict, token: str | None) -> httpx2.AsyncClient:
     """One keep-alive connection to the backend, used by one run's steps one after another."""
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     return httpx2.AsyncClient(
         base_url=f"http://{spec['host']}:{spec['port']}",
         limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1),
         timeout=None,  # the spec's timeout bounds the whole run
-        headers={"Accept": "application/json"},
+        headers=headers,
     )
 
 
@@ -39,25 +47,35 @@ async def _step(client: httpx2.AsyncClient, what: str, method: str, path: str, b
     return answer.json()
 
 
-async def one_run(spec: dict, duration: float) -> dict:
-    """Run the whole flow once; the record says when each step ended and how it went."""
+def _token(spec: dict, index: int) -> str | None:
+    tokens = spec.get("tokens") or [None]
+    return tokens[index % len(tokens)]
+
+
+async def one_run(spec: dict, run: dict, index: int) -> dict:
+    """Run the whole flow once (from the POST .../runs on a prepared thread); the record says
+    when each step ended and how it went."""
     prefix = spec["prefix"]
-    record: dict = {"duration": duration, "launched": time.time()}
-    async with _client(spec) as client:
-        await _flow(client, spec, prefix, duration, record)
+    record: dict = {"duration": run["duration"], "launched": time.time()}
+    async with _client(spec, _token(spec, index)) as client:
+        await _flow(client, prefix, run, record)
     return record
 
 
-async def _flow(client: httpx2.AsyncClient, spec: dict, prefix: str, duration: float, record: dict) -> None:
+async def _prepare(client: httpx2.AsyncClient, prefix: str, duration: float) -> str:
+    thread = await _step(client, "thread", "POST", f"{prefix}/threads", {})
+    content = f"q [fake duration={duration:.3f}]"
+    body = {"role": "user", "content": content}
+    await _step(client, "message", "POST", f"{prefix}/threads/{thread['id']}/messages", body)
+    return thread["id"]
+
+
+async def _flow(client: httpx2.AsyncClient, prefix: str, run: dict, record: dict) -> None:
     try:
-        thread = await _step(client, "thread", "POST", f"{prefix}/threads", {})
-        record["thread_id"] = thread["id"]
-        content = f"q [fake duration={duration:.3f}]"
-        await _step(
-            client, "message", "POST", f"{prefix}/threads/{thread['id']}/messages", {"role": "user", "content": content}
-        )
+        thread_id = run.get("thread_id") or await _prepare(client, prefix, run["duration"])
+        record["thread_id"] = thread_id
         record["run_sent"] = time.time()
-        response = await client.post(f"{prefix}/threads/{thread['id']}/runs", json={})
+        response = await client.post(f"{prefix}/threads/{thread_id}/runs", json={})
         record["done"] = time.time()  # the client has the whole answer now
         status = record["http_status"] = response.status_code
         answer = response.json()
@@ -72,11 +90,11 @@ async def _flow(client: httpx2.AsyncClient, spec: dict, prefix: str, duration: f
         record["error"] = f"{type(exc).__name__}: {exc}"[:300]
 
 
-async def _bounded(spec: dict, duration: float) -> dict:
+async def _bounded(spec: dict, run: dict, index: int) -> dict:
     try:
-        return await asyncio.wait_for(one_run(spec, duration), spec["timeout"])
+        return await asyncio.wait_for(one_run(spec, run, index), spec["timeout"])
     except TimeoutError:
-        return {"duration": duration, "ok": False, "error": f"client timeout after {spec['timeout']}s"}
+        return {"duration": run["duration"], "ok": False, "error": f"client timeout after {spec['timeout']}s"}
 
 
 async def run_all(spec: dict) -> list[dict]:
@@ -85,27 +103,43 @@ async def run_all(spec: dict) -> list[dict]:
     if spec.get("concurrency"):
         gate = asyncio.Semaphore(spec["concurrency"])
 
-        async def gated(duration: float) -> dict:
+        async def gated(run: dict, index: int) -> dict:
             async with gate:
-                return await _bounded(spec, duration)
+                return await _bounded(spec, run, index)
 
-        return await asyncio.gather(*(gated(r["duration"]) for r in runs))
+        return await asyncio.gather(*(gated(r, i) for i, r in enumerate(runs)))
 
     start = time.monotonic()
 
-    async def scheduled(run: dict) -> dict:
+    async def scheduled(run: dict, index: int) -> dict:
         await asyncio.sleep(max(0.0, start + run["at"] - time.monotonic()))
-        return await _bounded(spec, run["duration"])
+        return await _bounded(spec, run, index)
 
-    return await asyncio.gather(*(scheduled(r) for r in runs))
+    return await asyncio.gather(*(scheduled(r, i) for i, r in enumerate(runs)))
+
+
+async def prepare_all(spec: dict) -> list[str]:
+    """A thread with its scripted message for every run of the spec, `concurrency` at a time."""
+    gate = asyncio.Semaphore(spec.get("concurrency") or 50)
+
+    async def one(run: dict, index: int) -> str:
+        async with gate, _client(spec, _token(spec, index)) as client:
+            return await _prepare(client, spec["prefix"], run["duration"])
+
+    return await asyncio.gather(*(one(r, i) for i, r in enumerate(spec["runs"])))
 
 
 def main(argv: list[str]) -> None:
-    """Read the spec, run it, write the records and this process's CPU time."""
-    spec_path, out_path = argv
+    """Read the spec, run it (or prepare its threads), write the records and this process's CPU time."""
+    prepare = argv[0] == "--prepare"
+    spec_path, out_path = argv[1:] if prepare else argv
     spec = json.loads(open(spec_path).read())
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if prepare:
+        with open(out_path, "w") as f:
+            json.dump(asyncio.run(prepare_all(spec)), f)
+        return
     started = time.time()
     records = asyncio.run(run_all(spec))
     times = os.times()

@@ -20,9 +20,14 @@ def _timed_get(conn: http.client.HTTPConnection, path: str, headers: dict) -> fl
     return elapsed
 
 
-def post_json(conn: http.client.HTTPConnection, path: str, body: dict) -> dict:
+def auth(token: str | None) -> dict:
+    """The Authorization header of the benchmark's user, if any."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def post_json(conn: http.client.HTTPConnection, path: str, body: dict, token: str | None = None) -> dict:
     """POST a JSON body and return the JSON answer; anything but 200 raises."""
-    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json", **auth(token)})
     answer = conn.getresponse()
     data = answer.read()
     if answer.status != 200:
@@ -30,20 +35,21 @@ def post_json(conn: http.client.HTTPConnection, path: str, body: dict) -> dict:
     return json.loads(data)
 
 
-def measure(backend_port: int, fake_port: int, calls: int, warmup: int = 20) -> dict:
-    """`calls` alternating GETs of a thread's messages, each side on its own keep-alive connection."""
+def measure(backend_port: int, fake_port: int, calls: int, token: str | None = None, warmup: int = 20) -> dict:
+    """`calls` alternating GETs of a thread's messages, each side on its own keep-alive connection;
+    through the backend as the user of `token`."""
     through = http.client.HTTPConnection("127.0.0.1", backend_port, timeout=30)
     direct = http.client.HTTPConnection("127.0.0.1", fake_port, timeout=30)
-    thread = post_json(through, "/api/openai/threads", {})
+    thread = post_json(through, "/api/openai/threads", {}, token)
     for text in ("first question", "second question"):
-        post_json(through, f"/api/openai/threads/{thread['id']}/messages", {"role": "user", "content": text})
+        post_json(through, f"/api/openai/threads/{thread['id']}/messages", {"role": "user", "content": text}, token)
     # What the backend's responses engine asks the upstream for the same list.
     backend_path = f"/api/openai/threads/{thread['id']}/messages"
     direct_path = f"/v1/conversations/{thread['id']}/items?limit=100&order=desc"
     direct_headers = {"Authorization": "Bearer sk-bench"}
     times: dict[str, list[float]] = {"through": [], "direct": []}
     for i in range(warmup + calls):
-        a = _timed_get(through, backend_path, {})
+        a = _timed_get(through, backend_path, auth(token))
         b = _timed_get(direct, direct_path, direct_headers)
         if i >= warmup:
             times["through"].append(a)

@@ -12,17 +12,14 @@ from pathlib import Path
 
 from bench import config, overhead, procs
 from bench.deployment import Deployment
-from bench.fake import POLL_ROUTES, RUN_ROUTES, request_delta
+from bench.fake import POLL_ROUTES, RUN_ROUTES, FakeControl, request_delta
 from bench.sampler import Sampler, wait_for_quiet
 from bench.stats import peak_overlap, summary_ms
 
 CLIENT_TIMEOUT_S = 90.0  # beyond the backend's 60 s deadline: the client never gives up first
 
 
-def _load(
-    dep: Deployment, runs: list[dict], concurrency: int | None, work_dir: Path, name: str
-) -> tuple[dict, Sampler]:
-    """Run the load generator in its own process while sampling every process tree."""
+def _spec_file(dep: Deployment, runs: list[dict], concurrency: int | None, work_dir: Path, name: str) -> Path:
     spec = {
         "host": "127.0.0.1",
         "port": dep.backend_port,
@@ -30,14 +27,41 @@ def _load(
         "runs": runs,
         "concurrency": concurrency,
         "timeout": CLIENT_TIMEOUT_S,
+        "tokens": dep.tokens,
     }
     work_dir.mkdir(parents=True, exist_ok=True)
-    spec_path, out_path = work_dir / f"{name}.spec.json", work_dir / f"{name}.records.json"
-    spec_path.write_text(json.dumps(spec))
+    path = work_dir / f"{name}.spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def _prepare(dep: Deployment, runs: list[dict], work_dir: Path, name: str) -> None:
+    """Make each run's thread and message before the step (not sampled), and give the runs their threads."""
+    spec_path, out_path = _spec_file(dep, runs, dep.plan.prepare_concurrency, work_dir, name), work_dir / f"{name}.ids"
+    subprocess.run([sys.executable, "-m", "bench.load", "--prepare", spec_path, out_path], cwd=procs.ROOT, check=True)
+    for run, thread_id in zip(runs, json.loads(out_path.read_text()), strict=True):
+        run["thread_id"] = thread_id
+
+
+def _polls_now(control: FakeControl) -> dict:
+    requests = control.stats()["requests"]
+    return {"polls": sum(n for route, n in requests.items() if route in POLL_ROUTES)}
+
+
+def _load(
+    dep: Deployment, runs: list[dict], concurrency: int | None, work_dir: Path, name: str
+) -> tuple[dict, Sampler]:
+    """Run the load generator in its own process while sampling every process tree (and the upstream's polls)."""
+    spec_path = _spec_file(dep, runs, concurrency, work_dir, name)
+    out_path = work_dir / f"{name}.records.json"
     client = subprocess.Popen([sys.executable, "-m", "bench.load", str(spec_path), str(out_path)], cwd=procs.ROOT)
-    with Sampler({**dep.roots, "client": client.pid}) as sampler:
-        if client.wait() != 0:
-            raise RuntimeError(f"the load generator failed (exit {client.returncode})")
+    control = FakeControl(dep.fake_port)  # the sampler's own connection
+    try:
+        with Sampler({**dep.roots, "client": client.pid}, probe=lambda: _polls_now(control)) as sampler:
+            if client.wait() != 0:
+                raise RuntimeError(f"the load generator failed (exit {client.returncode})")
+    finally:
+        control.close()
     return json.loads(out_path.read_text()), sampler
 
 
@@ -109,19 +133,65 @@ def lag_and_calls(dep: Deployment, work_dir: Path) -> dict:
     }
 
 
-def width_step(dep: Deployment, n: int, work_dir: Path) -> dict:
-    """N runs of `width_min_s`-`width_max_s`, launched evenly over `width_launch_s`, on a fresh backend."""
+def _at(samples: list[dict], t: float, key: str, after: bool) -> dict | None:
+    """The first sample at or after `t` (or the last at or before it)."""
+    chosen = [x for x in samples if (x["t"] >= t if after else x["t"] <= t)]
+    if not chosen:
+        return None
+    return chosen[0] if after else chosen[-1]
+
+
+def cpu_costs(sampler: Sampler, records: list[dict], backend_cpu: float, n: int) -> dict:
+    """The backend's CPU per poll and per waiting run-second, from the stretch of the step where every
+    run was created and none had ended yet (only waiting went on), and per POST .../runs: the step's
+    CPU less the waiting runs' share, per run."""
+    spans = [(r["upstream_created"], r["final_at"]) for r in records if r.get("final_at") and r.get("upstream_created")]
+    out: dict = {"window_s": None, "ms_per_poll": None, "ms_per_waiting_run_second": None, "ms_per_run": None}
+    if not spans:
+        return out
+    start, end = max(a for a, _ in spans) + 0.3, min(b for _, b in spans) - 0.3
+    backend = sampler.samples["backend"]
+    first, last = _at(backend, start, "cpu", True), _at(backend, end, "cpu", False)
+    if first is None or last is None or last["t"] - first["t"] < 1.0:
+        return out
+    seconds = last["t"] - first["t"]
+    cpu = last["cpu"] - first["cpu"]
+    waiting = sum(1 for a, b in spans if a <= first["t"] and b >= last["t"])
+    probes = sampler.samples["probe"]
+    p0, p1 = _at(probes, first["t"], "polls", True), _at(probes, last["t"], "polls", False)
+    polls = (p1["polls"] - p0["polls"]) if p0 and p1 else 0
+    per_run_second = cpu / max(waiting * seconds, 1e-9)
+    waited = sum(b - a for a, b in spans)
+    out.update(
+        window_s=round(seconds, 1),
+        waiting_in_window=waiting,
+        polls_per_second=round(polls / seconds, 1),
+        ms_per_poll=round(1000 * cpu / polls, 3) if polls else None,
+        ms_per_waiting_run_second=round(1000 * per_run_second, 3),
+        ms_per_run=round(1000 * max(0.0, backend_cpu - per_run_second * waited) / n, 2),
+    )
+    return out
+
+
+def width_step(dep: Deployment, n: int, work_dir: Path, variant: str = "prepared") -> dict:
+    """N runs of `width_min_s`-`width_max_s`, launched evenly over `width_launch_s`, on a fresh backend.
+
+    "prepared": each run's thread and message are made before the step, which is N POST .../runs;
+    "full": the whole flow of each run is inside the step."""
     plan = dep.plan
     dep.start_backend()
     dep.control.reset()
-    quiet = wait_for_quiet(dep.roots)
-    idle_rss, idle_pss = procs.memory(procs.tree(dep.backend.pid))
     rng = random.Random(plan.seed + n)
     runs = [
         {"duration": round(rng.uniform(plan.width_min_s, plan.width_max_s), 3), "at": i * plan.width_launch_s / n}
         for i in range(n)
     ]
-    loaded, sampler = _load(dep, runs, None, work_dir, f"width-{dep.worker}-{dep.strategy}-{n}")
+    name = f"width-{dep.worker}-{dep.strategy}-{variant}-{n}"
+    if variant == "prepared":
+        _prepare(dep, runs, work_dir, name)
+    quiet = wait_for_quiet(dep.roots)
+    idle_rss, idle_pss = procs.memory(procs.tree(dep.backend.pid))
+    loaded, sampler = _load(dep, runs, None, work_dir, name)
     records = loaded["records"]
     _attach_upstream(dep, records)
     ok = [r for r in records if r.get("ok")]
@@ -142,6 +212,7 @@ def width_step(dep: Deployment, n: int, work_dir: Path) -> dict:
         gave.append(f"only {waiting}/{n} waiting upstream at once")
     return {
         "n": n,
+        "variant": variant,
         "succeeded": len(ok),
         "errors": _errors(records),
         "lag_ms": lag,
@@ -151,24 +222,29 @@ def width_step(dep: Deployment, n: int, work_dir: Path) -> dict:
         "idle_pss_mb": round(idle_pss / 2**20, 1),
         "kb_per_waiting_run": round((backend["pss_peak_mb"] - idle_pss / 2**20) * 1024 / n, 1),
         "processes": processes,
+        "cpu": cpu_costs(sampler, records, backend["cpu_seconds"], n),
         "wall_s": round(loaded["ended"] - loaded["started"], 1),
         "gave": gave,
         "others_before_percent": quiet,
     }
 
 
-def width(dep: Deployment, work_dir: Path, steps: tuple[int, ...], log=print) -> dict:
+def width(dep: Deployment, work_dir: Path, steps: tuple[int, ...], log=print, variant: str = "prepared") -> dict:
     """Step N up until a step gives; the widest passing N is `reached`."""
     results, reached = [], 0
     for n in steps:
         started = time.monotonic()
-        step = width_step(dep, n, work_dir)
+        step = width_step(dep, n, work_dir, variant)
         results.append(step)
+        cpu = step["cpu"]
         log(
-            f"    width {n}: {step['succeeded']}/{n} ok, lag p99 {step['lag_ms'].get('p99')} ms, "
+            f"    width {variant} {n}: {step['succeeded']}/{n} ok, lag p99 {step['lag_ms'].get('p99')} ms, "
             f"{step['peak_waiting_upstream']} waiting at once, PSS {step['processes']['backend']['pss_peak_mb']} MB, "
-            f"backend CPU {step['processes']['backend']['cpu_percent_avg']}%, {time.monotonic() - started:.0f}s"
-            + (f" -> gave: {'; '.join(step['gave'])}" if step["gave"] else "")
+            f"backend CPU {step['processes']['backend']['cpu_percent_avg']}% "
+            f"(workers {step['processes']['backend']['workers_cpu_seconds']} s), "
+            f"upstream {step['processes']['fake']['cpu_percent_avg']}%; ms/run {cpu['ms_per_run']}, "
+            f"ms/poll {cpu['ms_per_poll']}, ms/run-s {cpu['ms_per_waiting_run_second']}, "
+            f"{time.monotonic() - started:.0f}s" + (f" -> gave: {'; '.join(step['gave'])}" if step["gave"] else "")
         )
         if step["gave"]:
             break
@@ -184,6 +260,6 @@ def pass_through(dep: Deployment) -> dict:
     """The overhead phase on the running deployment."""
     quiet = wait_for_quiet(dep.roots)
     return {
-        **overhead.measure(dep.backend_port, dep.fake_port, dep.plan.overhead_calls),
+        **overhead.measure(dep.backend_port, dep.fake_port, dep.plan.overhead_calls, dep.tokens[0]),
         "others_before_percent": quiet,
     }

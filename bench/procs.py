@@ -31,24 +31,32 @@ def start_fake(port: int, kind: str, log_dir: Path, code: Path = ROOT) -> Child:
     return start_fake_upstream(log_dir, port=port, server=kind, cwd=code)[0]
 
 
+def bench_tokens(users: int) -> dict[str, str]:
+    """The benchmark's users and their tokens (API_TOKENS), user -> token."""
+    return {f"user{i}": f"bench-token-{i:04d}" for i in range(users)}
+
+
 def backend_env(
     fake_port: int, database_url: str, strategy_env: dict[str, str], extra: dict[str, str]
 ) -> dict[str, str]:
-    """The backend's environment: the deployment of the brief, pointed at the fake upstream."""
+    """The backend's environment as deployed (token auth, per-user limits on, the default log level and
+    format), pointed at the fake upstream."""
+    from bench import config
+
     # Only what a process needs from ours: the rest of the deployment's environment is set here.
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")}
     env.update(
         OPENAI_BASE_URL=f"http://127.0.0.1:{fake_port}/v1",
         OPENAI_API_KEY="sk-bench",
-        AUTH_MODE="none",
+        AUTH_MODE="token",
+        API_TOKENS=",".join(f"{user}:{token}" for user, token in bench_tokens(config.USERS).items()),
         ASSISTANT_BENCH_MODEL="gpt-4o",
         ASSISTANT_BENCH_ID="asst_bench",
         DATABASE_URL=database_url,
         RUN_TIMEOUT_SECONDS="60",
-        LOG_LEVEL="warning",
-        # Every benchmark run comes from one anonymous user: per-user limits would measure themselves.
-        RATELIMIT_RUNS="off",
-        RATELIMIT_DEFAULT="off",
+        # On, as deployed, and high enough never to trigger.
+        RATELIMIT_RUNS=config.RATELIMIT_RUNS,
+        RATELIMIT_DEFAULT=config.RATELIMIT_DEFAULT,
     )
     env.update(strategy_env)
     env.update(extra)
@@ -68,7 +76,10 @@ def backend_conf(code: Path = ROOT) -> Path:
 
 
 def start_backend(port: int, env: dict[str, str], worker: str, plan: Plan, log_dir: Path, code: Path = ROOT) -> Child:
-    """The backend as deployed: gunicorn, `plan.backend_workers` of class `worker`, serving wsgi:app from `code`."""
+    """The backend: "shipped" is `gunicorn -c gunicorn.conf.py` exactly as deployed (PORT in the
+    environment, nothing else); otherwise `plan.backend_workers` of class `worker`, sized by the plan."""
+    if worker == "shipped":
+        return start_gunicorn(log_dir, env, port=port, cwd=code, name="backend")[0]
     conf = backend_conf(code)
     args = [*gunicorn_args(conf, worker, port, plan.worker_connections, plan.threads, plan.backend_workers), "wsgi:app"]
     return start_gunicorn(log_dir, env, command=args, port=port, cwd=code, name="backend")[0]

@@ -96,33 +96,52 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _ms(value) -> str:
+    return "n/a" if value is None else f"{value:g}"
+
+
 def width_table(results: dict) -> str:
-    """Every width step of every strategy and worker."""
+    """Every width step of every strategy, worker and variant, with the backend's CPU costs."""
     lines = [
-        "| worker | strategy | N | ok | waiting at once | thread + message p50 / p99 (s) "
-        "| lag p50 / p99 / max (ms) | backend RSS / PSS peak (MB) "
-        "| KB per run | backend CPU avg / peak | upstream CPU | client CPU | other CPU | gave |",
-        "|" + "---|" * 14,
+        "| worker | strategy | variant | N | ok | waiting at once | lag p50 / p99 / max (ms) "
+        "| backend PSS / RSS peak (MB) | KB per run | backend CPU avg / peak | workers' CPU (s) "
+        "| CPU per POST .../runs (ms) | CPU per poll (ms) | CPU per waiting run-second (ms) | polls/s "
+        "| upstream CPU | client CPU | other CPU | gave |",
+        "|" + "---|" * 19,
     ]
     for m in results["measured"]:
-        for s in m.get("width", {}).get("steps", []):
-            p, lag = s["processes"], s["lag_ms"]
-            lines.append(
-                f"| {m['worker']} | {m['strategy']} | {s['n']:,} | {s['succeeded']:,} | {s['peak_waiting_upstream']:,} "
-                f"| {_seconds(s.get('setup_ms', {}))} "
-                f"| {_fmt(lag.get('p50'))} / {_fmt(lag.get('p99'))} / {_fmt(lag.get('max'))} "
-                f"| {p['backend']['rss_peak_mb']:.0f} / {p['backend']['pss_peak_mb']:.0f} "
-                f"| {s['kb_per_waiting_run']:g} "
-                f"| {p['backend']['cpu_percent_avg']:.0f}% / {p['backend']['cpu_percent_peak']:.0f}% "
-                f"| {p['fake']['cpu_percent_avg']:.0f}% | {p['client']['cpu_percent_avg']:.0f}% "
-                f"| {p['others']['cpu_percent_avg']:.0f}% "
-                f"| {'; '.join(s['gave']) or '-'} |"
-            )
+        for key in ("width", "width_full"):
+            for s in m.get(key, {}).get("steps", []):
+                p, lag, cpu = s["processes"], s["lag_ms"], s.get("cpu", {})
+                workers = " / ".join(f"{v:g}" for v in p["backend"].get("workers_cpu_seconds", []))
+                lines.append(
+                    f"| {m['worker']} | {m['strategy']} | {s.get('variant', 'full')} | {s['n']:,} | {s['succeeded']:,} "
+                    f"| {s['peak_waiting_upstream']:,} "
+                    f"| {_fmt(lag.get('p50'))} / {_fmt(lag.get('p99'))} / {_fmt(lag.get('max'))} "
+                    f"| {p['backend']['pss_peak_mb']:.0f} / {p['backend']['rss_peak_mb']:.0f} "
+                    f"| {s['kb_per_waiting_run']:g} "
+                    f"| {p['backend']['cpu_percent_avg']:.0f}% / {p['backend']['cpu_percent_peak']:.0f}% | {workers} "
+                    f"| {_ms(cpu.get('ms_per_run'))} | {_ms(cpu.get('ms_per_poll'))} "
+                    f"| {_ms(cpu.get('ms_per_waiting_run_second'))} | {_ms(cpu.get('polls_per_second'))} "
+                    f"| {p['fake']['cpu_percent_avg']:.0f}% | {p['client']['cpu_percent_avg']:.0f}% "
+                    f"| {p['others']['cpu_percent_avg']:.0f}% "
+                    f"| {'; '.join(s['gave']) or '-'} |"
+                )
     return "\n".join(lines)
 
 
 def _fake_server(kind: str) -> str:
     return "werkzeug (no keep-alive)" if kind == "werkzeug" else f"gunicorn -k {kind}, one worker"
+
+
+def _backend(plan: dict, results: dict) -> str:
+    kinds = sorted({m["worker"] for m in results["measured"]})
+    if kinds == ["shipped"]:
+        return "gunicorn -c gunicorn.conf.py as shipped (no tuning variables, no options)"
+    return (
+        f"{', '.join(kinds)}; the experiments: gunicorn, {plan.get('backend_workers', 1)} worker(s) "
+        f"({plan['threads']} threads for gthread)"
+    )
 
 
 def _preamble(results: dict) -> list[str]:
@@ -131,7 +150,7 @@ def _preamble(results: dict) -> list[str]:
         f"Measured {results['date']}, {results['mode']} mode, in {results.get('wall_s', 0) / 60:.0f} min, on "
         f"{mach['nproc']} x {mach['cpu_model']}, {mach['memory_gib']} GiB, Linux {mach['kernel']}, "
         f"Python {mach['python']}.",
-        f"Backend: gunicorn, {plan.get('backend_workers', 1)} worker(s) ({plan['threads']} threads for gthread). "
+        f"Backend: {_backend(plan, results)}; AUTH_MODE=token, per-user limits on (not reached), default logging. "
         f"Fake upstream: {_fake_server(results['fake_server'])}, its own process.",
         f"Lag: {plan['lag_runs']} runs of {plan['lag_min_s']:g}-{plan['lag_max_s']:g} s, "
         f"{plan['lag_concurrency']} at a time.",
@@ -159,7 +178,11 @@ def markdown(results: dict) -> str:
             *(f"- {line}" for line in verdicts(results)),
             "",
             "Width steps (CPU in % of one core, averaged over the step; a step gives at < 99% ok, p99 > 2 s, "
-            "or < 95% waiting upstream at once):",
+            "or < 95% waiting upstream at once). Variant prepared: each run's thread and message made before "
+            "the step; full: inside it (its CPU per run is then the whole flow). CPU per poll and per waiting "
+            "run-second: the backend's CPU while every run was created and none had ended, over the polls the "
+            "upstream saw then (n/a when the step left no such stretch); CPU per POST .../runs: the step's CPU "
+            "less that waiting share, per run:",
             "",
             width_table(results),
             "",

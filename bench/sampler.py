@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from bench import procs
 
@@ -16,11 +17,18 @@ class Sampler:
     smaps_rollup of a large process costs the sampler itself some CPU.
     """
 
-    def __init__(self, roots: dict[str, int], memory_of: tuple[str, ...] = ("backend",), interval: float = 0.5):
+    def __init__(
+        self,
+        roots: dict[str, int],
+        memory_of: tuple[str, ...] = ("backend",),
+        interval: float = 0.5,
+        probe: Callable[[], dict] | None = None,
+    ):
         self.roots = roots
         self.memory_of = memory_of
         self.interval = interval
-        self.samples: dict[str, list[dict]] = {name: [] for name in (*roots, "machine", "sampler")}
+        self.probe = probe  # something else to record at every sample (the fake upstream's counters)
+        self.samples: dict[str, list[dict]] = {name: [] for name in (*roots, "machine", "sampler", "probe")}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
@@ -45,10 +53,14 @@ class Sampler:
             sample = {"t": now, "cpu": procs.cpu_seconds(pids), "threads": procs.thread_count(pids)}
             if name in self.memory_of:
                 sample["rss"], sample["pss"] = procs.memory(pids)
+                # Each worker's own CPU: how evenly the workers share the load.
+                sample["workers"] = {pid: procs.cpu_seconds([pid]) for pid in pids if pid != root}
             self.samples[name].append(sample)
         # The whole machine, and this process: what is left is other work on the machine.
         self.samples["machine"].append({"t": now, "cpu": procs.machine_busy_seconds(), "threads": 0})
         self.samples["sampler"].append({"t": now, "cpu": procs.cpu_seconds([os.getpid()]), "threads": 0})
+        if self.probe is not None:
+            self.samples["probe"].append({"t": now, **self.probe()})
 
     def summary(self, name: str) -> dict:
         """Peak memory, average and peak CPU% (of one core) and peak threads of one root's tree."""
@@ -67,6 +79,10 @@ class Sampler:
         if name in self.memory_of:
             out["rss_peak_mb"] = round(max(s["rss"] for s in samples) / 2**20, 1)
             out["pss_peak_mb"] = round(max(s["pss"] for s in samples) / 2**20, 1)
+            pids = set(first["workers"]) & set(last["workers"])
+            out["workers_cpu_seconds"] = sorted(
+                (round(last["workers"][p] - first["workers"][p], 2) for p in pids), reverse=True
+            )
         return out
 
     def timeline(self, name: str) -> list[dict]:
