@@ -30,8 +30,7 @@ AREAS = (
     ("/app/", "the backend's own code"),
     ("sqlalchemy", "SQLAlchemy"),
     ("sqlite3", "sqlite3"),
-    ("flask_limiter", "flask-limiter"),
-    ("limits", "flask-limiter"),
+    ("limits", "limits (rate limits)"),
     ("prometheus_client", "prometheus_client"),
     ("flask_cors", "flask-cors"),
     ("flask", "Flask"),
@@ -125,6 +124,8 @@ def main(argv=None) -> None:
         app = build_app(fake_port, work)
         backend = app.extensions["backend"]
         client = app.test_client()
+        # As deployed: token auth (and per-user limits) on every API call.
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {next(iter(backend.settings.api_tokens))}"
 
         def new_thread() -> str:
             return client.post("/api/openai/threads", json={}).get_json()["id"]

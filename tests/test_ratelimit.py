@@ -119,3 +119,23 @@ def test_defaults_and_off(base_env, make_app):
 def test_bad_limit_settings_name_the_variable(base_env, name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings({**base_env, name: value})
+
+
+def test_memory_windows_are_moving_windows():
+    from limits import parse
+
+    from app.ratelimit import MemoryWindows
+
+    now = [1000.0]
+    windows = MemoryWindows(clock=lambda: now[0])
+    item = parse("2/minute")
+    assert windows.hit(item, "k") and windows.hit(item, "k")
+    assert not windows.hit(item, "k")  # a refused call is not counted
+    assert windows.reset_at(item, "k") == 1060.0
+    now[0] = 1059.9
+    assert not windows.hit(item, "k")
+    now[0] = 1060.0  # the first call is exactly a minute old: still in the window, as in `limits`
+    assert not windows.hit(item, "k")
+    now[0] = 1060.1  # both calls have left the window
+    assert windows.hit(item, "k") and windows.hit(item, "k") and not windows.hit(item, "k")
+    assert windows.hit(item, "other")
