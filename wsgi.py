@@ -5,9 +5,11 @@ import sys
 from dotenv import load_dotenv
 
 from app import create_app
+from app.green import adjust_for_gevent
 from app.settings import ConfigError
 
 load_dotenv()
+adjust_for_gevent()  # a no-op unless gunicorn's gevent worker has patched the standard library
 try:
     app = create_app()
 except ConfigError as error:
