@@ -162,3 +162,14 @@ def test_make_run_takes_host_and_port_from_env_file_or_environment():
     exports = dev_environment({"HOST": "0.0.0.0", "PORT": "4000"}, {})[0]
     assert (exports["HOST"], exports["PORT"]) == ("0.0.0.0", "4000")
     assert dev_environment({"PORT": "4000"}, {"PORT": "5000"})[0]["PORT"] == "5000"  # the environment wins
+
+
+def test_the_inflight_limit_follows_the_workers_width_and_the_poll_budget_is_a_setting(base_env):
+    assert load_settings(base_env).max_inflight_runs == 0  # not under gunicorn: no limit of its own
+    assert load_settings({**base_env, "WORKER_CONNECTIONS": "3000"}).max_inflight_runs == 2625
+    assert load_settings({**base_env, "WORKER_THREADS": "32"}).max_inflight_runs == 28
+    assert load_settings({**base_env, "WORKER_CONNECTIONS": "3000", "MAX_INFLIGHT_RUNS": "10"}).max_inflight_runs == 10
+    assert load_settings(base_env).poll_budget == 600
+    assert load_settings({**base_env, "POLL_BUDGET": "0"}).poll_budget == 0
+    with pytest.raises(ConfigError, match="POLL_BUDGET"):
+        load_settings({**base_env, "POLL_BUDGET": "-1"})
