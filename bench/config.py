@@ -50,6 +50,8 @@ class Plan:
     worker_connections: int = 5000
     backend_workers: int = 1  # the brief's deployment; more only as an experiment
     extra_env: dict[str, str] = field(default_factory=dict)
+    # How long each phase waits for the rest of the machine to fall under 30% of a core.
+    quiet_patience_s: float = 90.0
 
 
 FULL = Plan()
@@ -60,6 +62,7 @@ QUICK = Plan(
     width_steps=(100, 250),
     width_variants=("prepared",),
     overhead_calls=100,
+    quiet_patience_s=10.0,
 )
 
 # When a width step "gives": fewer runs succeed, the p99 lag is longer, or fewer runs wait at once.

@@ -101,7 +101,7 @@ def lag_and_calls(dep: Deployment, work_dir: Path) -> dict:
     rng = random.Random(plan.seed)
     runs = [{"duration": round(rng.uniform(plan.lag_min_s, plan.lag_max_s), 3)} for _ in range(plan.lag_runs)]
     dep.control.reset()
-    quiet = wait_for_quiet(dep.roots)
+    quiet = wait_for_quiet(dep.roots, patience=dep.plan.quiet_patience_s)
     before = dep.control.stats()
     loaded, sampler = _load(dep, runs, plan.lag_concurrency, work_dir, f"lag-{dep.worker}-{dep.strategy}")
     after = dep.control.stats()
@@ -189,7 +189,7 @@ def width_step(dep: Deployment, n: int, work_dir: Path, variant: str = "prepared
     name = f"width-{dep.worker}-{dep.strategy}-{variant}-{n}"
     if variant == "prepared":
         _prepare(dep, runs, work_dir, name)
-    quiet = wait_for_quiet(dep.roots)
+    quiet = wait_for_quiet(dep.roots, patience=dep.plan.quiet_patience_s)
     idle_rss, idle_pss = procs.memory(procs.tree(dep.backend.pid))
     loaded, sampler = _load(dep, runs, None, work_dir, name)
     records = loaded["records"]
@@ -258,7 +258,7 @@ def width(dep: Deployment, work_dir: Path, steps: tuple[int, ...], log=print, va
 
 def pass_through(dep: Deployment) -> dict:
     """The overhead phase on the running deployment."""
-    quiet = wait_for_quiet(dep.roots)
+    quiet = wait_for_quiet(dep.roots, patience=dep.plan.quiet_patience_s)
     return {
         **overhead.measure(dep.backend_port, dep.fake_port, dep.plan.overhead_calls, dep.tokens[0]),
         "others_before_percent": quiet,

@@ -1,4 +1,4 @@
-"""The plot: lag distribution per strategy, and width against memory (matplotlib, Agg)."""
+"""The plot: lag distribution per strategy, and width against memory and against CPU (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -20,25 +20,49 @@ def _lag_axis(ax, results: dict) -> None:
     ax.legend(fontsize=8)
 
 
-def _width_axis(ax, results: dict) -> None:
+def _width_series(results: dict):
+    """(label, steps) per measured deployment and width variant."""
     for m in results["measured"]:
-        steps = m.get("width", {}).get("steps", [])
-        if not steps:
-            continue
+        for key, variant in (("width", "threads made before"), ("width_full", "full flow")):
+            steps = m.get(key, {}).get("steps", [])
+            if steps:
+                yield f"{label(m)}, {variant}", steps, key == "width_full"
+
+
+def _gave(ax, steps, values) -> None:
+    gave = [(s["n"], v) for s, v in zip(steps, values, strict=True) if s["gave"]]
+    if gave:
+        ax.plot(*zip(*gave, strict=True), linestyle="", marker="x", markersize=12, color="red")
+
+
+def _width_axis(ax, results: dict) -> None:
+    for name, steps, full in _width_series(results):
         ns = [s["n"] for s in steps]
         pss = [s["processes"]["backend"]["pss_peak_mb"] for s in steps]
-        rss = [s["processes"]["backend"]["rss_peak_mb"] for s in steps]
-        (line,) = ax.plot(ns, pss, marker="o", label=f"{label(m)}")
-        ax.plot(ns, rss, linestyle=":", color=line.get_color())
-        gave = [(s["n"], p) for s, p in zip(steps, pss, strict=True) if s["gave"]]
-        if gave:
-            ax.plot(*zip(*gave, strict=True), linestyle="", marker="x", markersize=12, color="red")
+        ax.plot(ns, pss, marker="o", linestyle="--" if full else "-", label=name)
+        _gave(ax, steps, pss)
     ax.set_xscale("log")
     ax.set_xlabel("N runs of 10-11 s launched over 5 s (log); red x: the step gave")
-    ax.set_ylabel("backend process tree peak PSS (MB); dotted: RSS")
+    ax.set_ylabel("backend process tree, peak PSS (MB)")
     ax.set_title("Width against memory")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+
+
+def _cpu_axis(ax, results: dict) -> None:
+    for name, steps, full in _width_series(results):
+        ns = [s["n"] for s in steps]
+        cpu = [s["processes"]["backend"]["cpu_percent_avg"] for s in steps]
+        (line,) = ax.plot(ns, cpu, marker="o", linestyle="--" if full else "-", label=name)
+        upstream = [s["processes"]["fake"]["cpu_percent_avg"] for s in steps]
+        ax.plot(ns, upstream, marker=".", linestyle=":", color=line.get_color())
+        _gave(ax, steps, cpu)
+    ax.set_xscale("log")
+    ax.set_xlabel("N runs of 10-11 s launched over 5 s (log); red x: the step gave")
+    ax.set_ylabel("CPU, % of one core, averaged over the step (dotted: the fake upstream)")
+    ax.set_title("Width against CPU (2 cores = 200%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def plot(results: dict, path: Path) -> bool:
@@ -51,9 +75,10 @@ def plot(results: dict, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_lag, ax_mem) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, (ax_lag, ax_mem, ax_cpu) = plt.subplots(1, 3, figsize=(19, 5.5))
     _lag_axis(ax_lag, results)
     _width_axis(ax_mem, results)
+    _cpu_axis(ax_cpu, results)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
