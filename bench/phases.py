@@ -133,42 +133,45 @@ def lag_and_calls(dep: Deployment, work_dir: Path) -> dict:
     }
 
 
-def _at(samples: list[dict], t: float, key: str, after: bool) -> dict | None:
-    """The first sample at or after `t` (or the last at or before it)."""
-    chosen = [x for x in samples if (x["t"] >= t if after else x["t"] <= t)]
-    if not chosen:
-        return None
-    return chosen[0] if after else chosen[-1]
+def _overlap(a: float, b: float, start: float, end: float) -> float:
+    return max(0.0, min(b, end) - max(a, start))
 
 
-def cpu_costs(sampler: Sampler, records: list[dict], backend_cpu: float, n: int) -> dict:
-    """The backend's CPU per poll and per waiting run-second, from the stretch of the step where every
-    run was created and none had ended yet (only waiting went on), and per POST .../runs: the step's
-    CPU less the waiting runs' share, per run."""
-    spans = [(r["upstream_created"], r["final_at"]) for r in records if r.get("final_at") and r.get("upstream_created")]
-    out: dict = {"window_s": None, "ms_per_poll": None, "ms_per_waiting_run_second": None, "ms_per_run": None}
-    if not spans:
+def cpu_costs(sampler: Sampler, records: list[dict], n: int) -> dict:
+    """The backend's CPU split over what it did, by least squares over the sampler's 0.5 s intervals:
+
+        CPU in an interval = a * runs created upstream in it + d * answers sent in it
+                             + e * run-seconds waited in it
+
+    CPU per POST .../runs (creation to answer, without the wait) is a + d, per waiting
+    run-second e, and per poll e times the run-seconds over the polls the upstream saw.
+    """
+    out: dict = {"ms_per_run": None, "ms_per_poll": None, "ms_per_waiting_run_second": None}
+    runs = [r for r in records if r.get("upstream_created") and r.get("final_at") and r.get("done")]
+    backend, probes = sampler.samples["backend"], sampler.samples["probe"]
+    if len(runs) < 10 or len(backend) < 8:
         return out
-    start, end = max(a for a, _ in spans) + 0.3, min(b for _, b in spans) - 0.3
-    backend = sampler.samples["backend"]
-    first, last = _at(backend, start, "cpu", True), _at(backend, end, "cpu", False)
-    if first is None or last is None or last["t"] - first["t"] < 1.0:
-        return out
-    seconds = last["t"] - first["t"]
-    cpu = last["cpu"] - first["cpu"]
-    waiting = sum(1 for a, b in spans if a <= first["t"] and b >= last["t"])
-    probes = sampler.samples["probe"]
-    p0, p1 = _at(probes, first["t"], "polls", True), _at(probes, last["t"], "polls", False)
-    polls = (p1["polls"] - p0["polls"]) if p0 and p1 else 0
-    per_run_second = cpu / max(waiting * seconds, 1e-9)
-    waited = sum(b - a for a, b in spans)
+    import numpy
+
+    rows, cpu = [], []
+    for before, after in zip(backend, backend[1:], strict=False):
+        t0, t1 = before["t"], after["t"]
+        rows.append(
+            [
+                sum(t0 <= r["upstream_created"] < t1 for r in runs),
+                sum(t0 <= r["done"] < t1 for r in runs),
+                sum(_overlap(r["upstream_created"], r["final_at"], t0, t1) for r in runs),
+            ]
+        )
+        cpu.append(after["cpu"] - before["cpu"])
+    (a, d, e), *_ = numpy.linalg.lstsq(numpy.array(rows, dtype=float), numpy.array(cpu), rcond=None)
+    run_seconds = sum(r["final_at"] - r["upstream_created"] for r in runs)
+    polls = probes[-1]["polls"] - probes[0]["polls"] if len(probes) > 1 else 0
     out.update(
-        window_s=round(seconds, 1),
-        waiting_in_window=waiting,
-        polls_per_second=round(polls / seconds, 1),
-        ms_per_poll=round(1000 * cpu / polls, 3) if polls else None,
-        ms_per_waiting_run_second=round(1000 * per_run_second, 3),
-        ms_per_run=round(1000 * max(0.0, backend_cpu - per_run_second * waited) / n, 2),
+        ms_per_run=round(1000 * max(0.0, a + d), 2),
+        ms_per_waiting_run_second=round(1000 * max(0.0, e), 3),
+        ms_per_poll=round(1000 * max(0.0, e) * run_seconds / polls, 3) if polls else None,
+        polls_per_second=round(polls / max(backend[-1]["t"] - backend[0]["t"], 1e-9), 1),
     )
     return out
 
@@ -222,7 +225,7 @@ def width_step(dep: Deployment, n: int, work_dir: Path, variant: str = "prepared
         "idle_pss_mb": round(idle_pss / 2**20, 1),
         "kb_per_waiting_run": round((backend["pss_peak_mb"] - idle_pss / 2**20) * 1024 / n, 1),
         "processes": processes,
-        "cpu": cpu_costs(sampler, records, backend["cpu_seconds"], n),
+        "cpu": cpu_costs(sampler, records, n),
         "wall_s": round(loaded["ended"] - loaded["started"], 1),
         "gave": gave,
         "others_before_percent": quiet,

@@ -180,9 +180,9 @@ def markdown(results: dict) -> str:
             "Width steps (CPU in % of one core, averaged over the step; a step gives at < 99% ok, p99 > 2 s, "
             "or < 95% waiting upstream at once). Variant prepared: each run's thread and message made before "
             "the step; full: inside it (its CPU per run is then the whole flow). CPU per poll and per waiting "
-            "run-second: the backend's CPU while every run was created and none had ended, over the polls the "
-            "upstream saw then (n/a when the step left no such stretch); CPU per POST .../runs: the step's CPU "
-            "less that waiting share, per run:",
+            "run-second, and per POST .../runs (creation to answer, without the wait): the backend's CPU in each "
+            "0.5 s of the step fitted by least squares to the runs created, the answers sent and the "
+            "run-seconds waited in it (bench/phases.py cpu_costs); polls/s: over the whole step:",
             "",
             width_table(results),
             "",
