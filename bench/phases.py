@@ -197,6 +197,7 @@ def width_step(dep: Deployment, n: int, work_dir: Path, variant: str = "prepared
     loaded, sampler = _load(dep, runs, None, work_dir, name)
     records = loaded["records"]
     _attach_upstream(dep, records)
+    (work_dir / f"{name}.records.json").write_text(json.dumps({**loaded, "samples": sampler.samples}))
     ok = [r for r in records if r.get("ok")]
     lags = [r["lag"] for r in ok if "lag" in r]
     intervals = [(r["upstream_created"], r["final_at"]) for r in records if r.get("final_at") is not None]
