@@ -7,6 +7,7 @@ setting, when the worker class or a timeout would cut the backend's own waits.
 
 import math
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -151,6 +152,20 @@ def _prepare_metrics_dir():
             stale.unlink()
 
 
+def _raise_open_files(server):
+    # Every waiting run holds its client's connection, and with WAIT_STRATEGY=stream an
+    # upstream one too: the soft limit (often 1024) would refuse connections long before
+    # worker_connections. Raised as far as the hard limit allows; the workers inherit it.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    width = server.cfg.worker_connections if _worker_name(server.cfg).startswith("gevent") else server.cfg.threads
+    needed = 2 * width + 256
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            server.log.warning("open files limited to %d; %d waiting runs per worker need about %d", hard, width, needed)
+
+
 def on_starting(server):
     """Refuse an unsafe configuration; prepare what the workers inherit."""
     refusal = _refusal(server.cfg)
@@ -158,6 +173,7 @@ def on_starting(server):
         _refuse(refusal)
     _export_threads(server.cfg)
     _prepare_metrics_dir()
+    _raise_open_files(server)
 
 
 def on_reload(server):
