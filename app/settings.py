@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from limits import parse_many
 
-from app.assistants import AssistantType
+from app.assistant_types import AssistantType
 
 OFFLINE = "offline"
 ENGINES = ("responses", "assistants")

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.waiting import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME
+from app.api.outcomes import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME
 from tests.conftest import started_run_id
 
 RUN_GET = {
@@ -202,7 +202,7 @@ def test_upstream_active_run_error_becomes_409(api, fake, app, engine_name):
     thread = api.new_thread()
     api.say(thread, "hello [fake status=never]")
     engine = app.extensions["backend"].engine
-    from app.assistants import AssistantType
+    from app.assistant_types import AssistantType
 
     engine.create_run(thread, AssistantType("curator", "asst_curator", "gpt-4o"), None, None)  # started behind our back
     answer = api.run(thread)

@@ -11,8 +11,8 @@ import time
 import jwt
 import pytest
 
-from tests.conftest import TOKENS, UPSTREAM_KEY, Api
 from fake_openai.app import mask_key
+from tests.conftest import TOKENS, UPSTREAM_KEY, Api
 
 WRONG_KEY = "sk-proj-WrongKeyZq8Xv3Lp9Tn2Rb7Yk4"
 JWT_SECRET = "jwt-hs256-Hq7Wm2Kx9Pz4Vc8NfR3tLq6s"
