@@ -9,7 +9,10 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import logs, metrics, ratelimit
-from app.api import SERVICES_KEY, errors, health, openapi, runs, threads
+from app.api import SERVICES_KEY, health, openapi
+from app.api import errors as api_errors
+from app.api.runs import bp as runs_bp
+from app.api.threads import bp as threads_bp
 from app.services import build_services
 from app.settings import Settings, load_settings
 
@@ -29,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[SERVICES_KEY] = build_services(settings)
 
     logs.init_app(app)
-    errors.init_app(app)
+    api_errors.init_app(app)
     metrics.init_app(app)
     CORS(app, origins=list(settings.cors_origins), expose_headers=EXPOSED_HEADERS, max_age=600)
     app.register_blueprint(health.bp)
@@ -48,12 +51,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _register_api(app: Flask, settings: Settings) -> None:
     """The API blueprints under /api/openai (type from the body) and /api/assistants/<type> (type from the URL)."""
-    for bp in (threads.bp, runs.bp):
+    for bp in (threads_bp, runs_bp):
         app.register_blueprint(bp, name=f"openai_{bp.name}", url_prefix="/api/openai")
         for assistant in settings.assistant_types:
             app.register_blueprint(
                 bp,
                 name=f"type_{assistant.name}_{bp.name}",
                 url_prefix=f"/api/assistants/{assistant.name}",
-                url_defaults={"assistant_type": assistant.name} if bp is runs.bp else {},
+                url_defaults={"assistant_type": assistant.name} if bp is runs_bp else {},
             )

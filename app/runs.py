@@ -9,6 +9,7 @@ import uuid
 from app import metrics
 from app.assistant_types import AssistantType
 from app.contract import ACTIVE_STATUSES, Poll, UpstreamError, UpstreamNotFound
+from app.environment import CANCEL_GRACE_SECONDS
 from app.errors import ApiError, not_found, thread_busy
 from app.records import RecordedRun
 from app.services import Services
@@ -17,9 +18,6 @@ from app.waiting import PollSchedule, WaitResult, wait_for_run
 
 log = logging.getLogger("app.runs")
 
-# After a cancel, how long to wait for the upstream to confirm it, so that the
-# thread takes the next message. Part of the timeout chain (see README).
-CANCEL_GRACE_SECONDS = 5.0
 # The lock outlives the wait by this much, for the cancel and the bookkeeping.
 LOCK_MARGIN_SECONDS = CANCEL_GRACE_SECONDS + 10.0
 
