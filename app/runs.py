@@ -11,8 +11,8 @@ from app.assistant_types import AssistantType
 from app.contract import ACTIVE_STATUSES, Poll, UpstreamError, UpstreamNotFound
 from app.environment import CANCEL_GRACE_SECONDS
 from app.errors import ApiError, not_found, thread_busy
-from app.records import RecordedRun
 from app.services import Services
+from app.store.records import RecordedRun
 from app.threads import require_thread
 from app.waiting import PollSchedule, WaitResult, wait_for_run
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from app.db import make_engine
 from app.engines.assistants import AssistantsEngine
 from app.engines.base import Engine
 from app.engines.client import make_client
 from app.engines.responses import ResponsesEngine
-from app.records import Records
 from app.settings import Settings
+from app.store.db import make_engine
+from app.store.records import Records
 from app.waiting import PollSchedule
 
 ENGINES = {"assistants": AssistantsEngine, "responses": ResponsesEngine}

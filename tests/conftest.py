@@ -10,8 +10,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from app import create_app
-from app.db import upgrade
 from app.settings import load_settings
+from app.store.db import upgrade
 from fake_openai import create_fake_app
 
 UPSTREAM_KEY = "sk-test-upstream-key-0123456789"

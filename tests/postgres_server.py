@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from app.db import upgrade
+from app.store.db import upgrade
 
 TEMPLATE = "migrated_template"
 START_TIMEOUT_SECONDS = 30

@@ -9,7 +9,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from app.db import upgrade
+from app.store.db import upgrade
 from tests.conftest import TOKENS, Api
 from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 - fixtures
 

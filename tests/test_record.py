@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from app.db import make_engine, metadata
+from app.store.db import make_engine, metadata
 from tests.conftest import TOKENS, Api, started_run_id
 
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from app.contract import ACTIVE_STATUSES, MessagePage, list_page
-from app.db import idempotency, messages, runs, threads
+from app.store.db import idempotency, messages, runs, threads
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 OWNER_CACHE_SIZE = 100_000
