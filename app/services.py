@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from app.engines.assistants import AssistantsEngine
 from app.engines.base import Engine
@@ -45,7 +45,7 @@ class Services:
     engine: Engine
     records: Records
     schedule: PollSchedule
-    capacity: Capacity = field(default_factory=lambda: Capacity(0))
+    capacity: Capacity
 
 
 def build_services(settings: Settings) -> Services:

@@ -27,7 +27,7 @@ class PollSchedule:
     immediate_first_look: bool = False
 
     @classmethod
-    def fixed(cls, interval_ms: int = 1000) -> PollSchedule:
+    def fixed(cls, interval_ms: int) -> PollSchedule:
         """The original algorithm: look at once, then every `interval_ms`."""
         return cls(first_ms=interval_ms, max_ms=interval_ms, growth=1.0, immediate_first_look=True)
 
