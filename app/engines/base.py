@@ -1,4 +1,4 @@
-"""The interface every upstream engine offers, and the errors it may raise.
+"""The interface every upstream engine offers (its errors are those of `app.contract`).
 
 Engines speak to one upstream API and return plain dicts in the Assistants v2
 shapes of the contract (`thread`, `thread.message`, `thread.run`, `list`).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from app.assistant_types import AssistantType
 from app.contract import MessagePage, Poll
 
 
@@ -32,7 +33,9 @@ class Engine(Protocol):
 
     def list_messages(self, thread_id: str, page: MessagePage) -> dict: ...
 
-    def create_run(self, thread_id: str, assistant, temperature: float | None, top_p: float | None) -> dict: ...
+    def create_run(
+        self, thread_id: str, assistant: AssistantType, temperature: float | None, top_p: float | None
+    ) -> dict: ...
 
     def get_run(self, thread_id: str, run_id: str) -> Poll: ...
 
