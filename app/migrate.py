@@ -4,8 +4,9 @@ import os
 
 from dotenv import load_dotenv
 
-from app.db import upgrade
+from app.environment import DATABASE_URL
+from app.store.db import upgrade
 
 if __name__ == "__main__":
     load_dotenv()
-    upgrade(os.environ.get("DATABASE_URL") or "sqlite:///instance/backend.db")
+    upgrade(DATABASE_URL.read(os.environ))

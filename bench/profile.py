@@ -123,7 +123,7 @@ def main(argv=None) -> None:
     fake = procs.start_fake(fake_port, args.fake_server, work)
     try:
         app = build_app(fake_port, work)
-        backend = app.extensions["backend"]
+        backend = app.extensions["services"]
         client = app.test_client()
 
         def new_thread() -> str:

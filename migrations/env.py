@@ -4,7 +4,7 @@ import os
 
 from alembic import context
 
-from app.db import make_engine, metadata
+from app.store.db import make_engine, metadata
 
 url = context.config.attributes.get("database_url") or os.environ.get("DATABASE_URL", "sqlite:///instance/backend.db")
 engine = make_engine(url)

@@ -83,7 +83,7 @@ def test_an_overlong_key_is_400(api):
 
 @pytest.mark.parametrize("engine_name", ["responses"])
 def test_a_claim_left_by_a_crashed_process_is_abandoned_in_time(app):
-    records = app.extensions["backend"].records
+    records = app.extensions["services"].records
     assert records.claim_idempotency_key("alice", "crash", "POST /x", abandoned_after=60) is None
     still_running = records.claim_idempotency_key("alice", "crash", "POST /x", abandoned_after=60)
     assert still_running["status_code"] is None

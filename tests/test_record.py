@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from app.db import make_engine, metadata
+from app.store.db import make_engine, metadata
 from tests.helpers import TOKENS, Api, background_run
 
 
@@ -55,7 +55,7 @@ def test_the_busy_thread_409_holds_across_two_processes_sharing_the_database(mak
 
 def test_a_lock_left_by_a_crashed_process_expires(app, api):
     thread = api.new_thread()
-    records = app.extensions["backend"].records
+    records = app.extensions["services"].records
     assert records.lock_thread(thread, "run_crashed", seconds=0.2)
     assert api.post(f"/threads/{thread}/messages", json={"role": "user", "content": "x"}).status_code == 409
     time.sleep(0.3)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.waiting import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME
+from app.api.outcomes import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME
 from tests.helpers import RUN_CREATE, RUN_GET, background_run, upstream_calls
 
 
@@ -189,8 +189,8 @@ def test_message_on_a_thread_with_an_active_run_is_409_without_an_upstream_call(
 def test_upstream_active_run_error_becomes_409(api, fake, app, engine_name):
     thread = api.new_thread()
     api.say(thread, "hello [fake status=never]")
-    engine = app.extensions["backend"].engine
-    from app.assistants import AssistantType
+    engine = app.extensions["services"].engine
+    from app.assistant_types import AssistantType
 
     engine.create_run(thread, AssistantType("curator", "asst_curator", "gpt-4o"), None, None)  # started behind our back
     answer = api.run(thread)

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.engines.base import Poll, UpstreamTransient
-from app.waiting import (
-    FINAL_STATUS_OUTCOMES,
-    TIMEOUT_OUTCOME,
-    UNEXPECTED_OUTCOME,
-    PollSchedule,
-    WaitResult,
-    outcome_of,
-    wait_for_run,
-)
+from app.api.outcomes import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME, UNEXPECTED_OUTCOME, outcome_of
+from app.contract import Poll, UpstreamTransient
+from app.waiting import PollSchedule, WaitResult, wait_for_run
 
 
 class FakeTime:

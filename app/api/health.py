@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, jsonify
 
-from app.backend import backend
+from app.api import services
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("app.health")
@@ -19,7 +19,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    b = backend()
+    b = services()
     try:
         b.records.ping()
     except Exception as exc:  # any database failure means "not ready"

@@ -10,7 +10,7 @@ import warnings
 
 import openai
 
-from app.engines.base import MessagePage, Poll, list_page
+from app.contract import MessagePage, Poll, list_page
 from app.engines.client import quick_client, translated_errors
 
 

@@ -12,7 +12,7 @@ import logging
 import httpx2
 import openai
 
-from app.engines.base import UpstreamBusy, UpstreamConfigError, UpstreamNotFound, UpstreamRejected, UpstreamTransient
+from app.contract import UpstreamBusy, UpstreamConfigError, UpstreamNotFound, UpstreamRejected, UpstreamTransient
 from app.redaction import redact
 from app.settings import Settings
 

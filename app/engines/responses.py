@@ -14,7 +14,7 @@ import time
 import httpx2
 import openai
 
-from app.engines.base import MessagePage, Poll, UpstreamError, UpstreamNotFound, UpstreamTransient, list_page
+from app.contract import MessagePage, Poll, UpstreamError, UpstreamNotFound, UpstreamTransient, list_page
 from app.engines.client import quick_client, translated_errors
 
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "incomplete", "requires_action"})

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 import httpx2
 import openai
 
-from app.engines.base import UpstreamError, UpstreamTransient
+from app.contract import UpstreamError, UpstreamTransient
 from app.engines.client import OFFLINE_LABEL, translated_errors
 from app.redaction import redact
 from app.settings import Settings
