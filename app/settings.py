@@ -218,7 +218,7 @@ def load_settings(env=None) -> Settings:
             raise ConfigError("JWT_ALGORITHMS: 'none' is not allowed")
         if not text(env, "JWT_PUBLIC_KEY") and len(jwt_key) < 32:
             raise ConfigError("JWT_SECRET: too short to sign with; use at least 32 random characters")
-        _check_jwt_key(jwt_key, algorithms, public=bool(_text(env, "JWT_PUBLIC_KEY")))
+        _check_jwt_key(jwt_key, algorithms, public=bool(text(env, "JWT_PUBLIC_KEY")))
 
     timeout = var.RUN_TIMEOUT_SECONDS.read(env)
     upstream_timeout = replace(var.UPSTREAM_TIMEOUT_SECONDS, high=timeout).read(
