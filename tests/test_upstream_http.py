@@ -10,7 +10,7 @@ import time
 import httpx2
 import pytest
 
-from app.engines.base import (
+from app.contract import (
     UpstreamBusy,
     UpstreamConfigError,
     UpstreamNotFound,
