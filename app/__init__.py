@@ -8,7 +8,7 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import errors, logs, metrics, ratelimit
+from app import errors, logs, metrics, ratelimit, schema
 from app.api.health import bp as health_bp
 from app.api.openapi import bp as openapi_bp
 from app.api.routes import make_blueprint
@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.forwarded_proxies:
         hops = settings.forwarded_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+    schema.prepare(settings.database_url, settings.database_auto_migrate)
     app.extensions["backend"] = build_backend(settings)
 
     logs.init_app(app)

@@ -53,6 +53,7 @@ class Settings:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     database_url: str = "sqlite:///instance/backend.db"
+    database_auto_migrate: bool = True
     cors_origins: tuple[str, ...] = ("http://localhost:8080",)
     max_body_bytes: int = 1_048_576
     max_message_chars: int = 32_768
@@ -282,6 +283,7 @@ def load_settings(env=None) -> Settings:
         jwt_audience=_text(env, "JWT_AUDIENCE"),
         jwt_issuer=_text(env, "JWT_ISSUER"),
         database_url=_text(env, "DATABASE_URL", "sqlite:///instance/backend.db"),
+        database_auto_migrate=_flag(env, "DATABASE_AUTO_MIGRATE", True),
         cors_origins=tuple(
             o.strip() for o in _text(env, "CORS_ORIGINS", "http://localhost:8080").split(",") if o.strip()
         ),
