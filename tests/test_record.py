@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from app.db import make_engine, metadata
+from app.records import Records
 from tests.conftest import TOKENS, Api, started_run_id
 
 
@@ -77,3 +79,28 @@ def test_migrations_match_the_tables(migrated_db):
     assert differences == []
     assert {"threads", "runs", "messages", "idempotency"} <= tables
     engine.dispose()
+
+
+def test_the_thread_lock_has_one_live_holder_and_expires(migrated_db, tmp_path):
+    db = tmp_path / "lock.db"
+    shutil.copy(migrated_db, db)
+    engine = make_engine(f"sqlite:///{db}")
+    now = [1000.0]
+    records = Records(engine, clock=lambda: now[0])
+    try:
+        records.add_thread("thread_1", "alice", "responses")
+        assert records.lock_thread("thread_1", "run_a", 60)
+        assert not records.lock_thread("thread_1", "run_b", 60)  # a live holder keeps it
+        assert records.active_run("thread_1") == "run_a"
+        records.unlock_thread("thread_1", "run_b")  # not the holder: no effect
+        assert not records.lock_thread("thread_1", "run_b", 60)
+        now[0] += 61  # run_a's deadline has passed
+        assert records.active_run("thread_1") is None
+        assert records.lock_thread("thread_1", "run_b", 60)
+        records.unlock_thread("thread_1", "run_a")  # the old holder cannot free it
+        assert records.active_run("thread_1") == "run_b"
+        records.unlock_thread("thread_1", "run_b")
+        assert records.active_run("thread_1") is None
+        assert records.lock_thread("thread_1", "run_c", 60)
+    finally:
+        engine.dispose()
