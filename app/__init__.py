@@ -8,7 +8,7 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import logs, metrics, ratelimit
+from app import logs, metrics, ratelimit, schema
 from app.api import SERVICES_KEY, health, openapi
 from app.api import errors as api_errors
 from app.api.runs import bp as runs_bp
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.forwarded_proxies:
         hops = settings.forwarded_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+    schema.prepare(settings.database_url, settings.database_auto_migrate)
     app.extensions[SERVICES_KEY] = build_services(settings)
 
     logs.init_app(app)

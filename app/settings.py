@@ -49,6 +49,7 @@ class Settings:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     database_url: str = var.DATABASE_URL.default
+    database_auto_migrate: bool = var.DATABASE_AUTO_MIGRATE.default
     cors_origins: tuple[str, ...] = (var.CORS_ORIGINS.default,)
     max_body_bytes: int = var.MAX_BODY_BYTES.default
     max_message_chars: int = var.MAX_MESSAGE_CHARS.default
@@ -245,6 +246,7 @@ def load_settings(env=None) -> Settings:
         jwt_audience=text(env, "JWT_AUDIENCE"),
         jwt_issuer=text(env, "JWT_ISSUER"),
         database_url=var.DATABASE_URL.read(env),
+        database_auto_migrate=var.DATABASE_AUTO_MIGRATE.read(env),
         cors_origins=tuple(o.strip() for o in var.CORS_ORIGINS.read(env).split(",") if o.strip()),
         max_body_bytes=var.MAX_BODY_BYTES.read(env),
         max_message_chars=var.MAX_MESSAGE_CHARS.read(env),
