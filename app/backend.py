@@ -11,11 +11,17 @@ from app.db import make_engine
 from app.engines.assistants import AssistantsEngine
 from app.engines.client import make_client
 from app.engines.responses import ResponsesEngine
+from app.engines.upstream_http import make_upstream
 from app.records import Records
 from app.settings import Settings
 from app.waiting import PollSchedule
 
-ENGINES = {"assistants": AssistantsEngine, "responses": ResponsesEngine}
+
+def make_engine_for(settings: Settings):
+    """The configured engine; runs on the Responses API go through the lean client."""
+    if settings.engine == "responses":
+        return ResponsesEngine(make_client(settings), make_upstream(settings))
+    return AssistantsEngine(make_client(settings))
 
 
 class Capacity:
@@ -57,7 +63,7 @@ def build_backend(settings: Settings) -> Backend:
         schedule = PollSchedule(first_ms=settings.poll_first_ms, max_ms=settings.poll_max_ms)
     return Backend(
         settings=settings,
-        engine=ENGINES[settings.engine](make_client(settings)),
+        engine=make_engine_for(settings),
         records=Records(make_engine(settings.database_url)),
         schedule=schedule,
         capacity=Capacity(settings.max_inflight_runs),

@@ -8,10 +8,18 @@ import uuid
 
 from app import metrics
 from app.backend import Backend
-from app.engines.base import Poll, UpstreamError, UpstreamNotFound
+from app.engines.base import Poll, StartedRun, UpstreamError, UpstreamNotFound, UpstreamTransient, maybe_sent
+from app.engines.client import QUICK_CALL_SECONDS
 from app.errors import NO_RETRY, ApiError, not_found, thread_busy
 from app.threads import require_thread
-from app.waiting import ACTIVE_STATUSES, PollSchedule, outcome_of, wait_for_run
+from app.waiting import (
+    ACTIVE_STATUSES,
+    MIN_DELAY_SECONDS,
+    TIMEOUT_OUTCOME,
+    PollSchedule,
+    outcome_of,
+    wait_for_run,
+)
 
 log = logging.getLogger("app.runs")
 
@@ -30,38 +38,113 @@ def _remember(backend: Backend, poll: Poll, owner: str, assistant_type: str) -> 
         backend.records.add_messages(run["thread_id"], list(poll.messages), run_id=run["id"])
 
 
+def _call_seconds(deadline: float) -> float:
+    """The timeout of one look or cancel: short, and never past `deadline`."""
+    return max(0.05, min(QUICK_CALL_SECONDS, deadline - time.monotonic()))
+
+
 def _cancel_and_settle(backend: Backend, thread_id: str, run_id: str) -> Poll | None:
     """Cancel the run upstream and wait briefly until the cancel has taken.
 
     The cancel and the looks after it share CANCEL_GRACE_SECONDS, part of the timeout chain.
     """
-    started = time.monotonic()
+    grace_ends = time.monotonic() + CANCEL_GRACE_SECONDS
     try:
-        cancelled = backend.engine.cancel_run(thread_id, run_id)
+        cancelled = backend.engine.cancel_run(thread_id, run_id, _call_seconds(grace_ends))
     except UpstreamError as exc:
         log.warning("run %s: cancel failed: %s", run_id, exc)
         return None
     settled = wait_for_run(
-        lambda: backend.engine.get_run(thread_id, run_id),
+        lambda: backend.engine.get_run(thread_id, run_id, _call_seconds(grace_ends)),
         cancelled,
-        timeout=max(0.1, CANCEL_GRACE_SECONDS - (time.monotonic() - started)),
+        timeout=max(0.1, grace_ends - time.monotonic()),
         schedule=PollSchedule(first_ms=50, max_ms=500),
     )
     log.info("run %s: cancelled upstream, now %s", run_id, settled.run["status"])
     return Poll(settled.run)
 
 
-def start_and_wait(backend: Backend, owner: str, thread_id: str, assistant, temperature, top_p):
-    """Start a run, wait for its end, and return (HTTP status, body, headers)."""
-    require_thread(backend, owner, thread_id)
+def _release_requires_action(backend: Backend, thread_id: str, run: dict) -> Poll | None:
+    """Leave the thread usable after a run that stopped for function calls."""
+    try:
+        if backend.engine.close_open_calls(thread_id, run, CANCEL_GRACE_SECONDS):
+            return None
+    except UpstreamError as exc:
+        log.warning("run %s: could not close its function calls: %s", run["id"], exc)
+        return None
+    return _cancel_and_settle(backend, thread_id, run["id"])
+
+
+class CreateUnconfirmed(Exception):
+    """The create may have reached the upstream, but no run came back."""
+
+
+def _create(backend: Backend, thread_id: str, assistant, temperature, top_p, deadline: float, sleep) -> StartedRun:
+    """Create the run inside the deadline: each attempt bounded by the time left, and
+    retried only when the upstream surely did not receive it (connect error, 429)."""
     settings = backend.settings
+    backoff = 0.25
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ApiError(408, TIMEOUT_OUTCOME.error.format(seconds=f"{settings.run_timeout_seconds:g}"))
+        try:
+            return backend.engine.start_run(
+                thread_id,
+                assistant,
+                temperature,
+                top_p,
+                timeout=min(left, settings.upstream_timeout_seconds),
+                stream=settings.wait_strategy == "stream",
+            )
+        except UpstreamError as exc:
+            if maybe_sent(exc):
+                raise CreateUnconfirmed(str(exc)) from None
+            if not isinstance(exc, UpstreamTransient):
+                raise
+            delay = max(MIN_DELAY_SECONDS, exc.retry_after if exc.retry_after is not None else backoff)
+            if time.monotonic() + delay >= deadline:
+                raise
+            log.info("create run on %s: %s (not sent); trying again in %.2fs", thread_id, exc, delay)
+            sleep(delay)
+            backoff = min(backoff * 2, 4.0)
+
+
+def unconfirmed(thread_id: str) -> ApiError:
+    return ApiError(
+        504,
+        "The upstream did not confirm the run in time; it may still be running. The thread stays busy "
+        "until it would have ended; read its messages later.",
+        headers=NO_RETRY,
+    )
+
+
+def start_and_wait(
+    backend: Backend, owner: str, thread_id: str, assistant, temperature, top_p, arrived=None, sleep=time.sleep
+):
+    """Start a run, wait for its end, and return (HTTP status, body, headers).
+
+    The deadline runs from `arrived` (time.monotonic() when the request came in).
+    """
+    settings = backend.settings
+    deadline = (time.monotonic() if arrived is None else arrived) + settings.run_timeout_seconds
+    require_thread(backend, owner, thread_id)
     holder = f"starting-{uuid.uuid4().hex}"
     if not backend.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
         require_thread(backend, owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
         raise thread_busy(thread_id, backend.records.active_run(thread_id))
     metrics.run_started()
+    started = None
     try:
-        run = backend.engine.create_run(thread_id, assistant, temperature, top_p)
+        try:
+            started = _create(backend, thread_id, assistant, temperature, top_p, deadline, sleep)
+        except CreateUnconfirmed as exc:
+            # A run may exist upstream: the thread's lock and the Idempotency-Key stay
+            # taken until they expire, so that nothing starts a second run beside it.
+            log.warning("run on %s: creation unconfirmed (%s); the thread stays locked", thread_id, exc)
+            holder = None
+            raise unconfirmed(thread_id) from None
+        run = started.run
         backend.records.run_started(thread_id, holder, run, owner, assistant.name)
         holder = run["id"]
         log.info("run %s created on %s (status %s, type %s)", run["id"], thread_id, run["status"], assistant.name)
@@ -70,22 +153,23 @@ def start_and_wait(backend: Backend, owner: str, thread_id: str, assistant, temp
 
         def get_run():
             nonlocal last
-            last = backend.engine.get_run(thread_id, run["id"])
+            last = backend.engine.get_run(thread_id, run["id"], _call_seconds(deadline))
             return last
 
         def watch(timeout):
             nonlocal last
-            watched = backend.engine.watch_run(thread_id, run["id"], timeout)
+            watched = started.watch(timeout)
             last = watched or last
             return watched
 
         result = wait_for_run(
             get_run,
             run,
-            timeout=settings.run_timeout_seconds,
+            timeout=max(0.0, deadline - time.monotonic()),
             schedule=backend.schedule,
-            watch=watch if settings.wait_strategy == "stream" else None,
+            watch=watch if started.watch is not None else None,
         )
+        started.close()
         outcome, error = outcome_of(result, settings.run_timeout_seconds)
         metrics.run_finished(result)
         log.info(
@@ -97,12 +181,15 @@ def start_and_wait(backend: Backend, owner: str, thread_id: str, assistant, temp
             result.transient_errors,
             outcome.http_status,
         )
-        must_cancel = result.run["status"] == "requires_action" or (result.timed_out and settings.run_cancel_on_timeout)
-        if must_cancel:
+        if result.run["status"] == "requires_action":
+            last = _release_requires_action(backend, thread_id, result.run) or Poll(result.run)
+        elif result.timed_out and settings.run_cancel_on_timeout:
             last = _cancel_and_settle(backend, thread_id, run["id"]) or Poll(result.run)
         backend.records.run_ended(last.run, list(last.messages), owner, assistant.name)
         holder = None
     finally:
+        if started is not None:
+            started.close()
         metrics.run_ended()
         if holder is not None:  # the wait broke off: free the thread all the same
             backend.records.unlock_thread(thread_id, holder)

@@ -6,6 +6,8 @@ fixes it by URL. Both share these views.
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, g, jsonify, request
 
 from app import runs, threads
@@ -29,6 +31,10 @@ def _no_room() -> ApiError:
 def make_blueprint(name: str, url_prefix: str, fixed_type: str | None = None) -> Blueprint:
     """The API routes under `url_prefix`; `fixed_type` pins the assistant type."""
     bp = Blueprint(name, __name__, url_prefix=url_prefix)
+
+    @bp.before_request
+    def note_arrival():
+        g.arrived = time.monotonic()  # a run's deadline starts here
 
     @bp.before_request
     def who_is_calling():
@@ -110,7 +116,9 @@ def make_blueprint(name: str, url_prefix: str, fixed_type: str | None = None) ->
         if not b.capacity.try_take():
             raise _no_room()
         try:
-            status, answer, headers = runs.start_and_wait(b, g.user, thread_id, assistant, temperature, top_p)
+            status, answer, headers = runs.start_and_wait(
+                b, g.user, thread_id, assistant, temperature, top_p, arrived=g.arrived
+            )
         finally:
             b.capacity.give_back()
         response = jsonify(answer)

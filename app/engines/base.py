@@ -7,6 +7,7 @@ They know nothing of Flask, users or the database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,6 +49,22 @@ class Poll:
     run: dict
     poll_after_ms: int | None = None
     messages: tuple = ()
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """A run just created: its first snapshot and, when its creation opened an event
+    stream, `watch(timeout)` that reads on until the run ends (None when it cannot tell) and
+    `close()` that lets it go."""
+
+    run: dict
+    watch: Callable[[float], Poll | None] | None = None
+    close: Callable[[], None] = lambda: None
+
+
+def maybe_sent(exc: UpstreamError) -> bool:
+    """Whether the failed request may have reached the upstream (see upstream_http)."""
+    return getattr(exc, "maybe_sent", True)
 
 
 @dataclass(frozen=True)
@@ -94,10 +111,20 @@ class Engine(Protocol):
 
     def create_run(self, thread_id: str, assistant, temperature: float | None, top_p: float | None) -> dict: ...
 
-    def get_run(self, thread_id: str, run_id: str) -> Poll: ...
-
-    def watch_run(self, thread_id: str, run_id: str, timeout: float) -> Poll | None:
-        """Block until the run ends, without polling; None when the upstream can't say."""
+    def start_run(
+        self, thread_id: str, assistant, temperature, top_p, *, timeout: float, stream: bool = False
+    ) -> StartedRun:
+        """Create a run in one attempt of at most `timeout` seconds, never retried:
+        an error whose `maybe_sent` is true leaves it unknown whether the run exists.
+        With `stream`, the run's events are read from the creation's own answer where
+        the upstream allows it."""
         ...
 
-    def cancel_run(self, thread_id: str, run_id: str) -> dict: ...
+    def get_run(self, thread_id: str, run_id: str, timeout: float | None = None) -> Poll: ...
+
+    def cancel_run(self, thread_id: str, run_id: str, timeout: float | None = None) -> dict: ...
+
+    def close_open_calls(self, thread_id: str, run: dict, timeout: float) -> bool:
+        """Leave the thread usable after a run stopped for function calls; False when
+        the run must be cancelled for that instead."""
+        ...
