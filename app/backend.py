@@ -9,7 +9,7 @@ from flask import current_app
 
 from app.db import make_engine
 from app.engines.assistants import AssistantsEngine
-from app.engines.client import make_client
+from app.engines.client import make_client, offline_transport
 from app.engines.responses import ResponsesEngine
 from app.engines.upstream_http import make_upstream
 from app.records import Records
@@ -19,9 +19,10 @@ from app.waiting import PollSchedule
 
 def make_engine_for(settings: Settings):
     """The configured engine; runs on the Responses API go through the lean client."""
+    offline = offline_transport() if settings.offline else None
     if settings.engine == "responses":
-        return ResponsesEngine(make_client(settings), make_upstream(settings))
-    return AssistantsEngine(make_client(settings))
+        return ResponsesEngine(make_client(settings, offline), make_upstream(settings, offline))
+    return AssistantsEngine(make_client(settings, offline))
 
 
 class Capacity:

@@ -31,18 +31,21 @@ OFFLINE_LABEL = "[offline upstream]"
 QUICK_CALL_SECONDS = 2.0
 
 
-def make_client(settings: Settings) -> openai.OpenAI:
+def offline_transport() -> httpx2.WSGITransport:
+    """The in-process offline upstream; the SDK and the lean client must share one."""
+    from fake_openai import create_fake_app
+
+    return httpx2.WSGITransport(app=create_fake_app(default_duration=1.0, label=OFFLINE_LABEL))
+
+
+def make_client(settings: Settings, offline: httpx2.WSGITransport | None = None) -> openai.OpenAI:
     """The SDK client for the configured upstream (the in-process offline one included)."""
     options = dict(max_retries=2, timeout=httpx2.Timeout(settings.upstream_timeout_seconds, connect=5.0))
     if settings.offline:
-        from fake_openai import create_fake_app
-
-        fake = create_fake_app(default_duration=1.0, label=OFFLINE_LABEL)
-        transport = httpx2.WSGITransport(app=fake)
         return openai.OpenAI(
             api_key="offline",
             base_url="http://offline.invalid/v1",
-            http_client=httpx2.Client(transport=transport),
+            http_client=httpx2.Client(transport=offline or offline_transport()),
             **options,
         )
     # Few idle connections: the pool checks each one before every request, so a large
