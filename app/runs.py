@@ -110,7 +110,7 @@ def _create(backend: Backend, thread_id: str, assistant, temperature, top_p, dea
             backoff = min(backoff * 2, 4.0)
 
 
-def unconfirmed(thread_id: str) -> ApiError:
+def unconfirmed() -> ApiError:
     return ApiError(
         504,
         "The upstream did not confirm the run in time; it may still be running. The thread stays busy "
@@ -143,7 +143,7 @@ def start_and_wait(
             # taken until they expire, so that nothing starts a second run beside it.
             log.warning("run on %s: creation unconfirmed (%s); the thread stays locked", thread_id, exc)
             holder = None
-            raise unconfirmed(thread_id) from None
+            raise unconfirmed() from None
         run = started.run
         backend.records.run_started(thread_id, holder, run, owner, assistant.name)
         holder = run["id"]
