@@ -6,6 +6,7 @@ here knows of Flask, HTTP answers or the database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # A run in one of these has not ended yet.
@@ -71,3 +72,19 @@ def list_page(data: list[dict], has_more: bool) -> dict:
         "last_id": data[-1]["id"] if data else None,
         "has_more": has_more,
     }
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """A run just created: its first snapshot and, when its creation opened an event
+    stream, `watch(timeout)` that reads on until the run ends (None when it cannot tell) and
+    `close()` that lets it go."""
+
+    run: dict
+    watch: Callable[[float], Poll | None] | None = None
+    close: Callable[[], None] = lambda: None
+
+
+def maybe_sent(exc: UpstreamError) -> bool:
+    """Whether the failed request may have reached the upstream (see engines/upstream_http)."""
+    return getattr(exc, "maybe_sent", True)

@@ -8,13 +8,22 @@ import uuid
 
 from app import metrics
 from app.assistant_types import AssistantType
-from app.contract import ACTIVE_STATUSES, Poll, UpstreamError, UpstreamNotFound
+from app.contract import (
+    ACTIVE_STATUSES,
+    Poll,
+    StartedRun,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamTransient,
+    maybe_sent,
+)
+from app.engines.client import QUICK_CALL_SECONDS
 from app.environment import CANCEL_GRACE_SECONDS
 from app.errors import ApiError, not_found, thread_busy
 from app.services import Services
 from app.store.records import RecordedRun
 from app.threads import require_thread
-from app.waiting import PollSchedule, WaitResult, wait_for_run
+from app.waiting import MIN_DELAY_SECONDS, PollSchedule, WaitResult, wait_for_run
 
 log = logging.getLogger("app.runs")
 
@@ -30,54 +39,129 @@ def _remember(services: Services, poll: Poll, owner: str, assistant_type: str) -
         services.records.add_messages(run["thread_id"], list(poll.messages), run_id=run["id"])
 
 
+def _call_seconds(deadline: float) -> float:
+    """The timeout of one look or cancel: short, and never past `deadline`."""
+    return max(0.05, min(QUICK_CALL_SECONDS, deadline - time.monotonic()))
+
+
 def _cancel_and_settle(services: Services, thread_id: str, run_id: str) -> Poll | None:
     """Cancel the run upstream and wait briefly until the cancel has taken.
 
     The cancel and the looks after it share CANCEL_GRACE_SECONDS, part of the timeout chain.
     """
-    started = time.monotonic()
+    grace_ends = time.monotonic() + CANCEL_GRACE_SECONDS
     try:
-        cancelled = services.engine.cancel_run(thread_id, run_id)
+        cancelled = services.engine.cancel_run(thread_id, run_id, _call_seconds(grace_ends))
     except UpstreamError as exc:
         log.warning("run %s: cancel failed: %s", run_id, exc)
         return None
     settled = wait_for_run(
-        lambda: services.engine.get_run(thread_id, run_id),
+        lambda: services.engine.get_run(thread_id, run_id, _call_seconds(grace_ends)),
         cancelled,
-        timeout=max(0.1, CANCEL_GRACE_SECONDS - (time.monotonic() - started)),
+        timeout=max(0.1, grace_ends - time.monotonic()),
         schedule=PollSchedule(first_ms=50, max_ms=500),
     )
     log.info("run %s: cancelled upstream, now %s", run_id, settled.run["status"])
     return Poll(settled.run)
 
 
-def start_and_wait(
-    services: Services, owner: str, thread_id: str, assistant: AssistantType, temperature, top_p
-) -> WaitResult:
-    """Start a run and wait for its end; the result holds the run as the wait last saw it."""
-    require_thread(services, owner, thread_id)
+def _release_requires_action(services: Services, thread_id: str, run: dict) -> Poll | None:
+    """Leave the thread usable after a run that stopped for function calls."""
+    try:
+        if services.engine.close_open_calls(thread_id, run, CANCEL_GRACE_SECONDS):
+            return None
+    except UpstreamError as exc:
+        log.warning("run %s: could not close its function calls: %s", run["id"], exc)
+        return None
+    return _cancel_and_settle(services, thread_id, run["id"])
+
+
+class DeadlineBeforeStart(Exception):
+    """The deadline passed before the upstream accepted the run."""
+
+
+class CreateUnconfirmed(Exception):
+    """The create may have reached the upstream, but no run came back."""
+
+
+def _create(
+    services: Services, thread_id: str, assistant: AssistantType, temperature, top_p, deadline: float, sleep
+) -> StartedRun:
+    """Create the run inside the deadline: each attempt bounded by the time left, and
+    retried only when the upstream surely did not receive it (connect error, 429)."""
     settings = services.settings
+    backoff = 0.25
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineBeforeStart()
+        try:
+            return services.engine.start_run(
+                thread_id,
+                assistant,
+                temperature,
+                top_p,
+                timeout=min(left, settings.upstream_timeout_seconds),
+                stream=settings.wait_strategy == "stream",
+            )
+        except UpstreamError as exc:
+            if maybe_sent(exc):
+                raise CreateUnconfirmed(str(exc)) from None
+            if not isinstance(exc, UpstreamTransient):
+                raise
+            delay = max(MIN_DELAY_SECONDS, exc.retry_after if exc.retry_after is not None else backoff)
+            if time.monotonic() + delay >= deadline:
+                raise
+            log.info("create run on %s: %s (not sent); trying again in %.2fs", thread_id, exc, delay)
+            sleep(delay)
+            backoff = min(backoff * 2, 4.0)
+
+
+def start_and_wait(
+    services: Services,
+    owner: str,
+    thread_id: str,
+    assistant: AssistantType,
+    temperature,
+    top_p,
+    arrived: float | None = None,
+    sleep=time.sleep,
+) -> WaitResult:
+    """Start a run and wait for its end; the result holds the run as the wait last saw it.
+
+    The deadline runs from `arrived` (time.monotonic() when the request came in). Raises
+    DeadlineBeforeStart or CreateUnconfirmed when no run could be started or confirmed.
+    """
+    settings = services.settings
+    deadline = (time.monotonic() if arrived is None else arrived) + settings.run_timeout_seconds
+    require_thread(services, owner, thread_id)
     holder = f"starting-{uuid.uuid4().hex}"
     if not services.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
         require_thread(services, owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
         raise thread_busy(thread_id, services.records.active_run(thread_id))
     metrics.run_started()
+    started = None
     try:
-        run = services.engine.create_run(thread_id, assistant, temperature, top_p)
+        try:
+            started = _create(services, thread_id, assistant, temperature, top_p, deadline, sleep)
+        except CreateUnconfirmed as exc:
+            # A run may exist upstream: the thread's lock and the Idempotency-Key stay
+            # taken until they expire, so that nothing starts a second run beside it.
+            log.warning("run on %s: creation unconfirmed (%s); the thread stays locked", thread_id, exc)
+            holder = None
+            raise
+        run = started.run
         services.records.run_started(thread_id, holder, run, owner, assistant.name)
         holder = run["id"]
         log.info("run %s created on %s (status %s, type %s)", run["id"], thread_id, run["status"], assistant.name)
         result = wait_for_run(
-            lambda: services.engine.get_run(thread_id, run["id"]),
+            lambda: services.engine.get_run(thread_id, run["id"], _call_seconds(deadline)),
             run,
-            timeout=settings.run_timeout_seconds,
+            timeout=max(0.0, deadline - time.monotonic()),
             schedule=services.schedule,
-            watch=(
-                (lambda timeout: services.engine.watch_run(thread_id, run["id"], timeout))
-                if settings.wait_strategy == "stream"
-                else None
-            ),
+            watch=started.watch,
         )
+        started.close()
         metrics.run_finished(result)
         log.info(
             "run %s final status %s after %.2fs (%d polls, %d transient errors)",
@@ -88,12 +172,15 @@ def start_and_wait(
             result.transient_errors,
         )
         last = result.last or Poll(result.run)
-        must_cancel = result.run["status"] == "requires_action" or (result.timed_out and settings.run_cancel_on_timeout)
-        if must_cancel:
+        if result.run["status"] == "requires_action":
+            last = _release_requires_action(services, thread_id, result.run) or last
+        elif result.timed_out and settings.run_cancel_on_timeout:
             last = _cancel_and_settle(services, thread_id, run["id"]) or Poll(result.run)
         services.records.run_ended(last.run, list(last.messages), owner, assistant.name)
         holder = None
     finally:
+        if started is not None:
+            started.close()
         metrics.run_ended()
         if holder is not None:  # the wait broke off: free the thread all the same
             services.records.unlock_thread(thread_id, holder)

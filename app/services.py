@@ -7,14 +7,21 @@ from dataclasses import dataclass
 
 from app.engines.assistants import AssistantsEngine
 from app.engines.base import Engine
-from app.engines.client import make_client
+from app.engines.client import make_client, offline_transport
 from app.engines.responses import ResponsesEngine
+from app.engines.upstream_http import make_upstream
 from app.settings import Settings
 from app.store.db import make_engine
 from app.store.records import Records
 from app.waiting import PollSchedule
 
-ENGINES = {"assistants": AssistantsEngine, "responses": ResponsesEngine}
+
+def make_engine_for(settings: Settings):
+    """The configured engine; runs on the Responses API go through the lean client."""
+    offline = offline_transport() if settings.offline else None
+    if settings.engine == "responses":
+        return ResponsesEngine(make_client(settings, offline), make_upstream(settings, offline))
+    return AssistantsEngine(make_client(settings, offline))
 
 
 class Capacity:
@@ -56,7 +63,7 @@ def build_services(settings: Settings) -> Services:
         schedule = PollSchedule(first_ms=settings.poll_first_ms, max_ms=settings.poll_max_ms)
     return Services(
         settings=settings,
-        engine=ENGINES[settings.engine](make_client(settings)),
+        engine=make_engine_for(settings),
         records=Records(make_engine(settings.database_url)),
         schedule=schedule,
         capacity=Capacity(settings.max_inflight_runs),

@@ -16,6 +16,11 @@ from app.contract import ACTIVE_STATUSES, Poll, UpstreamTransient
 
 log = logging.getLogger("app.runs")
 
+# The shortest pause between two looks at a run, whatever the schedule or the upstream
+# says: a `Retry-After: 0` or `openai-poll-after-ms: 0` must not become a tight loop.
+# 50 ms bounds a wait to 20 looks a second. Only the first look of a wait may be immediate.
+MIN_DELAY_SECONDS = 0.05
+
 
 @dataclass(frozen=True)
 class PollSchedule:
@@ -90,6 +95,8 @@ def wait_for_run(
         delay = next(delays)
         if hint is not None:
             delay = hint
+        if polls:
+            delay = max(delay, MIN_DELAY_SECONDS)
         remaining = deadline - clock()
         if remaining <= 0:
             return WaitResult(run, True, polls, errors, clock() - started, last)

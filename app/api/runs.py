@@ -6,13 +6,15 @@ URL default, which `take_url_type` moves to `g.url_assistant_type`.
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, g, jsonify
 
 from app import runs
 from app.api import authenticate_caller, services
 from app.api import validation as v
 from app.api.idempotency import idempotent
-from app.api.outcomes import outcome_of
+from app.api.outcomes import TIMEOUT_OUTCOME, outcome_of
 from app.assistant_types import AssistantTypeError, resolve
 from app.errors import NO_RETRY, ApiError
 from app.ratelimit import run_limit
@@ -20,6 +22,14 @@ from app.ratelimit import run_limit
 RUN_FIELDS = {"assistant_type", "assistant_id", "temperature", "top_p", "stream", "metadata"}
 
 bp = Blueprint("runs", __name__)
+
+
+@bp.before_request
+def note_arrival():
+    """A run's deadline starts when its request arrives, before any check or upstream call."""
+    g.arrived = time.monotonic()
+
+
 bp.before_request(authenticate_caller)
 
 
@@ -27,6 +37,15 @@ bp.before_request(authenticate_caller)
 def take_url_type(_endpoint, values):
     """The assistant type the URL fixes, if this registration has one."""
     g.url_assistant_type = (values or {}).pop("assistant_type", None)
+
+
+def _unconfirmed() -> ApiError:
+    return ApiError(
+        504,
+        "The upstream did not confirm the run in time; it may still be running. The thread stays busy "
+        "until it would have ended; read its messages later.",
+        headers=NO_RETRY,
+    )
 
 
 def _no_room() -> ApiError:
@@ -58,7 +77,12 @@ def create_run(thread_id):
     if not s.capacity.try_take():
         raise _no_room()
     try:
-        result = runs.start_and_wait(s, g.user, thread_id, assistant, temperature, top_p)
+        result = runs.start_and_wait(s, g.user, thread_id, assistant, temperature, top_p, arrived=g.arrived)
+    except runs.DeadlineBeforeStart:
+        seconds = f"{s.settings.run_timeout_seconds:g}"
+        raise ApiError(408, TIMEOUT_OUTCOME.error.format(seconds=seconds), headers=NO_RETRY) from None
+    except runs.CreateUnconfirmed:
+        raise _unconfirmed() from None
     finally:
         s.capacity.give_back()
     outcome, error = outcome_of(result, s.settings.run_timeout_seconds)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from app.assistant_types import AssistantType
-from app.contract import MessagePage, Poll
+from app.contract import MessagePage, Poll, StartedRun
 
 
 class Engine(Protocol):
@@ -33,14 +33,27 @@ class Engine(Protocol):
 
     def list_messages(self, thread_id: str, page: MessagePage) -> dict: ...
 
-    def create_run(
-        self, thread_id: str, assistant: AssistantType, temperature: float | None, top_p: float | None
-    ) -> dict: ...
-
-    def get_run(self, thread_id: str, run_id: str) -> Poll: ...
-
-    def watch_run(self, thread_id: str, run_id: str, timeout: float) -> Poll | None:
-        """Block until the run ends, without polling; None when the upstream can't say."""
+    def start_run(
+        self,
+        thread_id: str,
+        assistant: AssistantType,
+        temperature: float | None,
+        top_p: float | None,
+        *,
+        timeout: float,
+        stream: bool = False,
+    ) -> StartedRun:
+        """Create a run in one attempt of at most `timeout` seconds, never retried:
+        an error whose `maybe_sent` is true leaves it unknown whether the run exists.
+        With `stream`, the run's events are read from the creation's own answer where
+        the upstream allows it."""
         ...
 
-    def cancel_run(self, thread_id: str, run_id: str) -> dict: ...
+    def get_run(self, thread_id: str, run_id: str, timeout: float | None = None) -> Poll: ...
+
+    def cancel_run(self, thread_id: str, run_id: str, timeout: float | None = None) -> dict: ...
+
+    def close_open_calls(self, thread_id: str, run: dict, timeout: float) -> bool:
+        """Leave the thread usable after a run stopped for function calls; False when
+        the run must be cancelled for that instead."""
+        ...
