@@ -207,18 +207,6 @@ def test_two_simultaneous_runs_on_one_thread_start_one_upstream_run(api, fake, e
     assert _count(fake, engine_name, RUN_CREATE) == 1
 
 
-def test_message_on_a_thread_with_an_active_run_is_409_without_an_upstream_call(api, fake, engine_name):
-    thread = api.new_thread()
-    api.say(thread, "hello [fake duration=0.6]")
-    with background_run(api, thread) as (pending, _):
-        before = upstream_calls(fake)
-        busy = api.post(f"/threads/{thread}/messages", json={"role": "user", "content": "hurry"})
-        after = upstream_calls(fake, writes_only=True)
-        assert busy.status_code == 409
-        assert pending.result().status_code == 200
-    assert before >= after  # the 409 sent nothing upstream (only polls continued meanwhile)
-
-
 def test_upstream_active_run_error_becomes_409(api, fake, app, engine_name):
     thread = api.new_thread()
     api.say(thread, "hello [fake status=never]")
