@@ -1,10 +1,13 @@
 """Gunicorn settings for this backend: `gunicorn -c gunicorn.conf.py` serves `wsgi:app` (docs/deploying.md).
 
-Every value comes from the environment (and `.env`), with defaults sized for a
-small machine (2 cores). The start is refused, with one line naming the
-setting, when the worker class or a timeout would cut the backend's own waits.
+Every value comes from the environment (and `.env`), read with the parsers and
+defaults of app/environment.py (sized for a small machine, 2 cores). The start
+is refused, with one line naming the setting, when the worker class or a
+timeout would cut the backend's own waits, or when the offline upstream would
+be split between workers.
 """
 
+import importlib.util
 import math
 import os
 import resource
@@ -15,10 +18,6 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-# app/runs.py CANCEL_GRACE_SECONDS (tests/test_deploy.py checks they agree). Not
-# imported: a master that has loaded the app would fork workers that run the old
-# code after a reload (SIGHUP).
-CANCEL_GRACE_SECONDS = 5.0
 # Room after the wait and the cancel: the bookkeeping and the answer itself.
 SHUTDOWN_MARGIN_SECONDS = 10.0
 # Worker classes in which a waiting run holds a thread (or a greenlet), not the whole process.
@@ -28,33 +27,45 @@ WAITING_WORKER_CLASSES = {"gthread", "threadworker", "gevent", "geventworker"}
 _env = {**dotenv_values(Path(__file__).resolve().with_name(".env")), **os.environ}
 
 
+def _load_environment_module():
+    # By path, under a private name: a master that had imported the `app` package
+    # would fork workers that run the old code after a reload (SIGHUP).
+    spec = importlib.util.spec_from_file_location(
+        "_gunicorn_app_environment", Path(__file__).resolve().parent / "app" / "environment.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up while making its classes
+    spec.loader.exec_module(module)
+    return module
+
+
+_var = _load_environment_module()
+CANCEL_GRACE_SECONDS = _var.CANCEL_GRACE_SECONDS
+
+
 def _refuse(message):
     # One line and exit status 3, as wsgi.py does for the app's configuration errors.
     print(f"gunicorn.conf.py: refusing to start: {message}", file=sys.stderr, flush=True)
     raise SystemExit(3)
 
 
-def _setting(name, default, kind=int, low=1):
-    raw = (_env.get(name) or "").strip()
-    if not raw:
-        return default
+def _setting(variable, *default):
     try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or value < low:
-        _refuse(f"{name}: expected a number of at least {low}, got {raw!r}")
-    return value
+        return variable.read(_env, *default)
+    except _var.ConfigError as error:
+        _refuse(str(error))
 
 
-RUN_TIMEOUT_SECONDS = _setting("RUN_TIMEOUT_SECONDS", 60.0, float)
+RUN_TIMEOUT_SECONDS = _setting(_var.RUN_TIMEOUT_SECONDS)
 # The longest a POST .../runs can take: the wait, then the cancel of a run that timed out.
 LONGEST_REQUEST_SECONDS = RUN_TIMEOUT_SECONDS + CANCEL_GRACE_SECONDS + SHUTDOWN_MARGIN_SECONDS
 
-_host = (_env.get("HOST") or "127.0.0.1").strip()
+_host = _setting(_var.HOST)
 if ":" in _host and not _host.startswith("["):
     _host = f"[{_host}]"
-bind = _env.get("BIND") or f"{_host}:{_setting('PORT', 3000)}"
+# The offline upstream is in-process: every worker would have its own.
+OFFLINE = _setting(_var.OPENAI_BASE_URL) == _var.OFFLINE
+bind = _env.get("BIND") or f"{_host}:{_setting(_var.PORT)}"
 wsgi_app = "wsgi:app"
 proc_name = "backend"
 
@@ -63,14 +74,14 @@ proc_name = "backend"
 # monkey-patches the standard library in each worker right after the fork, before it imports the
 # app (never preload_app: the app would be imported unpatched in the master). gthread stays an
 # alternative: WEB_WORKER_CLASS=gthread.
-worker_class = (_env.get("WEB_WORKER_CLASS") or "gevent").strip()
+worker_class = _setting(_var.WEB_WORKER_CLASS)
 # One per core: the work of a process is on one core at a time (the GIL, or the gevent hub).
-workers = _setting("WEB_CONCURRENCY", 2)
+workers = _setting(_var.WEB_CONCURRENCY)
 # gevent: connections per worker, a hard cap (gunicorn's default is 1000). Every waiting run
 # holds one; MAX_INFLIGHT_RUNS follows from it (app/settings.py inflight_limit).
-worker_connections = _setting("WEB_CONNECTIONS", 3000)
+worker_connections = _setting(_var.WEB_CONNECTIONS)
 # gthread: every waiting run holds a thread that mostly sleeps.
-threads = _setting("WEB_THREADS", 32)
+threads = _setting(_var.WEB_THREADS)
 # One listening socket shared by the workers (not SO_REUSEPORT). gevent workers accept one
 # connection at a time when there are several, so the idler one takes the next: measured
 # 48-52% of the connections and of the CPU each with 1,000 runs waiting, as even as with
@@ -80,17 +91,17 @@ backlog = 4096
 # In gevent and gthread workers this is a heartbeat, not a per-request limit.
 timeout = 30
 # A restart (SIGHUP) or stop (SIGTERM) lets every waiting run finish first.
-graceful_timeout = _setting("GRACEFUL_TIMEOUT", math.ceil(LONGEST_REQUEST_SECONDS))
+graceful_timeout = _setting(_var.GRACEFUL_TIMEOUT, math.ceil(LONGEST_REQUEST_SECONDS))
 # Longer than nginx's upstream keepalive_timeout (60 s by default) if that is ever turned on,
 # so gunicorn never closes a connection that nginx is about to reuse.
-keepalive = _setting("KEEPALIVE", 75)
+keepalive = _setting(_var.KEEPALIVE)
 if Path("/dev/shm").is_dir():
     worker_tmp_dir = "/dev/shm"  # the heartbeat file; a disk-backed /tmp can stall it
 
 # The app logs one access line per request, with its request id; gunicorn logs its own events.
 accesslog = None
 errorlog = "-"
-loglevel = (_env.get("LOG_LEVEL") or "info").strip().lower()
+loglevel = _setting(_var.LOG_LEVEL)
 
 # The app trusts X-Forwarded-* from FORWARDED_PROXIES hops (werkzeug's ProxyFix), and only
 # there: gunicorn itself rewrites nothing from forwarded headers.
@@ -119,6 +130,11 @@ def _refusal(cfg):
         return "preload_app: the app would be imported before gevent patches the standard library; turn it off"
     if name in ("gthread", "threadworker") and cfg.threads < 2:
         return f"threads: {cfg.threads} would let one waiting run hold the whole worker; use at least 2"
+    if OFFLINE and cfg.workers > 1:
+        return (
+            f"workers: {cfg.workers} with OPENAI_BASE_URL=offline, whose upstream lives in each worker's memory "
+            "(a thread made in one would be a 404 in another); set WEB_CONCURRENCY=1"
+        )
     if cfg.graceful_timeout < LONGEST_REQUEST_SECONDS:
         return (
             f"graceful_timeout: {cfg.graceful_timeout} s would cut waiting runs on a restart; it must be at least "
@@ -163,7 +179,7 @@ def _raise_open_files(server):
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         if target < needed:
-            server.log.warning("open files limited to %d; %d waiting runs per worker need about %d", hard, width, needed)
+            server.log.warning("open files limited to %d; %d runs per worker need about %d", hard, width, needed)
 
 
 def on_starting(server):

@@ -8,11 +8,12 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import errors, logs, metrics, ratelimit
-from app.api.health import bp as health_bp
-from app.api.openapi import bp as openapi_bp
-from app.api.routes import make_blueprint
-from app.backend import build_backend
+from app import logs, metrics, ratelimit, schema
+from app.api import SERVICES_KEY, health, openapi
+from app.api import errors as api_errors
+from app.api.runs import bp as runs_bp
+from app.api.threads import bp as threads_bp
+from app.services import build_services
 from app.settings import Settings, load_settings
 
 EXPOSED_HEADERS = ["X-Request-ID", "openai-poll-after-ms", "Retry-After", "x-should-retry", "Idempotent-Replayed"]
@@ -28,19 +29,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.forwarded_proxies:
         hops = settings.forwarded_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
-    app.extensions["backend"] = build_backend(settings)
+    schema.prepare(settings.database_url, settings.database_auto_migrate)
+    app.extensions[SERVICES_KEY] = build_services(settings)
 
     logs.init_app(app)
-    errors.init_app(app)
+    api_errors.init_app(app)
     metrics.init_app(app)
     CORS(app, origins=list(settings.cors_origins), expose_headers=EXPOSED_HEADERS, max_age=600)
-    app.register_blueprint(health_bp)
-    app.register_blueprint(openapi_bp)
-    app.register_blueprint(make_blueprint("openai", "/api/openai"))
-    for assistant in settings.assistant_types:
-        app.register_blueprint(
-            make_blueprint(f"type_{assistant.name}", f"/api/assistants/{assistant.name}", assistant.name)
-        )
+    app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    _register_api(app, settings)
     ratelimit.init_app(app, settings)
 
     log = logging.getLogger("app")
@@ -50,3 +48,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         log.warning("OFFLINE UPSTREAM: answers are echo replies from the built-in simulator, not OpenAI")
     log.info("engine %s, assistant types: %s", settings.engine, ", ".join(t.name for t in settings.assistant_types))
     return app
+
+
+def _register_api(app: Flask, settings: Settings) -> None:
+    """The API blueprints under /api/openai (type from the body) and /api/assistants/<type> (type from the URL)."""
+    for bp in (threads_bp, runs_bp):
+        app.register_blueprint(bp, name=f"openai_{bp.name}", url_prefix="/api/openai")
+        for assistant in settings.assistant_types:
+            app.register_blueprint(
+                bp,
+                name=f"type_{assistant.name}_{bp.name}",
+                url_prefix=f"/api/assistants/{assistant.name}",
+                url_defaults={"assistant_type": assistant.name} if bp is runs_bp else {},
+            )

@@ -1,13 +1,8 @@
-"""Errors as exceptions with an HTTP status, turned into JSON in one place."""
+"""Errors as exceptions with an HTTP status, raised where they are known (app.api.errors answers them)."""
 
 from __future__ import annotations
 
-import logging
-
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
-
-from app.engines.base import (
+from app.contract import (
     UpstreamBusy,
     UpstreamConfigError,
     UpstreamError,
@@ -16,8 +11,6 @@ from app.engines.base import (
     UpstreamTransient,
 )
 from app.redaction import redact
-
-log = logging.getLogger("app.errors")
 
 # Answers that a client's automatic retry cannot improve (the SDKs retry 408,
 # 409 and 5xx, which for a run would start it again).
@@ -77,41 +70,3 @@ def from_upstream(exc: UpstreamError) -> ApiError:
     if isinstance(exc, UpstreamRejected):
         return ApiError(400, redact(str(exc)))
     return ApiError(502, "Unexpected upstream error; see the server log.", headers=NO_RETRY)
-
-
-def _answer(error: ApiError):
-    response = jsonify({"error": error.message, **error.extra})
-    response.status_code = error.status
-    response.headers.update(error.headers)
-    return response
-
-
-def init_app(app: Flask) -> None:
-    """Register the handlers that make every error a JSON body."""
-
-    @app.errorhandler(ApiError)
-    def api_error(error: ApiError):
-        return _answer(error)
-
-    @app.errorhandler(UpstreamError)
-    def upstream_error(error: UpstreamError):
-        log.warning("upstream error: %s", redact(str(error)))
-        return _answer(from_upstream(error))
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
-        messages = {
-            404: "Not found: no such route.",
-            405: "Method not allowed on this route.",
-            413: "Request body too large.",
-        }
-        answer = ApiError(error.code or 500, messages.get(error.code, error.description or error.name))
-        response = _answer(answer)
-        if error.code == 405 and error.valid_methods:
-            response.headers["Allow"] = ", ".join(error.valid_methods)
-        return response
-
-    @app.errorhandler(Exception)
-    def unexpected(error: Exception):
-        log.exception("unhandled error")
-        return _answer(ApiError(500, "Internal error; see the server log.", headers=NO_RETRY))

@@ -22,7 +22,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from app.engines.base import (
+from app.contract import (
     UpstreamBusy,
     UpstreamConfigError,
     UpstreamError,

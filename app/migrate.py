@@ -1,11 +1,17 @@
 """`python -m app.migrate`: bring the database of DATABASE_URL up to the newest schema."""
 
 import os
+import sys
 
 from dotenv import load_dotenv
 
-from app.db import upgrade
+from app.environment import DATABASE_URL, ConfigError
+from app.schema import prepare
 
 if __name__ == "__main__":
     load_dotenv()
-    upgrade(os.environ.get("DATABASE_URL") or "sqlite:///instance/backend.db")
+    try:
+        prepare(DATABASE_URL.read(os.environ))
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        sys.exit(3)

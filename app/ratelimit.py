@@ -41,10 +41,8 @@ def run_limit(view):
 
 def _is_api_call() -> bool:
     """Whether this request goes to an authenticated API route (not health, docs or a preflight)."""
-    if request.method == "OPTIONS" or request.blueprint is None:
-        return False
-    blueprint = current_app.blueprints.get(request.blueprint)
-    return blueprint is not None and (blueprint.url_prefix or "").startswith("/api/")
+    # The API blueprints are registered under several prefixes, all below /api/.
+    return request.method != "OPTIONS" and request.blueprint is not None and request.path.startswith("/api/")
 
 
 def _starts_run() -> bool:

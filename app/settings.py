@@ -1,7 +1,8 @@
 """One immutable Settings object, parsed once from the environment.
 
 A bad value raises ConfigError with a message that names the variable, so the
-start stops with one line a person can act on.
+start stops with one line a person can act on. The variables, their defaults
+and parsers are those of `app.environment`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -17,19 +18,14 @@ import jwt
 from jwt.algorithms import get_default_algorithms
 from limits import parse_many
 
-from app.assistants import AssistantType
+from app import environment as var
+from app.assistant_types import AssistantType
+from app.environment import ConfigError, text
 
-OFFLINE = "offline"
-ENGINES = ("responses", "assistants")
-AUTH_MODES = ("none", "token", "jwt")
-WAIT_STRATEGIES = ("poll", "fixed", "stream")
+OFFLINE = var.OFFLINE
 RATELIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
 _TYPE_VARIABLE = re.compile(r"^ASSISTANT_([A-Z0-9_]+?)_(ID|MODEL|INSTRUCTIONS_FILE|INSTRUCTIONS|TEMPERATURE|TOP_P)$")
 _TYPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or wrong; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -39,32 +35,33 @@ class Settings:
     assistant_types: tuple[AssistantType, ...]
     openai_api_key: str | None = None
     openai_base_url: str | None = None
-    engine: str = "responses"
-    run_timeout_seconds: float = 60.0
-    run_cancel_on_timeout: bool = True
-    wait_strategy: str = "poll"
-    poll_first_ms: int = 500
-    poll_max_ms: int = 1000
-    poll_budget: int = 600  # looks at runs per second per process (app/pacing.py); 0: no budget
-    upstream_timeout_seconds: float = 10.0
-    auth_mode: str = "token"
+    engine: str = var.OPENAI_ENGINE.default
+    run_timeout_seconds: float = var.RUN_TIMEOUT_SECONDS.default
+    run_cancel_on_timeout: bool = var.RUN_CANCEL_ON_TIMEOUT.default
+    wait_strategy: str = var.WAIT_STRATEGY.default
+    poll_first_ms: int = var.POLL_FIRST_MS.default
+    poll_max_ms: int = var.POLL_MAX_MS.default
+    poll_budget: int = var.POLL_BUDGET.default  # looks at runs per second per process (app/pacing.py); 0: none
+    upstream_timeout_seconds: float = var.UPSTREAM_TIMEOUT_SECONDS.default
+    auth_mode: str = var.AUTH_MODE.default
     api_tokens: dict[str, str] = field(default_factory=dict)  # token -> user
     jwt_key: str | None = None
-    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_algorithms: tuple[str, ...] = (var.JWT_ALGORITHMS.default,)
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
-    database_url: str = "sqlite:///instance/backend.db"
-    cors_origins: tuple[str, ...] = ("http://localhost:8080",)
-    max_body_bytes: int = 1_048_576
-    max_message_chars: int = 32_768
+    database_url: str = var.DATABASE_URL.default
+    database_auto_migrate: bool = var.DATABASE_AUTO_MIGRATE.default
+    cors_origins: tuple[str, ...] = (var.CORS_ORIGINS.default,)
+    max_body_bytes: int = var.MAX_BODY_BYTES.default
+    max_message_chars: int = var.MAX_MESSAGE_CHARS.default
     max_metadata_pairs: int = 16
-    max_inflight_runs: int = 0  # 0: no limit of its own
-    forwarded_proxies: int = 0  # proxies in front whose X-Forwarded-* headers are trusted
-    log_level: str = "INFO"
-    log_format: str = "text"
-    ratelimit_runs: str | None = "30/minute"  # per user; None: no limit
-    ratelimit_default: str | None = "600/minute"  # per user, every API call; None: no limit
-    ratelimit_storage_uri: str = "memory://"
+    max_inflight_runs: int = var.MAX_INFLIGHT_RUNS.default
+    forwarded_proxies: int = var.FORWARDED_PROXIES.default  # proxies in front whose X-Forwarded-* headers are trusted
+    log_level: str = var.LOG_LEVEL.default.upper()
+    log_format: str = var.LOG_FORMAT.default
+    ratelimit_runs: str | None = var.RATELIMIT_RUNS.default  # per user; None: no limit
+    ratelimit_default: str | None = var.RATELIMIT_DEFAULT.default  # per user, every API call; None: no limit
+    ratelimit_storage_uri: str = var.RATELIMIT_STORAGE_URI.default
 
     @property
     def offline(self) -> bool:
@@ -76,45 +73,10 @@ class Settings:
         return next((t for t in self.assistant_types if t.name == name), None)
 
 
-def _text(env, name, default=None):
-    value = env.get(name, "").strip()
-    return value if value else default
-
-
-def _number(env, name, default, kind=float, low=None, high=None):
-    raw = _text(env, name)
-    if raw is None:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a {'whole ' if kind is int else ''}number, got {raw!r}") from None
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigError(f"{name}: {raw} is outside {low}..{high}")
-    return value
-
-
-def _flag(env, name, default):
-    raw = _text(env, name)
-    if raw is None:
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}: expected true or false, got {raw!r}")
-
-
-def _choice(env, name, default, choices):
-    value = _text(env, name, default).lower()
-    if value not in choices:
-        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _rate_limit(env, name, default):
+def _rate_limit(env, variable: var.Text):
     """A limits-style rate ("30/minute", "5/second;100/hour"), or None for "off"."""
-    raw = _text(env, name, default)
+    name = variable.name
+    raw = variable.read(env)
     if raw.lower() in ("off", "none", "0"):
         return None
     try:
@@ -124,8 +86,9 @@ def _rate_limit(env, name, default):
     return raw
 
 
-def _storage_uri(env, name, default):
-    raw = _text(env, name, default)
+def _storage_uri(env, variable: var.Text):
+    name = variable.name
+    raw = variable.read(env)
     if urlparse(raw).scheme not in RATELIMIT_STORAGE_SCHEMES:
         raise ConfigError(f"{name}: expected memory:// or a redis:// URL, got a {urlparse(raw).scheme or 'bare'} URI")
     return raw
@@ -172,8 +135,8 @@ def _assistant_types(env) -> tuple[AssistantType, ...]:
                 assistant_id=assistant_id,
                 model=values.get("MODEL"),
                 instructions=instructions,
-                temperature=_number(env, prefix + "TEMPERATURE", None, low=0, high=2),
-                top_p=_number(env, prefix + "TOP_P", None, low=0, high=1),
+                temperature=var.Number(prefix + "TEMPERATURE", None, low=0, high=2).read(env),
+                top_p=var.Number(prefix + "TOP_P", None, low=0, high=1).read(env),
             )
         )
     return tuple(types)
@@ -192,7 +155,7 @@ def _check_types(types, engine):
 
 def _tokens(env) -> dict[str, str]:
     tokens: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in _text(env, "API_TOKENS", "").split(","))):
+    for pair in filter(None, (p.strip() for p in text(env, "API_TOKENS", "").split(","))):
         user, sep, token = pair.partition(":")
         if not sep or not user.strip() or len(token.strip()) < 8:
             raise ConfigError("API_TOKENS: expected user:token pairs, each token at least 8 characters")
@@ -235,9 +198,9 @@ def inflight_limit(width: int) -> int:
 def load_settings(env=None) -> Settings:
     """Parse the environment (os.environ by default) into Settings."""
     env = os.environ if env is None else env
-    engine = _choice(env, "OPENAI_ENGINE", "responses", ENGINES)
-    base_url = _text(env, "OPENAI_BASE_URL")
-    api_key = _text(env, "OPENAI_API_KEY")
+    engine = var.OPENAI_ENGINE.read(env)
+    base_url = var.OPENAI_BASE_URL.read(env)
+    api_key = text(env, "OPENAI_API_KEY")
     if base_url and base_url != OFFLINE and urlparse(base_url).scheme not in ("http", "https"):
         raise ConfigError(f"OPENAI_BASE_URL: expected an http(s) URL or 'offline', got {base_url!r}")
     if not api_key and not (base_url and (base_url == OFFLINE or _is_local_url(base_url))):
@@ -245,60 +208,57 @@ def load_settings(env=None) -> Settings:
     types = _assistant_types(env)
     _check_types(types, engine)
 
-    auth_mode = _choice(env, "AUTH_MODE", "token", AUTH_MODES)
+    auth_mode = var.AUTH_MODE.read(env)
     tokens = _tokens(env)
     if auth_mode == "token" and not tokens:
         raise ConfigError("API_TOKENS: required when AUTH_MODE=token (user:token pairs)")
-    jwt_key = _text(env, "JWT_PUBLIC_KEY") or _text(env, "JWT_SECRET")
-    algorithms = tuple(a.strip() for a in _text(env, "JWT_ALGORITHMS", "HS256").split(",") if a.strip())
+    jwt_key = text(env, "JWT_PUBLIC_KEY") or text(env, "JWT_SECRET")
+    algorithms = tuple(a.strip() for a in var.JWT_ALGORITHMS.read(env).split(",") if a.strip())
     if auth_mode == "jwt":
         if not jwt_key:
             raise ConfigError("JWT_SECRET: required when AUTH_MODE=jwt (or JWT_PUBLIC_KEY)")
         if "none" in (a.lower() for a in algorithms):
             raise ConfigError("JWT_ALGORITHMS: 'none' is not allowed")
-        if not _text(env, "JWT_PUBLIC_KEY") and len(jwt_key) < 32:
+        if not text(env, "JWT_PUBLIC_KEY") and len(jwt_key) < 32:
             raise ConfigError("JWT_SECRET: too short to sign with; use at least 32 random characters")
-        _check_jwt_key(jwt_key, algorithms, public=bool(_text(env, "JWT_PUBLIC_KEY")))
+        _check_jwt_key(jwt_key, algorithms, public=bool(text(env, "JWT_PUBLIC_KEY")))
 
-    timeout = _number(env, "RUN_TIMEOUT_SECONDS", 60.0, low=1, high=3600)
+    timeout = var.RUN_TIMEOUT_SECONDS.read(env)
+    upstream_timeout = replace(var.UPSTREAM_TIMEOUT_SECONDS, high=timeout).read(
+        env, min(var.UPSTREAM_TIMEOUT_SECONDS.default, timeout / 2)
+    )
     # gunicorn.conf.py sets WORKER_THREADS (gthread) or WORKER_CONNECTIONS (gevent), so that a
     # worker keeps room for quick requests.
-    width = _number(env, "WORKER_THREADS", 0, int, low=0, high=100_000) or _number(
-        env, "WORKER_CONNECTIONS", 0, int, low=0, high=100_000
-    )
-    inflight = inflight_limit(width) if width else 0
+    width = var.WORKER_THREADS.read(env) or var.WORKER_CONNECTIONS.read(env)
+    inflight = inflight_limit(width) if width else var.MAX_INFLIGHT_RUNS.default
     return Settings(
         assistant_types=types,
         openai_api_key=api_key,
         openai_base_url=base_url,
         engine=engine,
         run_timeout_seconds=timeout,
-        run_cancel_on_timeout=_flag(env, "RUN_CANCEL_ON_TIMEOUT", True),
-        wait_strategy=_choice(env, "WAIT_STRATEGY", "poll", WAIT_STRATEGIES),
-        poll_first_ms=_number(env, "POLL_FIRST_MS", 500, int, low=1, high=60_000),
-        poll_max_ms=_number(env, "POLL_MAX_MS", 1000, int, low=1, high=60_000),
-        poll_budget=_number(env, "POLL_BUDGET", 600, int, low=0, high=1_000_000),
-        upstream_timeout_seconds=_number(
-            env, "UPSTREAM_TIMEOUT_SECONDS", min(10.0, timeout / 2), low=0.1, high=timeout
-        ),
+        run_cancel_on_timeout=var.RUN_CANCEL_ON_TIMEOUT.read(env),
+        wait_strategy=var.WAIT_STRATEGY.read(env),
+        poll_first_ms=var.POLL_FIRST_MS.read(env),
+        poll_max_ms=var.POLL_MAX_MS.read(env),
+        poll_budget=var.POLL_BUDGET.read(env),
+        upstream_timeout_seconds=upstream_timeout,
         auth_mode=auth_mode,
         api_tokens=tokens,
         jwt_key=jwt_key,
         jwt_algorithms=algorithms,
-        jwt_audience=_text(env, "JWT_AUDIENCE"),
-        jwt_issuer=_text(env, "JWT_ISSUER"),
-        database_url=_text(env, "DATABASE_URL", "sqlite:///instance/backend.db"),
-        cors_origins=tuple(
-            o.strip() for o in _text(env, "CORS_ORIGINS", "http://localhost:8080").split(",") if o.strip()
-        ),
-        max_body_bytes=_number(env, "MAX_BODY_BYTES", 1_048_576, int, low=1024, high=100 * 1_048_576),
-        max_message_chars=_number(env, "MAX_MESSAGE_CHARS", 32_768, int, low=1, high=1_048_576),
-        max_metadata_pairs=16,
-        max_inflight_runs=_number(env, "MAX_INFLIGHT_RUNS", inflight, int, low=0, high=1_000_000),
-        forwarded_proxies=_number(env, "FORWARDED_PROXIES", 0, int, low=0, high=10),
-        log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
-        log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
-        ratelimit_runs=_rate_limit(env, "RATELIMIT_RUNS", "30/minute"),
-        ratelimit_default=_rate_limit(env, "RATELIMIT_DEFAULT", "600/minute"),
-        ratelimit_storage_uri=_storage_uri(env, "RATELIMIT_STORAGE_URI", "memory://"),
+        jwt_audience=text(env, "JWT_AUDIENCE"),
+        jwt_issuer=text(env, "JWT_ISSUER"),
+        database_url=var.DATABASE_URL.read(env),
+        database_auto_migrate=var.DATABASE_AUTO_MIGRATE.read(env),
+        cors_origins=tuple(o.strip() for o in var.CORS_ORIGINS.read(env).split(",") if o.strip()),
+        max_body_bytes=var.MAX_BODY_BYTES.read(env),
+        max_message_chars=var.MAX_MESSAGE_CHARS.read(env),
+        max_inflight_runs=var.MAX_INFLIGHT_RUNS.read(env, inflight),
+        forwarded_proxies=var.FORWARDED_PROXIES.read(env),
+        log_level=var.LOG_LEVEL.read(env).upper(),
+        log_format=var.LOG_FORMAT.read(env),
+        ratelimit_runs=_rate_limit(env, var.RATELIMIT_RUNS),
+        ratelimit_default=_rate_limit(env, var.RATELIMIT_DEFAULT),
+        ratelimit_storage_uri=_storage_uri(env, var.RATELIMIT_STORAGE_URI),
     )

@@ -1,4 +1,4 @@
-"""Waiting for a run on the server, and what each way a wait ends means in HTTP.
+"""Waiting for a run on the server: the loop, its schedule and its result (no HTTP).
 
 `wait_for_run` is a plain function: the run getter, the clock and the sleep are
 arguments, so tests drive it without real waiting.
@@ -12,32 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.engines.base import Poll, UpstreamTransient
+from app.contract import ACTIVE_STATUSES, Poll, UpstreamTransient
 
 log = logging.getLogger("app.runs")
 
-ACTIVE_STATUSES = frozenset({"queued", "in_progress", "cancelling"})
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The HTTP answer to one way a wait can end; `error` is None on success."""
-
-    http_status: int
-    error: str | None
-
-
-# The contract's run-status table, read by the views, the docs and the tests.
-FINAL_STATUS_OUTCOMES = {
-    "completed": Outcome(200, None),
-    "incomplete": Outcome(200, None),
-    "requires_action": Outcome(400, "Run requires action (function calling not implemented)"),
-    "failed": Outcome(500, "Run failed: {reason}"),
-    "expired": Outcome(410, "Run expired"),
-    "cancelled": Outcome(400, "Run was cancelled"),
-}
-TIMEOUT_OUTCOME = Outcome(408, "Run timeout exceeded {seconds} seconds")
-UNEXPECTED_OUTCOME = Outcome(500, "Run ended with unexpected status: {status}")
+# The shortest pause between two looks at a run, whatever the schedule or the upstream
+# says: a `Retry-After: 0` or `openai-poll-after-ms: 0` must not become a tight loop.
+# 50 ms bounds a wait to 20 looks a second. Only the first look of a wait may be immediate.
+MIN_DELAY_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -52,7 +34,7 @@ class PollSchedule:
     pace: Callable[[float], float] | None = None
 
     @classmethod
-    def fixed(cls, interval_ms: int = 1000) -> PollSchedule:
+    def fixed(cls, interval_ms: int) -> PollSchedule:
         """The original algorithm: look at once, then every `interval_ms`."""
         return cls(first_ms=interval_ms, max_ms=interval_ms, growth=1.0, immediate_first_look=True)
 
@@ -68,13 +50,17 @@ class PollSchedule:
 
 @dataclass(frozen=True)
 class WaitResult:
-    """How a wait ended: the last run seen, and whether the deadline cut it."""
+    """How a wait ended: the last run seen, and whether the deadline cut it.
+
+    `last` is the last look that succeeded, with the messages it brought.
+    """
 
     run: dict
     timed_out: bool
     polls: int
     transient_errors: int
     waited: float
+    last: Poll | None = None
 
 
 def wait_for_run(
@@ -96,9 +82,11 @@ def wait_for_run(
     deadline = started + timeout
     delays = schedule.delays()
     polls = errors = 0
+    last = Poll(run)
     if watch is not None and run["status"] in ACTIVE_STATUSES:
         watched = watch(timeout)
         if watched is not None:
+            last = watched
             run = watched.run
             log.debug("run %s status %s from its event stream (%.2fs)", run["id"], run["status"], clock() - started)
         else:
@@ -109,9 +97,11 @@ def wait_for_run(
         delay = next(delays)
         if hint is not None:
             delay = hint
+        if polls:
+            delay = max(delay, MIN_DELAY_SECONDS)
         remaining = deadline - clock()
         if remaining <= 0:
-            return WaitResult(run, True, polls, errors, clock() - started)
+            return WaitResult(run, True, polls, errors, clock() - started, last)
         sleep(min(schedule.pace(delay) if schedule.pace else delay, remaining))
         polls += 1
         try:
@@ -124,23 +114,10 @@ def wait_for_run(
                 "run %s poll %d: transient upstream error (%s), looking again in %.2fs", run["id"], polls, exc, hint
             )
             continue
+        last = poll
         run = poll.run
         hint = poll.poll_after_ms / 1000 if poll.poll_after_ms is not None else None
         log.debug(
             "run %s status %s (poll %d, %.1fs of %gs)", run["id"], run["status"], polls, clock() - started, timeout
         )
-    return WaitResult(run, False, polls, errors, clock() - started)
-
-
-def outcome_of(result: WaitResult, timeout: float) -> tuple[Outcome, str | None]:
-    """The table row for a finished wait and its filled-in error message."""
-    if result.timed_out:
-        return TIMEOUT_OUTCOME, TIMEOUT_OUTCOME.error.format(seconds=f"{timeout:g}")
-    status = result.run["status"]
-    outcome = FINAL_STATUS_OUTCOMES.get(status)
-    if outcome is None:
-        return UNEXPECTED_OUTCOME, UNEXPECTED_OUTCOME.error.format(status=status)
-    if outcome.error is None:
-        return outcome, None
-    reason = (result.run.get("last_error") or {}).get("message") or "Unknown error"
-    return outcome, outcome.error.format(reason=reason)
+    return WaitResult(run, False, polls, errors, clock() - started, last)

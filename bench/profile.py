@@ -122,7 +122,7 @@ def main(argv=None) -> None:
     fake = procs.start_fake(fake_port, args.fake_server, work)
     try:
         app = build_app(fake_port, work)
-        backend = app.extensions["backend"]
+        backend = app.extensions["services"]
         client = app.test_client()
         # As deployed: token auth (and per-user limits) on every API call.
         client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {next(iter(backend.settings.api_tokens))}"

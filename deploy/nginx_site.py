@@ -1,8 +1,9 @@
 """Render deploy/nginx.conf for this environment: `python -m deploy.nginx_site > /etc/nginx/sites-available/backend`.
 
 It reads RUN_TIMEOUT_SECONDS, MAX_BODY_BYTES and gunicorn's address (BIND, or
-HOST and PORT) from the environment and `.env`, as the backend and
-gunicorn.conf.py do, so that nginx's timeouts and body limit agree with theirs.
+HOST and PORT) from the environment and `.env` with the parsers and defaults of
+app/environment.py, as the backend and gunicorn.conf.py do, so that nginx's
+timeouts and body limit agree with theirs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import re
 from pathlib import Path
 
 from dotenv import dotenv_values
+
+from app import environment as var
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = Path(__file__).resolve().with_name("nginx.conf")
@@ -36,9 +39,9 @@ def _size(n: int) -> str:
 
 def render(
     *,
-    run_timeout: float = 60,
-    max_body_bytes: int = 1_048_576,
-    upstream: str = "127.0.0.1:3000",
+    run_timeout: float = var.RUN_TIMEOUT_SECONDS.default,
+    max_body_bytes: int = var.MAX_BODY_BYTES.default,
+    upstream: str = f"{var.HOST.default}:{var.PORT.default}",
     listen: str = "80",
     log_dir: str = "/var/log/nginx",
     site: str | None = None,
@@ -70,12 +73,12 @@ def _upstream(env) -> str:
     bind = (env.get("BIND") or "").strip()
     if bind:
         return bind if bind.startswith("unix:") else bind.removeprefix("http://")
-    host = (env.get("HOST") or "127.0.0.1").strip()
+    host = var.HOST.read(env)
     if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
+        host = var.HOST.default
     elif ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"{host}:{(env.get('PORT') or '3000').strip()}"
+    return f"{host}:{var.PORT.read(env)}"
 
 
 def main(argv=None) -> None:
@@ -87,8 +90,8 @@ def main(argv=None) -> None:
     env = {**dotenv_values(ROOT / ".env"), **os.environ}
     print(
         render(
-            run_timeout=float(env.get("RUN_TIMEOUT_SECONDS") or 60),
-            max_body_bytes=int(env.get("MAX_BODY_BYTES") or 1_048_576),
+            run_timeout=var.RUN_TIMEOUT_SECONDS.read(env),
+            max_body_bytes=var.MAX_BODY_BYTES.read(env),
             upstream=_upstream(env),
             listen=args.listen,
             log_dir=args.log_dir,

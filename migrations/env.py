@@ -1,15 +1,25 @@
-"""Alembic environment: the URL comes from the caller or from DATABASE_URL."""
+"""Alembic environment: the connection or URL comes from the caller, or the URL from DATABASE_URL."""
 
 import os
 
 from alembic import context
 
-from app.db import make_engine, metadata
+from app.store.db import make_engine, metadata
 
 url = context.config.attributes.get("database_url") or os.environ.get("DATABASE_URL", "sqlite:///instance/backend.db")
-engine = make_engine(url)
-with engine.connect() as connection:
+connection = context.config.attributes.get("connection")
+
+
+def run(connection):
     context.configure(connection=connection, target_metadata=metadata, render_as_batch=url.startswith("sqlite"))
     with context.begin_transaction():
         context.run_migrations()
-engine.dispose()
+
+
+if connection is not None:
+    run(connection)
+else:
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        run(connection)
+    engine.dispose()

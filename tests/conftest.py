@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from app import create_app
-from app.db import upgrade
 from app.settings import load_settings
+from app.store.db import upgrade
 from fake_openai import create_fake_app
 from tests.helpers import TOKENS, UPSTREAM_KEY, Api, ServerThread
 from tests.servers import PostgresServer, start_redis

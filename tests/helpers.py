@@ -92,7 +92,7 @@ class Api:
 def started_run_id(app, thread_id, within=5.0, pending=None):
     """The run a waiting POST .../runs holds the thread with, once it has been created upstream.
     `pending`, the future of that POST, fails the wait early when it has already answered."""
-    records = app.extensions["backend"].records
+    records = app.extensions["services"].records
 
     def holder():
         if pending is not None and pending.done():

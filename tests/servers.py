@@ -306,7 +306,7 @@ class PostgresServer:
 
     def start(self) -> None:
         """initdb, then `pg_ctl start` until the server accepts connections; then the migrated template."""
-        from app.db import upgrade
+        from app.store.db import upgrade
 
         initdb = [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust"]
         initdb += ["-E", "UTF8", "--no-sync", "--no-instructions"]

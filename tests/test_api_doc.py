@@ -22,7 +22,7 @@ def code_outcomes() -> dict[str, tuple[int, str | None]]:
 
     The only import of the table in this file: if it moves, change this function.
     """
-    from app.waiting import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME, UNEXPECTED_OUTCOME
+    from app.api.outcomes import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME, UNEXPECTED_OUTCOME
 
     table = {status: (o.http_status, o.error) for status, o in FINAL_STATUS_OUTCOMES.items()}
     table["timeout"] = (TIMEOUT_OUTCOME.http_status, TIMEOUT_OUTCOME.error)

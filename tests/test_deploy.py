@@ -21,8 +21,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app, runs
-from app.db import upgrade
 from app.settings import Settings, inflight_limit, load_settings
+from app.store.db import upgrade
 from deploy.nginx_site import SITE, read_timeout
 from tests.helpers import DEPLOY_TOKEN as TOKEN
 from tests.helpers import DEPLOY_UPSTREAM_KEY, call, gunicorn_env

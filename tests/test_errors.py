@@ -47,20 +47,34 @@ def test_content_too_long_is_400(make_app, fake):
     assert answer.status_code == 400 and "too long" in answer.json["error"]
 
 
-@pytest.mark.parametrize("bad_id", ["thread%2F..", "a.b", "x" * 129, "thread_1%20OR%201", "%3Cscript%3E"])
-def test_ids_outside_the_pattern_are_400_before_any_upstream_call(api, fake, bad_id):
-    calls = upstream_calls(fake)
-    for method, path in [
+def _id_paths(bad_id):
+    return [
         ("get", f"/threads/{bad_id}"),
         ("delete", f"/threads/{bad_id}"),
         ("get", f"/threads/{bad_id}/messages"),
         ("get", f"/threads/{bad_id}/runs/run_1"),
         ("get", f"/threads/thread_1/runs/{bad_id}"),
         ("post", f"/threads/thread_1/runs/{bad_id}/cancel"),
-    ]:
+    ]
+
+
+@pytest.mark.parametrize("bad_id", ["a.b", "x" * 129, "thread_1%20OR%201", "%3Cscript%3E"])
+def test_ids_outside_the_pattern_are_400_before_any_upstream_call(api, fake, bad_id):
+    calls = upstream_calls(fake)
+    for method, path in _id_paths(bad_id):
         answer = getattr(api, method)(path)
-        assert answer.status_code in (400, 404), (path, answer.status_code)
-        assert answer.is_json
+        assert answer.status_code == 400, (path, answer.status_code)
+        assert answer.json["error"].startswith("Invalid "), path
+    assert upstream_calls(fake) == calls
+
+
+def test_an_encoded_slash_in_an_id_is_a_route_that_does_not_exist(api, fake):
+    # The WSGI server decodes %2F before the app sees the path, so "thread%2F.." arrives as two segments.
+    calls = upstream_calls(fake)
+    for method, path in _id_paths("thread%2F.."):
+        answer = getattr(api, method)(path)
+        assert answer.status_code == 404, (path, answer.status_code)
+        assert answer.json == {"error": "Not found: no such route."}, path
     assert upstream_calls(fake) == calls
 
 

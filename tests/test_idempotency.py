@@ -83,8 +83,20 @@ def test_an_overlong_key_is_400(api):
 
 @pytest.mark.parametrize("engine_name", ["responses"])
 def test_a_claim_left_by_a_crashed_process_is_abandoned_in_time(app):
-    records = app.extensions["backend"].records
+    records = app.extensions["services"].records
     assert records.claim_idempotency_key("alice", "crash", "POST /x", abandoned_after=60) is None
     still_running = records.claim_idempotency_key("alice", "crash", "POST /x", abandoned_after=60)
     assert still_running["status_code"] is None
     assert records.claim_idempotency_key("alice", "crash", "POST /x", abandoned_after=0) is None
+
+
+def test_a_repeated_client_error_answer_keeps_its_status(api, fake):
+    thread = api.new_thread()
+    api.say(thread, "stop [fake status=cancelled duration=0.05]")
+    key = {"Idempotency-Key": "cancelled-run"}
+    first = api.post(f"/threads/{thread}/runs", json={"assistant_type": "curator"}, headers=key)
+    again = api.post(f"/threads/{thread}/runs", json={"assistant_type": "curator"}, headers=key)
+    assert first.status_code == 400 and first.json["runStatus"] == "cancelled"
+    assert again.status_code == 400 and again.json == first.json
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert fake.stats()["runs_created"] == 1

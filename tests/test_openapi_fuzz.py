@@ -63,7 +63,7 @@ def hypothesis_home(tmp_path_factory):
 def _flask_routes(app) -> set[tuple[str, str]]:
     """(method, OpenAPI-style path) of every route the app serves, with the type routes generalised."""
     routes = set()
-    types = {t.name for t in app.extensions["backend"].settings.assistant_types}
+    types = {t.name for t in app.extensions["services"].settings.assistant_types}
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue

@@ -8,7 +8,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from app.db import upgrade
+from app.store.db import upgrade
 from tests.helpers import TOKENS, Api, upstream_calls
 from tests.servers import wait_until
 
@@ -25,7 +25,7 @@ def make_app(make_app):
 
     yield build
     for app in apps:
-        app.extensions["backend"].records.db.dispose()
+        app.extensions["services"].records.db.dispose()
 
 
 def _count(url: str, table: str) -> int:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import time
+import shutil
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from app.db import make_engine, metadata
+from app.store.db import make_engine, metadata
+from app.store.records import Records
 from tests.helpers import TOKENS, Api, background_run
+from tests.servers import wait_until
 
 
 def test_a_finished_run_is_answered_from_the_record_without_an_upstream_call(api, fake):
@@ -55,10 +57,10 @@ def test_the_busy_thread_409_holds_across_two_processes_sharing_the_database(mak
 
 def test_a_lock_left_by_a_crashed_process_expires(app, api):
     thread = api.new_thread()
-    records = app.extensions["backend"].records
-    assert records.lock_thread(thread, "run_crashed", seconds=0.2)
+    records = app.extensions["services"].records
+    assert records.lock_thread(thread, "run_crashed", seconds=2.0)
     assert api.post(f"/threads/{thread}/messages", json={"role": "user", "content": "x"}).status_code == 409
-    time.sleep(0.3)
+    wait_until(lambda: records.active_run(thread) is None, 5.0, "the lock to expire")
     api.say(thread, "the lock has expired [fake duration=0.05]")
     assert api.run(thread).status_code == 200
 
@@ -71,3 +73,28 @@ def test_migrations_match_the_tables(migrated_db):
     assert differences == []
     assert {"threads", "runs", "messages", "idempotency"} <= tables
     engine.dispose()
+
+
+def test_the_thread_lock_has_one_live_holder_and_expires(migrated_db, tmp_path):
+    db = tmp_path / "lock.db"
+    shutil.copy(migrated_db, db)
+    engine = make_engine(f"sqlite:///{db}")
+    now = [1000.0]
+    records = Records(engine, clock=lambda: now[0])
+    try:
+        records.add_thread("thread_1", "alice", "responses")
+        assert records.lock_thread("thread_1", "run_a", 60)
+        assert not records.lock_thread("thread_1", "run_b", 60)  # a live holder keeps it
+        assert records.active_run("thread_1") == "run_a"
+        records.unlock_thread("thread_1", "run_b")  # not the holder: no effect
+        assert not records.lock_thread("thread_1", "run_b", 60)
+        now[0] += 61  # run_a's deadline has passed
+        assert records.active_run("thread_1") is None
+        assert records.lock_thread("thread_1", "run_b", 60)
+        records.unlock_thread("thread_1", "run_a")  # the old holder cannot free it
+        assert records.active_run("thread_1") == "run_b"
+        records.unlock_thread("thread_1", "run_b")
+        assert records.active_run("thread_1") is None
+        assert records.lock_thread("thread_1", "run_c", 60)
+    finally:
+        engine.dispose()

@@ -52,8 +52,8 @@ def test_create_and_poll(sdk):
 def test_cancel_through_the_sdk(sdk, app):
     thread = sdk.beta.threads.create()
     sdk.beta.threads.messages.create(thread.id, role="user", content="forever [fake status=never]")
-    backend = app.extensions["backend"]
-    from app.assistants import AssistantType
+    backend = app.extensions["services"]
+    from app.assistant_types import AssistantType
 
     # A run started by an older frontend path (not waited on), then cancelled through the SDK.
     run = backend.engine.create_run(thread.id, AssistantType("curator", "asst_curator", "gpt-4o"), None, None)

@@ -76,3 +76,27 @@ def test_the_assistants_engine_polls_instead(streaming_api, fake):
     answer = api.run(thread)
     assert answer.status_code == 200
     assert fake.run_info(answer.json["id"])["polls"] >= 1
+
+
+@pytest.mark.parametrize("engine_name", ["responses"])
+def test_the_run_is_created_on_its_stream_at_about_two_upstream_calls(streaming_api, fake):
+    api = streaming_api
+    thread = api.new_thread()
+    api.say(thread, "hello [fake duration=0.3]")
+    before = fake.stats()["requests"]
+    answer = api.run(thread)
+    assert answer.status_code == 200 and answer.json["status"] == "completed"
+    after = fake.stats()["requests"]
+    calls = {route: n - before.get(route, 0) for route, n in after.items() if n != before.get(route, 0)}
+    assert calls == {"POST /v1/responses": 1}  # the create's own stream told the end: no GET at all
+
+
+@pytest.mark.parametrize("engine_name", ["responses"])
+def test_keepalive_frames_are_skipped(streaming_api, fake):
+    fake.config.keepalive_seconds = 0.1
+    api = streaming_api
+    thread = api.new_thread()
+    api.say(thread, "hello [fake duration=0.6]")
+    answer = api.run(thread)
+    assert answer.status_code == 200 and answer.json["status"] == "completed"
+    assert fake.run_info(answer.json["id"])["polls"] == 0

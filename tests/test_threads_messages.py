@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from tests.helpers import started_run_id
 
 DIRECTIVE = re.compile(r"\s*\[fake [^\]]*\]")
 
@@ -167,3 +170,22 @@ def test_first_messages_keep_their_metadata(api):
     assert listed[0]["metadata"] == {"source": "import"}
     too_long = {"messages": [{"role": "user", "content": "x", "metadata": {"k": "v" * 600}}]}
     assert api.post("/threads", json=too_long).status_code == 400
+
+
+ITEM_CREATE = {
+    "assistants": "POST /v1/threads/{thread_id}/messages",
+    "responses": "POST /v1/conversations/{conversation_id}/items",
+}
+
+
+def test_a_message_on_a_thread_with_an_active_run_is_409_and_never_sent_upstream(app, api, fake, engine_name):
+    thread = api.new_thread()
+    api.say(thread, "hello [fake duration=0.6]")
+    assert fake.stats()["requests"][ITEM_CREATE[engine_name]] == 1
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(api.run, thread)
+        started_run_id(app, thread)
+        busy = api.post(f"/threads/{thread}/messages", json={"role": "user", "content": "hurry"})
+        assert busy.status_code == 409
+        assert fake.stats()["requests"][ITEM_CREATE[engine_name]] == 1
+        assert pending.result().status_code == 200

@@ -10,7 +10,7 @@ import time
 import httpx2
 import pytest
 
-from app.engines.base import (
+from app.contract import (
     UpstreamBusy,
     UpstreamConfigError,
     UpstreamNotFound,
@@ -70,17 +70,18 @@ def test_json_get_and_post(upstream):
     looked, _ = upstream.get(f"/responses/{response['id']}", timeout=5)
     assert looked["id"] == response["id"]
     assert looked["status"] in ("queued", "in_progress")
-    items, _ = upstream.get(f"/conversations/{conversation['id']}/items", params={"limit": 5, "order": "asc"})
+    item = {"type": "message", "role": "user", "content": "listed"}
+    other, _ = upstream.post("/conversations", {"items": [item]}, timeout=5)
+    items, _ = upstream.get(f"/conversations/{other['id']}/items", params={"limit": 5, "order": "asc"})
     assert items["object"] == "list" and items["data"][0]["role"] == "user"
     deleted, _ = upstream.delete(f"/conversations/{conversation['id']}")
     assert deleted["deleted"] is True
 
 
-def test_poll_hint_header_is_returned(upstream, fake_app):
-    fake_app.fake.config.update({"poll_after_ms": 1500})
-    conversation, _ = upstream.post("/conversations", {})
-    response = _start_response(upstream, conversation["id"])
-    _, headers = upstream.get(f"/responses/{response['id']}")
+def test_poll_hint_header_is_returned():
+    # The Responses API sends no openai-poll-after-ms (only Assistants runs do): a stand-in upstream.
+    upstream = _client(_wsgi("200 OK", '{"id": "run_1"}', headers=[("openai-poll-after-ms", "1500")]))
+    _, headers = upstream.get("/threads/thread_1/runs/run_1")
     assert headers["openai-poll-after-ms"] == "1500"
 
 
@@ -237,12 +238,15 @@ def test_a_reset_after_sending_may_have_been_received():
 
 def test_stream_of_the_fake(upstream):
     conversation, _ = upstream.post("/conversations", {})
-    response = _start_response(upstream, conversation["id"])
-    with upstream.stream("GET", f"/responses/{response['id']}", params={"stream": "true"}, timeout=5) as events:
-        seen = [(e["type"], e["sequence_number"]) for e in events]
-    assert seen == [("response.created", 1), ("response.in_progress", 2), ("response.completed", 3)]
-    params = {"stream": "true", "starting_after": 2}
-    with upstream.stream("GET", f"/responses/{response['id']}", params=params, timeout=5) as events:
+    body = {"model": "gpt-test", "conversation": conversation["id"], "background": True, "stream": True}
+    body["input"] = [{"type": "message", "role": "user", "content": "hi"}]
+    with upstream.stream("POST", "/responses", body, timeout=5) as events:
+        read = list(events)
+    seen = [(e["type"], e["sequence_number"]) for e in read]
+    assert seen[0] == ("response.created", 0) and seen[-1][0] == "response.completed"
+    assert [n for _, n in seen] == list(range(len(seen)))
+    params = {"stream": "true", "starting_after": seen[-2][1]}
+    with upstream.stream("GET", f"/responses/{read[0]['response']['id']}", params=params, timeout=5) as events:
         assert [e["type"] for e in events] == ["response.completed"]
 
 

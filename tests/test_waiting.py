@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.engines.base import Poll, UpstreamTransient
-from app.waiting import (
-    FINAL_STATUS_OUTCOMES,
-    TIMEOUT_OUTCOME,
-    UNEXPECTED_OUTCOME,
-    PollSchedule,
-    WaitResult,
-    outcome_of,
-    wait_for_run,
-)
+from app.api.outcomes import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME, UNEXPECTED_OUTCOME, outcome_of
+from app.contract import Poll, UpstreamTransient
+from app.waiting import MIN_DELAY_SECONDS, PollSchedule, WaitResult, wait_for_run
 
 
 class FakeTime:
@@ -27,6 +20,7 @@ class FakeTime:
         return self.now
 
     def sleep(self, seconds):
+        assert len(self.sleeps) < 10_000, "a tight loop: the clock does not move"
         self.sleeps.append(seconds)
         self.now += seconds
 
@@ -145,3 +139,46 @@ def test_failed_without_last_error_says_unknown_error():
 def test_timeout_row():
     outcome, error = outcome_of(WaitResult({"id": "r", "status": "in_progress"}, True, 5, 0, 60), 60)
     assert outcome is TIMEOUT_OUTCOME and error == "Run timeout exceeded 60 seconds"
+
+
+@pytest.mark.parametrize(
+    "failing", [UpstreamTransient("429", status=429, retry_after=0.0), None], ids=["retry-after-0", "poll-after-0"]
+)
+def test_a_zero_hint_does_not_make_a_tight_loop(failing):
+    time = FakeTime()
+    get_run = scripted([(0, failing or "in_progress")], time, hint=None if failing else 0)
+    result = wait_for_run(get_run, {"id": "run_1", "status": "queued"}, timeout=1, clock=time.clock, sleep=time.sleep)
+    assert result.timed_out
+    assert result.polls <= 1 / MIN_DELAY_SECONDS + 1
+    assert min(time.sleeps[1:-1]) >= MIN_DELAY_SECONDS  # the last sleep is cut to the deadline
+
+
+def test_only_the_first_look_may_be_immediate():
+    time = FakeTime()
+    get_run = scripted([(0, "in_progress"), (1.0, "completed")], time)
+    wait_for_run(
+        get_run,
+        {"id": "run_1", "status": "queued"},
+        timeout=10,
+        clock=time.clock,
+        sleep=time.sleep,
+        schedule=PollSchedule(first_ms=0, max_ms=0, immediate_first_look=True),
+    )
+    assert time.sleeps[0] == 0.0 and set(time.sleeps[1:]) == {MIN_DELAY_SECONDS}
+
+
+def test_a_cancelling_run_is_waited_for_until_cancelled():
+    time = FakeTime()
+    get_run = scripted([(0, "in_progress"), (0.2, "cancelling"), (1.0, "cancelled")], time)
+    seen = []
+
+    def recording():
+        poll = get_run()
+        seen.append(poll.run["status"])
+        return poll
+
+    run = {"id": "run_1", "status": "queued"}
+    result = wait_for_run(recording, run, timeout=10, clock=time.clock, sleep=time.sleep)
+    assert result.run["status"] == "cancelled" and not result.timed_out
+    assert "cancelling" in seen and seen[-1] == "cancelled"
+    assert outcome_of(result, 10) == (FINAL_STATUS_OUTCOMES["cancelled"], "Run was cancelled")

@@ -8,7 +8,7 @@ import json
 
 from flask import Response, g, request
 
-from app.backend import backend
+from app.api import services
 from app.errors import ApiError
 
 REPLAYED_HEADERS = ("Content-Type", "x-should-retry", "openai-poll-after-ms")
@@ -43,7 +43,7 @@ def idempotent(view):
             return view(*args, **kwargs)
         if not 1 <= len(key) <= 255:
             raise ApiError(400, "Idempotency-Key must be 1-255 characters.")
-        b = backend()
+        b = services()
         records = b.records
         fingerprint = _fingerprint()
         claimed = records.claim_idempotency_key(g.user, key, fingerprint, b.settings.run_timeout_seconds + 60)

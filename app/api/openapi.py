@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flask import Blueprint, jsonify
 
-from app.backend import backend
+from app.api import services
 
 DOCUMENT = Path(__file__).with_name("openapi.json")
 
@@ -37,5 +37,5 @@ def document_for(type_names: list[str]) -> dict:
 
 @bp.get("/openapi.json")
 def openapi_json():
-    names = [t.name for t in backend().settings.assistant_types]
+    names = [t.name for t in services().settings.assistant_types]
     return jsonify(document_for(names))

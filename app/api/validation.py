@@ -6,7 +6,7 @@ import re
 
 from flask import request
 
-from app.engines.base import MessagePage
+from app.contract import MessagePage
 from app.errors import bad_request
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -32,13 +32,6 @@ def json_body(allowed: set[str], *, optional: bool = False) -> dict:
     if unknown:
         raise bad_request(f"Unknown field(s): {', '.join(unknown)}. This route takes: {', '.join(sorted(allowed))}.")
     return body
-
-
-def optional_string(body: dict, name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise bad_request(f"'{name}' must be a string.")
-    return value
 
 
 def message_text(content, max_chars: int) -> str:

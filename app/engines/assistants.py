@@ -10,8 +10,8 @@ import warnings
 
 import openai
 
-from app.engines.base import MessagePage, Poll, list_page
-from app.engines.client import quick_client, translated_errors
+from app.contract import MessagePage, Poll, StartedRun, list_page
+from app.engines.client import QUICK_CALL_SECONDS, quick_client, translated_errors
 
 
 def _plain(model) -> dict:
@@ -27,6 +27,7 @@ class AssistantsEngine:
     def __init__(self, client: openai.OpenAI):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
+            self.client = client
             self.threads = client.beta.threads
             self.quick_runs = quick_client(client).beta.threads.runs
 
@@ -63,10 +64,16 @@ class AssistantsEngine:
         listed = raw.http_response.json()
         return list_page(listed["data"], bool(listed["has_more"]))
 
-    def create_run(self, thread_id, assistant, temperature, top_p):
+    def create_run(self, thread_id, assistant, temperature, top_p, timeout: float | None = None):
+        client = self.client
+        if timeout is not None:  # one attempt, bounded: a create that may have been sent is never repeated
+            client = client.with_options(max_retries=0, timeout=max(0.001, timeout))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            runs = client.beta.threads.runs
         run = self._call(
             "create run",
-            self.threads.runs.create,
+            runs.create,
             thread_id,
             assistant_id=assistant.assistant_id,
             temperature=temperature if temperature is not None else openai.omit,
@@ -74,15 +81,30 @@ class AssistantsEngine:
         )
         return _plain(run)
 
-    def get_run(self, thread_id, run_id):
-        raw = self._call("retrieve run", self.quick_runs.with_raw_response.retrieve, run_id, thread_id=thread_id)
+    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, stream=False):
+        """Polled: a run streams only to the client that created it, which the backend does not need."""
+        return StartedRun(self.create_run(thread_id, assistant, temperature, top_p, timeout))
+
+    def get_run(self, thread_id, run_id, timeout: float | None = None):
+        raw = self._call(
+            "retrieve run",
+            self.quick_runs.with_raw_response.retrieve,
+            run_id,
+            thread_id=thread_id,
+            timeout=_quick(timeout),
+        )
         hint = raw.headers.get("openai-poll-after-ms")
         # The upstream's JSON already has the run's shape; the SDK's models would only cost time.
         return Poll(raw.http_response.json(), int(hint) if hint and hint.isdigit() else None)
 
-    def watch_run(self, thread_id, run_id, timeout):
-        """None: Assistants v2 streams a run only from its creation, so an existing run is polled."""
-        return None
+    def cancel_run(self, thread_id, run_id, timeout: float | None = None):
+        run = self._call("cancel run", self.quick_runs.cancel, run_id, thread_id=thread_id, timeout=_quick(timeout))
+        return _plain(run)
 
-    def cancel_run(self, thread_id, run_id):
-        return _plain(self._call("cancel run", self.quick_runs.cancel, run_id, thread_id=thread_id))
+    def close_open_calls(self, thread_id, run, timeout):
+        """False: a run in `requires_action` holds its thread until it is cancelled (or expires)."""
+        return False
+
+
+def _quick(timeout: float | None) -> float:
+    return min(QUICK_CALL_SECONDS, max(0.001, timeout)) if timeout is not None else QUICK_CALL_SECONDS

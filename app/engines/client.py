@@ -12,7 +12,14 @@ import logging
 import httpx2
 import openai
 
-from app.engines.base import UpstreamBusy, UpstreamConfigError, UpstreamNotFound, UpstreamRejected, UpstreamTransient
+from app.contract import (
+    UpstreamBusy,
+    UpstreamConfigError,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRejected,
+    UpstreamTransient,
+)
 from app.redaction import redact
 from app.settings import Settings
 
@@ -24,18 +31,21 @@ OFFLINE_LABEL = "[offline upstream]"
 QUICK_CALL_SECONDS = 2.0
 
 
-def make_client(settings: Settings) -> openai.OpenAI:
+def offline_transport() -> httpx2.WSGITransport:
+    """The in-process offline upstream; the SDK and the lean client must share one."""
+    from fake_openai import create_fake_app
+
+    return httpx2.WSGITransport(app=create_fake_app(default_duration=1.0, label=OFFLINE_LABEL))
+
+
+def make_client(settings: Settings, offline: httpx2.WSGITransport | None = None) -> openai.OpenAI:
     """The SDK client for the configured upstream (the in-process offline one included)."""
     options = dict(max_retries=2, timeout=httpx2.Timeout(settings.upstream_timeout_seconds, connect=5.0))
     if settings.offline:
-        from fake_openai import create_fake_app
-
-        fake = create_fake_app(default_duration=1.0, label=OFFLINE_LABEL)
-        transport = httpx2.WSGITransport(app=fake)
         return openai.OpenAI(
             api_key="offline",
             base_url="http://offline.invalid/v1",
-            http_client=httpx2.Client(transport=transport),
+            http_client=httpx2.Client(transport=offline or offline_transport()),
             **options,
         )
     # Few idle connections: the pool checks each one before every request, so a large
@@ -69,31 +79,48 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return None
 
 
+# Transport errors after which the request surely did not reach the upstream.
+NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.UnsupportedProtocol)
+
+
+def _marked(exc: UpstreamError, maybe_sent: bool) -> UpstreamError:
+    exc.maybe_sent = maybe_sent
+    return exc
+
+
 @contextlib.contextmanager
 def translated_errors(what: str):
-    """Turn SDK exceptions raised inside into the engine's own errors."""
+    """Turn SDK exceptions raised inside into the engine's own errors, with `maybe_sent`
+    (False only when the upstream surely did not act: never sent, or refused with a 4xx)."""
     try:
         yield
-    except openai.APITimeoutError:
-        raise UpstreamTransient(f"{what}: the upstream did not answer in time") from None
-    except openai.APIConnectionError:
-        raise UpstreamTransient(f"{what}: could not reach the upstream") from None
+    except openai.APITimeoutError as exc:
+        sent = not isinstance(exc.__cause__, NOT_SENT)
+        raise _marked(UpstreamTransient(f"{what}: the upstream did not answer in time"), sent) from None
+    except openai.APIConnectionError as exc:
+        sent = not isinstance(exc.__cause__, NOT_SENT)
+        raise _marked(UpstreamTransient(f"{what}: could not reach the upstream"), sent) from None
     except openai.APIStatusError as exc:
-        status = exc.status_code
-        message = _upstream_message(exc)
-        code = (exc.body or {}).get("code") if isinstance(exc.body, dict) else None
-        if status == 429 or status >= 500:
-            raise UpstreamTransient(
-                f"{what}: upstream {status}: {message}", status=status, retry_after=_retry_after(exc)
-            ) from None
-        if status in (401, 403):
-            log.error("%s: upstream rejected the key or permissions (%s): %s", what, status, message)
-            raise UpstreamConfigError(f"{what}: upstream {status}", status=status) from None
-        if status == 404:
-            if "assistant" in message.lower():
-                log.error("%s: upstream does not know the configured assistant: %s", what, message)
-                raise UpstreamConfigError(f"{what}: unknown assistant", status=status) from None
-            raise UpstreamNotFound(f"{what}: {message}", status=status) from None
-        if code == "conversation_locked" or "while a run" in message or "already has an active run" in message:
-            raise UpstreamBusy(message, status=status) from None
-        raise UpstreamRejected(f"{what}: {message}", status=status) from None
+        error = _translated_status(what, exc)
+        error.param = exc.body.get("param") if isinstance(exc.body, dict) else None
+        raise _marked(error, exc.status_code >= 500) from None
+
+
+def _translated_status(what: str, exc: openai.APIStatusError) -> UpstreamError:
+    status = exc.status_code
+    message = _upstream_message(exc)
+    code = (exc.body or {}).get("code") if isinstance(exc.body, dict) else None
+    if status == 429 or status >= 500:
+        return UpstreamTransient(f"{what}: upstream {status}: {message}", status=status, retry_after=_retry_after(exc))
+    if status in (401, 403):
+        log.error("%s: upstream rejected the key or permissions (%s): %s", what, status, message)
+        return UpstreamConfigError(f"{what}: upstream {status}", status=status)
+    if status == 404:
+        if "assistant" in message.lower():
+            log.error("%s: upstream does not know the configured assistant: %s", what, message)
+            return UpstreamConfigError(f"{what}: unknown assistant", status=status)
+        return UpstreamNotFound(f"{what}: {message}", status=status)
+    # Responses: HTTP 400 `conversation_locked` (param `conversation`); Assistants: a 400 in words.
+    if code == "conversation_locked" or "while a run" in message or "already has an active run" in message:
+        return UpstreamBusy(message, status=status)
+    return UpstreamRejected(f"{what}: {message}", status=status)

@@ -8,20 +8,39 @@ the Assistants v2 shapes here, once.
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import time
 
-import httpx2
 import openai
 
-from app.engines.base import MessagePage, Poll, UpstreamError, UpstreamNotFound, UpstreamTransient, list_page
-from app.engines.client import quick_client, translated_errors
+from app.contract import (
+    MessagePage,
+    Poll,
+    StartedRun,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRejected,
+    UpstreamTransient,
+    list_page,
+)
+from app.engines.client import QUICK_CALL_SECONDS, translated_errors
+from app.engines.upstream_http import UpstreamHTTP
+
+log = logging.getLogger("app.upstream")
 
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "incomplete", "requires_action"})
+# `error` is terminal too; it says nothing of the response, so a look follows it.
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
-# A silent stream is reopened after this long, so that a wait never outlives its deadline by more.
+# The events that name a new response, first on its creation stream.
+NAMING_EVENTS = frozenset({"response.created", "response.queued", "response.in_progress"}) | TERMINAL_EVENTS
+# Each read of a stream waits at most this long, so that a wait never outlives its deadline
+# by more; a silent stream is then resumed (OpenAI sends a keepalive only every ~30 s).
 STREAM_READ_SECONDS = 5.0
 STREAM_ATTEMPTS = 30
+# At most this many items per POST /conversations/{id}/items (the spec's maxItems).
+MAX_ITEMS_PER_POST = 20
+NOT_CARRIED_OUT = "This function call was not carried out: this backend does not run functions."
+CREATE_SECONDS = 10.0
 
 
 def _json(raw) -> dict:
@@ -117,17 +136,20 @@ def _run(response: dict, thread_id: str) -> dict:
 
 
 class ResponsesEngine:
-    """Threads, messages and runs on the Responses and Conversations APIs."""
+    """Threads, messages and runs on the Responses and Conversations APIs.
+
+    Runs go through the lean client `upstream` (no retries, a timeout per call);
+    threads and messages through the SDK.
+    """
 
     name = "responses"
     # Conversation items carry no creation time or run, and can't be listed
     # `before` an item or by run: the backend's record fills those in.
     full_message_lists = False
 
-    def __init__(self, client: openai.OpenAI):
+    def __init__(self, client: openai.OpenAI, upstream: UpstreamHTTP | None = None):
         self.conversations = client.conversations
-        self.responses = client.responses
-        self.quick_responses = quick_client(client).responses
+        self.upstream = upstream or UpstreamHTTP(str(client.base_url), client.api_key)
 
     def create_thread(self, messages, metadata):
         with translated_errors("create thread"):
@@ -185,22 +207,61 @@ class ResponsesEngine:
         data = data[: page.limit]
         return list_page(data, more)
 
-    def create_run(self, thread_id, assistant, temperature, top_p):
-        with translated_errors("create run"):
-            response = _json(
-                self.responses.with_raw_response.create(
-                    model=assistant.model,
-                    instructions=assistant.instructions or openai.omit,
-                    conversation=thread_id,
-                    input=[],
-                    background=True,
-                    store=True,
-                    temperature=temperature if temperature is not None else openai.omit,
-                    top_p=top_p if top_p is not None else openai.omit,
-                    metadata={"assistant_id": assistant.assistant_id or assistant.name},
-                )
-            )
+    def _create_body(self, thread_id, assistant, temperature, top_p) -> dict:
+        body = {
+            "model": assistant.model,
+            "conversation": thread_id,
+            "input": [],
+            "background": True,
+            "store": True,
+            "metadata": {"assistant_id": assistant.assistant_id or assistant.name},
+        }
+        for name, value in (("instructions", assistant.instructions), ("temperature", temperature), ("top_p", top_p)):
+            if value is not None and value != "":
+                body[name] = value
+        return body
+
+    def create_run(self, thread_id, assistant, temperature, top_p, timeout: float = CREATE_SECONDS):
+        body = self._create_body(thread_id, assistant, temperature, top_p)
+        response, _ = self.upstream.post("/responses", body, timeout=timeout, what="create run")
         return _run(response, thread_id)
+
+    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, stream=False):
+        if not stream:
+            return StartedRun(self.create_run(thread_id, assistant, temperature, top_p, timeout))
+        started = time.monotonic()
+        body = self._create_body(thread_id, assistant, temperature, top_p)
+        try:
+            return self._start_streamed(thread_id, {**body, "stream": True}, timeout)
+        except UpstreamRejected as exc:
+            if getattr(exc, "param", None) != "stream":
+                raise
+            log.info("the upstream will not stream a new run (%s); polling instead", exc)
+        left = timeout - (time.monotonic() - started)
+        return StartedRun(self.create_run(thread_id, assistant, temperature, top_p, left))
+
+    def _start_streamed(self, thread_id, body, timeout) -> StartedRun:
+        """Create the response on a stream, and keep that stream open for the wait."""
+        read_seconds = min(timeout, STREAM_READ_SECONDS)
+        watcher = _Watcher(self, thread_id)
+        try:
+            opened = watcher.stack.enter_context(
+                self.upstream.stream("POST", "/responses", body, timeout=read_seconds, what="create run")
+            )
+            watcher.events = iter(opened)
+            for event in watcher.events:
+                watcher.seen = event.get("sequence_number", watcher.seen)
+                if event.get("type") in NAMING_EVENTS:
+                    watcher.run_id = event["response"]["id"]
+                    return StartedRun(_run(event["response"], thread_id), watcher.watch, watcher.close)
+                if event.get("type") == "error":
+                    break
+            error = UpstreamTransient("create run: the stream ended before it named the run")
+            error.maybe_sent = True
+            raise error
+        except BaseException:
+            watcher.close()
+            raise
 
     @staticmethod
     def _checked(response: dict, thread_id: str) -> dict:
@@ -209,12 +270,13 @@ class ResponsesEngine:
             raise UpstreamNotFound(f"No run found with id '{response['id']}'.")
         return _run(response, thread_id)
 
-    def get_run(self, thread_id, run_id):
-        with translated_errors("retrieve run"):
-            raw = self.quick_responses.with_raw_response.retrieve(run_id)
-            response = _json(raw)
+    def get_run(self, thread_id, run_id, timeout: float | None = None):
+        response, headers = self.upstream.get(
+            f"/responses/{run_id}", timeout=timeout or QUICK_CALL_SECONDS, what="retrieve run"
+        )
         run = self._checked(response, thread_id)
-        hint = raw.headers.get("openai-poll-after-ms")
+        # Not sent by the Responses API today (only on Assistants runs); read in case it comes.
+        hint = headers.get("openai-poll-after-ms")
         return self._poll(run, response, thread_id, int(hint) if hint and hint.isdigit() else None)
 
     @staticmethod
@@ -228,54 +290,98 @@ class ResponsesEngine:
             )
         return Poll(run, hint, produced)
 
-    def watch_run(self, thread_id, run_id, timeout):
-        """Block on the response's event stream until it ends, resuming after drops.
+    def cancel_run(self, thread_id, run_id, timeout: float | None = None):
+        """Cancel a queued or running response (one that has ended is a 400 upstream)."""
+        self.get_run(thread_id, run_id, timeout)
+        cancelled, _ = self.upstream.post(
+            f"/responses/{run_id}/cancel", timeout=timeout or QUICK_CALL_SECONDS, what="cancel run"
+        )
+        return _run(cancelled, thread_id)
 
-        None when the stream cannot tell (refused, closed without an end, or the
-        time is up): the caller then looks with `get_run`.
+    def close_open_calls(self, thread_id, run, timeout):
+        """Answer every function call of the run with an output saying it was not carried out.
+
+        Such a response is `completed` upstream (cancelling it is a 400), and its calls
+        block the conversation until each has a `function_call_output`.
         """
         deadline = time.monotonic() + timeout
-        seen = 0
+        calls = ((run.get("required_action") or {}).get("submit_tool_outputs") or {}).get("tool_calls") or []
+        items = [{"type": "function_call_output", "call_id": c["id"], "output": NOT_CARRIED_OUT} for c in calls]
+        for start in range(0, len(items), MAX_ITEMS_PER_POST):
+            self.upstream.post(
+                f"/conversations/{thread_id}/items",
+                {"items": items[start : start + MAX_ITEMS_PER_POST]},
+                timeout=max(0.05, min(QUICK_CALL_SECONDS, deadline - time.monotonic())),
+                what="close function calls",
+            )
+        return True
+
+
+class _Watcher:
+    """Reads a response's events from its creation stream until the response ends."""
+
+    def __init__(self, engine: ResponsesEngine, thread_id: str):
+        self.engine = engine
+        self.thread_id = thread_id
+        self.run_id = None
+        self.events = None
+        self.seen: int | None = None  # the last sequence_number read
+        self.stack = contextlib.ExitStack()
+
+    def close(self) -> None:
+        self.stack.close()
+        self.events = None
+
+    def watch(self, timeout: float) -> Poll | None:
+        """The run once it has ended, or None when the stream cannot tell in `timeout` seconds.
+
+        After a drop or a silence the stream is resumed after the last event read; a
+        stream that ends without a terminal event means one look with a GET.
+        """
+        deadline = time.monotonic() + timeout
         for _ in range(STREAM_ATTEMPTS):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
             try:
-                with translated_errors("stream run"):
-                    ended, seen, closed = self._read_stream(run_id, seen, deadline, min(remaining, STREAM_READ_SECONDS))
+                if self.events is None:
+                    self._resume(min(remaining, STREAM_READ_SECONDS))
+                ended = self._read(deadline)
+                if ended is not None:
+                    return ended
+                if time.monotonic() >= deadline:
+                    return None
+                looked = self.engine.get_run(self.thread_id, self.run_id, min(QUICK_CALL_SECONDS, remaining))
+                if looked.run["status"] in FINAL_STATUSES:
+                    return looked
             except UpstreamTransient:
-                continue  # dropped or silent: resume after the last event seen
-            except UpstreamError:
+                pass  # dropped or silent: resume after the last event read
+            except UpstreamError as exc:
+                log.info("run %s: the stream cannot go on (%s); polling", self.run_id, exc)
                 return None
-            if ended is not None:
-                return self._poll(self._checked(ended, thread_id), ended, thread_id)
-            if closed:
-                return None
+            finally:
+                self.close()
         return None
 
-    def _read_stream(self, run_id, seen, deadline, read_seconds):
-        """The final response if the stream tells it, the last sequence number, and whether it closed by itself."""
-        try:
-            with self.quick_responses.with_streaming_response.retrieve(
-                run_id,
-                stream=True,
-                starting_after=seen or openai.omit,
-                timeout=httpx2.Timeout(read_seconds, connect=5.0),
-            ) as stream:
-                for line in stream.iter_lines():
-                    if line.startswith("data:"):
-                        event = json.loads(line[5:])
-                        seen = event.get("sequence_number", seen)
-                        if event.get("type") in TERMINAL_EVENTS:
-                            return event["response"], seen, False
-                    if time.monotonic() >= deadline:
-                        return None, seen, False
-        except httpx2.TransportError as exc:
-            raise UpstreamTransient(f"stream run: {exc.__class__.__name__}") from None
-        return None, seen, True
+    def _resume(self, read_seconds: float) -> None:
+        params = {"stream": "true"}
+        if self.seen is not None:
+            params["starting_after"] = self.seen
+        opened = self.stack.enter_context(
+            self.engine.upstream.stream(
+                "GET", f"/responses/{self.run_id}", params=params, timeout=read_seconds, what="stream run"
+            )
+        )
+        self.events = iter(opened)
 
-    def cancel_run(self, thread_id, run_id):
-        with translated_errors("retrieve run"):
-            self._checked(_json(self.quick_responses.with_raw_response.retrieve(run_id)), thread_id)
-        with translated_errors("cancel run"):
-            return _run(_json(self.quick_responses.with_raw_response.cancel(run_id)), thread_id)
+    def _read(self, deadline: float) -> Poll | None:
+        """The ended run if the stream tells it before it closes or the deadline passes."""
+        for event in self.events:
+            self.seen = event.get("sequence_number", self.seen)
+            kind = event.get("type")
+            if kind in TERMINAL_EVENTS:
+                response = event["response"]
+                return self.engine._poll(self.engine._checked(response, self.thread_id), response, self.thread_id)
+            if kind == "error" or time.monotonic() >= deadline:
+                return None  # unknown types (keepalive) are skipped
+        return None

@@ -32,8 +32,8 @@ from collections.abc import Iterator
 import httpx2
 import openai
 
-from app.engines.base import UpstreamError, UpstreamTransient
-from app.engines.client import OFFLINE_LABEL, translated_errors
+from app.contract import UpstreamError, UpstreamTransient
+from app.engines.client import offline_transport, translated_errors
 from app.redaction import redact
 from app.settings import Settings
 
@@ -202,13 +202,10 @@ def _marked(exc: UpstreamError, maybe_sent: bool) -> UpstreamError:
     return exc
 
 
-def make_upstream(settings: Settings) -> UpstreamHTTP:
-    """The client for the configured upstream (the in-process offline one included)."""
+def make_upstream(settings: Settings, offline: httpx2.WSGITransport | None = None) -> UpstreamHTTP:
+    """The client for the configured upstream; `offline`: the transport the SDK client uses offline."""
     if settings.offline:
-        from fake_openai import create_fake_app
-
-        fake = create_fake_app(default_duration=1.0, label=OFFLINE_LABEL)
-        return UpstreamHTTP("http://offline.invalid/v1", "offline", transport=httpx2.WSGITransport(app=fake))
+        return UpstreamHTTP("http://offline.invalid/v1", "offline", transport=offline or offline_transport())
     return UpstreamHTTP(
         settings.openai_base_url or DEFAULT_BASE_URL, settings.openai_api_key or "unused-local-upstream"
     )

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
-from app.db import idempotency, messages, runs, threads
-from app.engines.base import MessagePage, list_page
-from app.waiting import ACTIVE_STATUSES
+from app.contract import ACTIVE_STATUSES, MessagePage, list_page
+from app.store.db import idempotency, messages, runs, threads
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
+class RecordedRun(NamedTuple):
+    """A run's last recorded snapshot, and whether the run had ended then."""
+
+    run: dict
+    final: bool
 
 
 class Records:
@@ -111,11 +118,11 @@ class Records:
                 )
             )
 
-    def run(self, run_id: str) -> tuple[dict, bool] | None:
+    def run(self, run_id: str) -> RecordedRun | None:
         """The recorded snapshot of a run and whether it was final."""
         with self.db.connect() as conn:
             row = conn.execute(sa.select(runs.c.snapshot, runs.c.finished_at).where(runs.c.id == run_id)).first()
-        return None if row is None else (json.loads(row.snapshot), row.finished_at is not None)
+        return None if row is None else RecordedRun(json.loads(row.snapshot), row.finished_at is not None)
 
     # messages
 

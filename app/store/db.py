@@ -62,7 +62,7 @@ idempotency = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def _enable_sqlite_wal(dbapi_connection, _record):
@@ -85,9 +85,14 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_size=10, max_overflow=50, pool_pre_ping=True)
 
 
-def upgrade(url: str) -> None:
-    """Apply every Alembic migration to the database at `url`."""
+def alembic_config(url: str | None = None, connection: sa.Connection | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["database_url"] = url
-    command.upgrade(config, "head")
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(url: str, connection: sa.Connection | None = None) -> None:
+    """Apply every Alembic migration to the database at `url`, through `connection` when given."""
+    command.upgrade(alembic_config(url, connection), "head")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.errors import bad_request
+
+class AssistantTypeError(ValueError):
+    """A run request names no usable assistant type; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -28,26 +30,28 @@ def resolve(types: tuple[AssistantType, ...], fixed: str | None, type_name, assi
     configured = ", ".join(t.name for t in types)
     for field, value in (("assistant_type", type_name), ("assistant_id", assistant_id)):
         if value is not None and not isinstance(value, str):
-            raise bad_request(f"'{field}' must be a string.")
+            raise AssistantTypeError(f"'{field}' must be a string.")
     chosen = None
     if type_name is not None:
         chosen = next((t for t in types if t.name == type_name.lower()), None)
         if chosen is None:
-            raise bad_request(f"Unknown assistant type '{type_name}'. Configured types: {configured}.")
+            raise AssistantTypeError(f"Unknown assistant type '{type_name}'. Configured types: {configured}.")
     if assistant_id is not None:
         by_id = next((t for t in types if assistant_id in (t.name, t.assistant_id)), None)
         if by_id is None:
-            raise bad_request(f"Unknown assistant '{assistant_id}'. Configured types: {configured}.")
+            raise AssistantTypeError(f"Unknown assistant '{assistant_id}'. Configured types: {configured}.")
         if chosen is not None and chosen is not by_id:
-            raise bad_request(f"'assistant_id' names type '{by_id.name}' but 'assistant_type' is '{chosen.name}'.")
+            raise AssistantTypeError(
+                f"'assistant_id' names type '{by_id.name}' but 'assistant_type' is '{chosen.name}'."
+            )
         chosen = by_id
     if fixed is not None:
         url_type = next(t for t in types if t.name == fixed)
         if chosen is not None and chosen is not url_type:
-            raise bad_request(f"This route serves assistant type '{fixed}', but the body names '{chosen.name}'.")
+            raise AssistantTypeError(f"This route serves assistant type '{fixed}', but the body names '{chosen.name}'.")
         return url_type
     if chosen is None:
         if len(types) == 1:
             return types[0]
-        raise bad_request(f"'assistant_type' is required. Configured types: {configured}.")
+        raise AssistantTypeError(f"'assistant_type' is required. Configured types: {configured}.")
     return chosen

@@ -1,22 +1,28 @@
-"""The per-process parts the views share: settings, engine, records, poll schedule, capacity."""
+"""The per-process services the views share: settings, engine, record, poll schedule, capacity."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from flask import current_app
-
-from app.db import make_engine
 from app.engines.assistants import AssistantsEngine
-from app.engines.client import make_client
+from app.engines.base import Engine
+from app.engines.client import make_client, offline_transport
 from app.engines.responses import ResponsesEngine
+from app.engines.upstream_http import make_upstream
 from app.pacing import LookBudget
-from app.records import Records
 from app.settings import Settings
+from app.store.db import make_engine
+from app.store.records import Records
 from app.waiting import PollSchedule
 
-ENGINES = {"assistants": AssistantsEngine, "responses": ResponsesEngine}
+
+def make_engine_for(settings: Settings):
+    """The configured engine; runs on the Responses API go through the lean client."""
+    offline = offline_transport() if settings.offline else None
+    if settings.engine == "responses":
+        return ResponsesEngine(make_client(settings, offline), make_upstream(settings, offline))
+    return AssistantsEngine(make_client(settings, offline))
 
 
 class Capacity:
@@ -40,17 +46,17 @@ class Capacity:
 
 
 @dataclass
-class Backend:
+class Services:
     """What a request needs beyond itself; one per process."""
 
     settings: Settings
-    engine: object
+    engine: Engine
     records: Records
     schedule: PollSchedule
-    capacity: Capacity = field(default_factory=lambda: Capacity(0))
+    capacity: Capacity
 
 
-def build_backend(settings: Settings) -> Backend:
+def build_services(settings: Settings) -> Services:
     """Wire the engine, the database and the wait strategy from the settings."""
     if settings.wait_strategy == "fixed":
         schedule = PollSchedule.fixed(1000)
@@ -58,15 +64,10 @@ def build_backend(settings: Settings) -> Backend:
         schedule = PollSchedule(first_ms=settings.poll_first_ms, max_ms=settings.poll_max_ms)
     if settings.poll_budget:
         schedule = replace(schedule, pace=LookBudget(settings.poll_budget).delay)
-    return Backend(
+    return Services(
         settings=settings,
-        engine=ENGINES[settings.engine](make_client(settings)),
+        engine=make_engine_for(settings),
         records=Records(make_engine(settings.database_url)),
         schedule=schedule,
         capacity=Capacity(settings.max_inflight_runs),
     )
-
-
-def backend() -> Backend:
-    """The backend of the current app."""
-    return current_app.extensions["backend"]

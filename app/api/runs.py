@@ -1,0 +1,111 @@
+"""Runs: `POST /threads/<id>/runs` answers when the run has ended; retrieve and cancel.
+
+Under `/api/assistants/<type>` the blueprint is registered with the type as a
+URL default, which `take_url_type` moves to `g.url_assistant_type`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, g, jsonify
+
+from app import runs
+from app.api import authenticate_caller, services
+from app.api import validation as v
+from app.api.idempotency import idempotent
+from app.api.outcomes import TIMEOUT_OUTCOME, outcome_of
+from app.assistant_types import AssistantTypeError, resolve
+from app.errors import NO_RETRY, ApiError
+from app.ratelimit import run_limit
+
+RUN_FIELDS = {"assistant_type", "assistant_id", "temperature", "top_p", "stream", "metadata"}
+
+bp = Blueprint("runs", __name__)
+
+
+@bp.before_request
+def note_arrival():
+    """A run's deadline starts when its request arrives, before any check or upstream call."""
+    g.arrived = time.monotonic()
+
+
+bp.before_request(authenticate_caller)
+
+
+@bp.url_value_preprocessor
+def take_url_type(_endpoint, values):
+    """The assistant type the URL fixes, if this registration has one."""
+    g.url_assistant_type = (values or {}).pop("assistant_type", None)
+
+
+def _unconfirmed() -> ApiError:
+    return ApiError(
+        504,
+        "The upstream did not confirm the run in time; it may still be running. The thread stays busy "
+        "until it would have ended; read its messages later.",
+        headers=NO_RETRY,
+    )
+
+
+def _no_room() -> ApiError:
+    return ApiError(
+        503, "This server has no room for another waiting run; try again shortly.", headers={"Retry-After": "1"}
+    )
+
+
+@bp.post("/threads/<thread_id>/runs")
+@run_limit
+@idempotent
+def create_run(thread_id):
+    s = services()
+    thread_id = v.checked_id(thread_id, "thread")
+    body = v.json_body(RUN_FIELDS)
+    if body.get("stream"):
+        raise v.bad_request("'stream' is not supported: this backend answers when the run has ended.")
+    v.metadata(body.get("metadata"), s.settings.max_metadata_pairs)
+    try:
+        assistant = resolve(
+            s.settings.assistant_types, g.url_assistant_type, body.get("assistant_type"), body.get("assistant_id")
+        )
+    except AssistantTypeError as exc:
+        raise v.bad_request(str(exc)) from None
+    temperature = v.number_in_range(body, "temperature", 0, 2)
+    top_p = v.number_in_range(body, "top_p", 0, 1)
+    temperature = assistant.temperature if temperature is None else temperature
+    top_p = assistant.top_p if top_p is None else top_p
+    if not s.capacity.try_take():
+        raise _no_room()
+    try:
+        result = runs.start_and_wait(s, g.user, thread_id, assistant, temperature, top_p, arrived=g.arrived)
+    except runs.DeadlineBeforeStart:
+        seconds = f"{s.settings.run_timeout_seconds:g}"
+        raise ApiError(408, TIMEOUT_OUTCOME.error.format(seconds=seconds), headers=NO_RETRY) from None
+    except runs.CreateUnconfirmed:
+        raise _unconfirmed() from None
+    finally:
+        s.capacity.give_back()
+    outcome, error = outcome_of(result, s.settings.run_timeout_seconds)
+    if error is None:
+        response = jsonify(result.run)
+    else:
+        response = jsonify({"error": error, "runStatus": result.run["status"], "run": result.run})
+        response.headers.update(NO_RETRY)
+    response.status_code = outcome.http_status
+    return response
+
+
+@bp.get("/threads/<thread_id>/runs/<run_id>")
+def get_run(thread_id, run_id):
+    run, poll_after_ms = runs.retrieve(
+        services(), g.user, v.checked_id(thread_id, "thread"), v.checked_id(run_id, "run")
+    )
+    response = jsonify(run)
+    if poll_after_ms is not None:
+        response.headers["openai-poll-after-ms"] = str(poll_after_ms)
+    return response
+
+
+@bp.post("/threads/<thread_id>/runs/<run_id>/cancel")
+def cancel_run(thread_id, run_id):
+    return jsonify(runs.cancel(services(), g.user, v.checked_id(thread_id, "thread"), v.checked_id(run_id, "run")))

@@ -1,0 +1,90 @@
+"""The shapes and statuses that the engines, the record, the waiter and the views share.
+
+Engines translate upstream objects into these once, at their boundary; nothing
+here knows of Flask, HTTP answers or the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# A run in one of these has not ended yet.
+ACTIVE_STATUSES = frozenset({"queued", "in_progress", "cancelling"})
+
+
+class UpstreamError(Exception):
+    """An upstream call failed; subclasses say how the caller should react."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class UpstreamTransient(UpstreamError):
+    """Timeout, connection error, 429 or 5xx: worth trying again later."""
+
+
+class UpstreamConfigError(UpstreamError):
+    """The upstream rejected our key or configuration (401, 403, unknown assistant)."""
+
+
+class UpstreamNotFound(UpstreamError):
+    """The thread, message or run does not exist upstream."""
+
+
+class UpstreamBusy(UpstreamError):
+    """The thread already has an active run (Assistants 400, `conversation_locked`)."""
+
+
+class UpstreamRejected(UpstreamError):
+    """Any other 4xx: the upstream refused the request as made."""
+
+
+@dataclass(frozen=True)
+class Poll:
+    """One look at a run: its contract-shaped dict, the upstream's pacing hint, and
+    the messages it produced when the engine learns them with the run itself."""
+
+    run: dict
+    poll_after_ms: int | None = None
+    messages: tuple = ()
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    """Arguments of a message list, already validated."""
+
+    limit: int = 20
+    order: str = "desc"
+    after: str | None = None
+    before: str | None = None
+    run_id: str | None = None
+
+
+def list_page(data: list[dict], has_more: bool) -> dict:
+    """A list answer in the Assistants shape, its cursors taken from the data."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """A run just created: its first snapshot and, when its creation opened an event
+    stream, `watch(timeout)` that reads on until the run ends (None when it cannot tell) and
+    `close()` that lets it go."""
+
+    run: dict
+    watch: Callable[[float], Poll | None] | None = None
+    close: Callable[[], None] = lambda: None
+
+
+def maybe_sent(exc: UpstreamError) -> bool:
+    """Whether the failed request may have reached the upstream (see engines/upstream_http)."""
+    return getattr(exc, "maybe_sent", True)
