@@ -37,6 +37,6 @@ def take(dest: Path) -> dict:
 
 def wait_strategies(code: Path) -> set[str] | None:
     """The WAIT_STRATEGY values the code under test accepts; None when it does not say."""
-    probe = "from app.settings import WAIT_STRATEGIES; print(','.join(WAIT_STRATEGIES))"
+    probe = "from app.environment import WAIT_STRATEGY; print(','.join(WAIT_STRATEGY.choices))"
     done = subprocess.run([sys.executable, "-c", probe], cwd=code, capture_output=True, text=True)
     return set(done.stdout.strip().split(",")) if done.returncode == 0 and done.stdout.strip() else None
