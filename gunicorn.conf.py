@@ -12,6 +12,7 @@ import math
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -182,11 +183,35 @@ def _raise_open_files(server):
             server.log.warning("open files limited to %d; %d runs per worker need about %d", hard, width, needed)
 
 
+# The app's own configuration, checked once before any worker is forked, in a child process (the
+# master never imports the app). Left to the workers, an error would make them all exit with 3
+# at once, and gunicorn's halt on the second such exit ends the master with status 1 instead.
+_CHECK_APP = """
+from app.environment import ConfigError
+from app.settings import load_settings
+try:
+    load_settings()
+except ConfigError as error:
+    print(f"configuration error: {error}")
+    raise SystemExit(3)
+"""
+
+
+def _check_app_settings():
+    here = Path(__file__).resolve().parent
+    env = {k: v for k, v in _env.items() if v is not None}
+    done = subprocess.run([sys.executable, "-c", _CHECK_APP], cwd=here, env=env, capture_output=True, text=True)
+    if done.returncode == 3:
+        print(done.stdout.strip(), file=sys.stderr, flush=True)
+        raise SystemExit(3)
+
+
 def on_starting(server):
     """Refuse an unsafe configuration; prepare what the workers inherit."""
     refusal = _refusal(server.cfg)
     if refusal:
         _refuse(refusal)
+    _check_app_settings()
     _export_threads(server.cfg)
     _prepare_metrics_dir()
     _raise_open_files(server)

@@ -11,25 +11,32 @@ from bench.targets import label, verdicts
 # phases and the seed's algorithm (a look every 1 s); lag p50 / p99 in ms, calls per run (per run-second).
 ANCHORS = {
     "seed (Express)": {
-        "lag": "477 / 1001",
+        "lag": "477-479 / 995-1001",
         "calls": "10.7 (1.29)",
-        "overhead": "+1.7",
-        "width": "2,000 at 179 MB",
-        "gave": "3,000-4,000: event loop busy, listen queue overflow",
+        "overhead": "+1.7 / +1.81",
+        "width": "2,000 at 179-207 MB",
+        "gave": "3,000-4,000: event loop busy, listen queue overflow, resets",
     },
-    "naive Flask 1x64": {
+    "naive Flask 1x64 gthread": {
         "lag": "454 / 998",
         "calls": "10.6 (1.28)",
         "overhead": "+3.8",
         "width": "64 at 116 MB",
         "gave": "100: every thread busy, the rest queued",
     },
-    "naive Flask 4x64": {
-        "lag": "455 / 990",
-        "calls": "10.7 (1.29)",
-        "overhead": "+4.6",
-        "width": "100-160 at ~360 MB",
-        "gave": "uneven spread over workers",
+    "before: 2 gthread x 32, as shipped": {
+        "lag": "481 / 981",
+        "calls": "10.46 (1.26)",
+        "overhead": "+6.34",
+        "width": "< 100",
+        "gave": "503 from ~50 waiting runs",
+    },
+    "before: 1 gevent worker": {
+        "lag": "",
+        "calls": "",
+        "overhead": "+6.26",
+        "width": "250 at 148 MB",
+        "gave": "500: one core saturated",
     },
 }
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
@@ -45,8 +52,8 @@ def _seconds(ms: dict) -> str:
     return f"{ms['p50'] / 1000:.2f} / {ms['p99'] / 1000:.2f}"
 
 
-def _width_cell(m: dict) -> tuple[str, str]:
-    width = m.get("width")
+def _width_cell(m: dict, key: str = "width") -> tuple[str, str]:
+    width = m.get(key)
     if not width:
         return "not measured", ""
     steps = {s["n"]: s for s in width["steps"]}
@@ -65,7 +72,7 @@ def summary_table(results: dict) -> str:
     """One column per measured strategy and worker, then the anchors."""
     measured = results["measured"]
     head = ["", *(label(m) for m in measured), *(f"anchor: {a}" for a in ANCHORS)]
-    rows = {key: [] for key in ("lag", "tail", "calls", "overhead", "width", "gave")}
+    rows = {key: [] for key in ("lag", "tail", "calls", "overhead", "width", "gave", "width_full", "gave_full")}
     for m in measured:
         lag = m.get("lag", {}).get("lag_ms", {})
         calls = m.get("lag", {}).get("calls", {})
@@ -76,6 +83,8 @@ def summary_table(results: dict) -> str:
         rows["overhead"].append("n/a" if over is None else f"{over:+.1f}")
         rows["width"].append(_width_cell(m)[0])
         rows["gave"].append(_width_cell(m)[1])
+        rows["width_full"].append(_width_cell(m, "width_full")[0])
+        rows["gave_full"].append(_width_cell(m, "width_full")[1])
     for anchor in ANCHORS.values():
         rows["lag"].append(anchor["lag"])
         rows["tail"].append("")
@@ -83,13 +92,17 @@ def summary_table(results: dict) -> str:
         rows["overhead"].append(anchor["overhead"])
         rows["width"].append(anchor["width"])
         rows["gave"].append(anchor["gave"])
+        rows["width_full"].append("")
+        rows["gave_full"].append("")
     names = {
         "lag": "lag p50 / p99 (ms)",
         "tail": "lag p95 / max (ms)",
         "calls": "upstream calls per run (per run-second)",
         "overhead": "pass-through overhead p50 (ms)",
-        "width": "width: simultaneous waiting runs, no error",
+        "width": "width: simultaneous waiting runs (threads made before the step)",
         "gave": "what gave next",
+        "width_full": "width, the full flow inside the step",
+        "gave_full": "what gave next (full flow)",
     }
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += [f"| {names[key]} | " + " | ".join(cells) + " |" for key, cells in rows.items()]
