@@ -15,7 +15,7 @@ STRATEGIES: dict[str, dict[str, str]] = {
 BASELINE = "fixed"
 
 # How the backend is served: "shipped" is gunicorn.conf.py as it is, with no tuning variables
-# and no command-line options (what the issue measures); "gthread" and "gevent" are experiments
+# and no command-line options (the deployment as shipped); "gthread" and "gevent" are experiments
 # with one worker of that class sized by the plan (threads, worker_connections).
 WORKERS = ("shipped", "gthread", "gevent")
 # Width variants: "prepared" makes each run's thread and message before the step, so the step is
@@ -48,7 +48,7 @@ class Plan:
     # requests (app/settings.py inflight_limit), so 2,400 threads leave room for 2,100 waits.
     threads: int = 2400
     worker_connections: int = 5000
-    backend_workers: int = 1  # the brief's deployment; more only as an experiment
+    backend_workers: int = 1  # one worker in the experiments; more only by option
     extra_env: dict[str, str] = field(default_factory=dict)
     # How long each phase waits for the rest of the machine to fall under 30% of a core.
     quiet_patience_s: float = 90.0
