@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.tools import Tool
+
 
 class AssistantTypeError(ValueError):
     """A run request names no usable assistant type; the message says why."""
@@ -19,6 +21,7 @@ class AssistantType:
     instructions: str | None = None
     temperature: float | None = None
     top_p: float | None = None
+    tools: tuple[Tool, ...] = ()  # server tools, run by the backend
 
 
 def resolve(types: tuple[AssistantType, ...], fixed: str | None, type_name, assistant_id) -> AssistantType:

@@ -110,6 +110,10 @@ POLL_MAX_MS = Number("POLL_MAX_MS", 1000, int, low=1, high=60_000)
 POLL_BUDGET = Number("POLL_BUDGET", 600, int, low=0, high=1_000_000)
 # Its default, min(10, RUN_TIMEOUT_SECONDS / 2), depends on the deadline: see Settings.
 UPSTREAM_TIMEOUT_SECONDS = Number("UPSTREAM_TIMEOUT_SECONDS", 10.0, low=0.1)
+# Model turns of one run that may end in calls of server tools (the OpenAI Agents SDK's default).
+TOOL_MAX_ROUNDS = Number("TOOL_MAX_ROUNDS", 10, int, low=1, high=100)
+# How long a run that asks the client for tool outputs waits for them (as long as Assistants runs wait).
+TOOL_OUTPUTS_TIMEOUT_SECONDS = Number("TOOL_OUTPUTS_TIMEOUT_SECONDS", 600.0, low=1, high=3600)
 AUTH_MODE = Choice("AUTH_MODE", "token", ("none", "token", "jwt"))
 JWT_ALGORITHMS = Text("JWT_ALGORITHMS", "HS256")
 DATABASE_URL = Text("DATABASE_URL", "sqlite:///instance/backend.db")

@@ -21,10 +21,13 @@ from limits import parse_many
 from app import environment as var
 from app.assistant_types import AssistantType
 from app.environment import ConfigError, text
+from app.tools import ToolError, load_tools
 
 OFFLINE = var.OFFLINE
 RATELIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
-_TYPE_VARIABLE = re.compile(r"^ASSISTANT_([A-Z0-9_]+?)_(ID|MODEL|INSTRUCTIONS_FILE|INSTRUCTIONS|TEMPERATURE|TOP_P)$")
+_TYPE_VARIABLE = re.compile(
+    r"^ASSISTANT_([A-Z0-9_]+?)_(ID|MODEL|INSTRUCTIONS_FILE|INSTRUCTIONS|TEMPERATURE|TOP_P|TOOLS)$"
+)
 _TYPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -43,6 +46,8 @@ class Settings:
     poll_max_ms: int = var.POLL_MAX_MS.default
     poll_budget: int = var.POLL_BUDGET.default  # looks at runs per second per process (app/pacing.py); 0: none
     upstream_timeout_seconds: float = var.UPSTREAM_TIMEOUT_SECONDS.default
+    tool_max_rounds: int = var.TOOL_MAX_ROUNDS.default
+    tool_outputs_timeout_seconds: float = var.TOOL_OUTPUTS_TIMEOUT_SECONDS.default
     auth_mode: str = var.AUTH_MODE.default
     api_tokens: dict[str, str] = field(default_factory=dict)  # token -> user
     jwt_key: str | None = None
@@ -129,6 +134,10 @@ def _assistant_types(env) -> tuple[AssistantType, ...]:
         assistant_id = values.get("ID")
         if assistant_id and not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", assistant_id):
             raise ConfigError(f"{prefix}ID: {assistant_id!r} is not an assistant ID")
+        try:
+            tools = load_tools(values.get("TOOLS", ""))
+        except ToolError as exc:
+            raise ConfigError(f"{prefix}TOOLS: {exc}") from None
         types.append(
             AssistantType(
                 name=name,
@@ -137,6 +146,7 @@ def _assistant_types(env) -> tuple[AssistantType, ...]:
                 instructions=instructions,
                 temperature=var.Number(prefix + "TEMPERATURE", None, low=0, high=2).read(env),
                 top_p=var.Number(prefix + "TOP_P", None, low=0, high=1).read(env),
+                tools=tools,
             )
         )
     return tuple(types)
@@ -243,6 +253,8 @@ def load_settings(env=None) -> Settings:
         poll_max_ms=var.POLL_MAX_MS.read(env),
         poll_budget=var.POLL_BUDGET.read(env),
         upstream_timeout_seconds=upstream_timeout,
+        tool_max_rounds=var.TOOL_MAX_ROUNDS.read(env),
+        tool_outputs_timeout_seconds=var.TOOL_OUTPUTS_TIMEOUT_SECONDS.read(env),
         auth_mode=auth_mode,
         api_tokens=tokens,
         jwt_key=jwt_key,

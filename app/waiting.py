@@ -61,6 +61,7 @@ class WaitResult:
     transient_errors: int
     waited: float
     last: Poll | None = None
+    awaits_client: bool = False  # the run stopped for tool calls that its client must answer
 
 
 def wait_for_run(

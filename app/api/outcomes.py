@@ -26,6 +26,8 @@ FINAL_STATUS_OUTCOMES = {
     "expired": Outcome(410, "Run expired"),
     "cancelled": Outcome(400, "Run was cancelled"),
 }
+# A run that stopped for calls of tools its client declared: the client answers them.
+CLIENT_ACTION_OUTCOME = Outcome(200, None)
 TIMEOUT_OUTCOME = Outcome(408, "Run timeout exceeded {seconds} seconds")
 UNEXPECTED_OUTCOME = Outcome(500, "Run ended with unexpected status: {status}")
 
@@ -34,6 +36,8 @@ def outcome_of(result: WaitResult, timeout: float) -> tuple[Outcome, str | None]
     """The table row for a finished wait and its filled-in error message."""
     if result.timed_out:
         return TIMEOUT_OUTCOME, TIMEOUT_OUTCOME.error.format(seconds=f"{timeout:g}")
+    if result.awaits_client:
+        return CLIENT_ACTION_OUTCOME, None
     status = result.run["status"]
     outcome = FINAL_STATUS_OUTCOMES.get(status)
     if outcome is None:

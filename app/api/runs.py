@@ -10,7 +10,7 @@ import time
 
 from flask import Blueprint, g, jsonify
 
-from app import runs
+from app import runs, tools
 from app.api import authenticate_caller, services
 from app.api import validation as v
 from app.api.idempotency import idempotent
@@ -19,7 +19,8 @@ from app.assistant_types import AssistantTypeError, resolve
 from app.errors import NO_RETRY, ApiError
 from app.ratelimit import run_limit
 
-RUN_FIELDS = {"assistant_type", "assistant_id", "temperature", "top_p", "stream", "metadata"}
+RUN_FIELDS = {"assistant_type", "assistant_id", "temperature", "top_p", "stream", "metadata", "tools"}
+SUBMIT_FIELDS = {"tool_outputs", "stream"}
 
 bp = Blueprint("runs", __name__)
 
@@ -70,14 +71,42 @@ def create_run(thread_id):
         )
     except AssistantTypeError as exc:
         raise v.bad_request(str(exc)) from None
+    try:
+        client_tools = tools.client_tools(body.get("tools"), assistant.tools)
+    except tools.ToolError as exc:
+        raise v.bad_request(str(exc)) from None
     temperature = v.number_in_range(body, "temperature", 0, 2)
     top_p = v.number_in_range(body, "top_p", 0, 1)
     temperature = assistant.temperature if temperature is None else temperature
     top_p = assistant.top_p if top_p is None else top_p
+    return _waited(
+        s,
+        lambda: runs.start_and_wait(
+            s, g.user, thread_id, assistant, temperature, top_p, client_tools=client_tools, arrived=g.arrived
+        ),
+    )
+
+
+@bp.post("/threads/<thread_id>/runs/<run_id>/submit_tool_outputs")
+@run_limit
+@idempotent
+def submit_tool_outputs(thread_id, run_id):
+    s = services()
+    thread_id = v.checked_id(thread_id, "thread")
+    run_id = v.checked_id(run_id, "run")
+    body = v.json_body(SUBMIT_FIELDS)
+    if body.get("stream"):
+        raise v.bad_request("'stream' is not supported: this backend answers when the run has ended.")
+    outputs = v.tool_outputs(body.get("tool_outputs"))
+    return _waited(s, lambda: runs.submit_tool_outputs(s, g.user, thread_id, run_id, outputs, arrived=g.arrived))
+
+
+def _waited(s, wait):
+    """Answer a run waited for by `wait()`: the run, or the status table's error."""
     if not s.capacity.try_take():
         raise _no_room()
     try:
-        result = runs.start_and_wait(s, g.user, thread_id, assistant, temperature, top_p, arrived=g.arrived)
+        result = wait()
     except runs.DeadlineBeforeStart:
         seconds = f"{s.settings.run_timeout_seconds:g}"
         raise ApiError(408, TIMEOUT_OUTCOME.error.format(seconds=seconds), headers=NO_RETRY) from None

@@ -95,3 +95,19 @@ def message_page() -> MessagePage:
         raise bad_request("'order' must be 'asc' or 'desc'.")
     cursors = {name: checked_id(args[name], name) if name in args else None for name in ("after", "before", "run_id")}
     return MessagePage(limit=int(raw_limit), order=order, **cursors)
+
+
+def tool_outputs(value, max_outputs: int = 128) -> list[dict]:
+    """`tool_outputs` of a submit: [{"tool_call_id": string, "output": string}, ...]."""
+    if not isinstance(value, list) or not value:
+        raise bad_request('\'tool_outputs\' must be a non-empty array of {"tool_call_id", "output"}.')
+    if len(value) > max_outputs:
+        raise bad_request(f"'tool_outputs' may hold at most {max_outputs} outputs.")
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) - {"tool_call_id", "output"}:
+            raise bad_request(f"'tool_outputs[{index}]' must be an object with 'tool_call_id' and 'output'.")
+        if not isinstance(item.get("tool_call_id"), str) or not item["tool_call_id"]:
+            raise bad_request(f"'tool_outputs[{index}].tool_call_id' must be a non-empty string.")
+        if not isinstance(item.get("output"), str):
+            raise bad_request(f"'tool_outputs[{index}].output' must be a string.")
+    return value

@@ -64,26 +64,43 @@ class AssistantsEngine:
         listed = raw.http_response.json()
         return list_page(listed["data"], bool(listed["has_more"]))
 
-    def create_run(self, thread_id, assistant, temperature, top_p, timeout: float | None = None):
+    def _one_attempt(self, timeout: float | None):
+        """The runs API; with `timeout`, one attempt so bounded: a call that may have been sent is never repeated."""
         client = self.client
-        if timeout is not None:  # one attempt, bounded: a create that may have been sent is never repeated
+        if timeout is not None:
             client = client.with_options(max_retries=0, timeout=max(0.001, timeout))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            runs = client.beta.threads.runs
+            return client.beta.threads.runs
+
+    def create_run(self, thread_id, assistant, temperature, top_p, timeout: float | None = None, tools=()):
         run = self._call(
             "create run",
-            runs.create,
+            self._one_attempt(timeout).create,
             thread_id,
             assistant_id=assistant.assistant_id,
             temperature=temperature if temperature is not None else openai.omit,
             top_p=top_p if top_p is not None else openai.omit,
+            tools=[{"type": "function", "function": tool.declaration()} for tool in tools] or openai.omit,
         )
         return _plain(run)
 
-    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, stream=False):
+    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, stream=False, tools=()):
         """Polled: a run streams only to the client that created it, which the backend does not need."""
-        return StartedRun(self.create_run(thread_id, assistant, temperature, top_p, timeout))
+        return StartedRun(self.create_run(thread_id, assistant, temperature, top_p, timeout, tools))
+
+    def submit_tool_outputs(
+        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, stream=False, tools=()
+    ):
+        """The outputs of the run's calls; the same run goes on."""
+        submitted = self._call(
+            "submit tool outputs",
+            self._one_attempt(timeout).submit_tool_outputs,
+            run["id"],
+            thread_id=thread_id,
+            tool_outputs=[{"tool_call_id": call_id, "output": output} for call_id, output in outputs],
+        )
+        return StartedRun(_plain(submitted))
 
     def get_run(self, thread_id, run_id, timeout: float | None = None):
         raw = self._call(

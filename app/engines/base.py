@@ -11,6 +11,7 @@ from typing import Protocol
 
 from app.assistant_types import AssistantType
 from app.contract import MessagePage, Poll, StartedRun
+from app.tools import Tool
 
 
 class Engine(Protocol):
@@ -42,11 +43,29 @@ class Engine(Protocol):
         *,
         timeout: float,
         stream: bool = False,
+        tools: tuple[Tool, ...] = (),
     ) -> StartedRun:
         """Create a run in one attempt of at most `timeout` seconds, never retried:
         an error whose `maybe_sent` is true leaves it unknown whether the run exists.
         With `stream`, the run's events are read from the creation's own answer where
-        the upstream allows it."""
+        the upstream allows it. `tools` are the function tools the model may call."""
+        ...
+
+    def submit_tool_outputs(
+        self,
+        thread_id: str,
+        run: dict,
+        outputs: list[tuple[str, str]],
+        assistant: AssistantType,
+        temperature: float | None,
+        top_p: float | None,
+        *,
+        timeout: float,
+        stream: bool = False,
+        tools: tuple[Tool, ...] = (),
+    ) -> StartedRun:
+        """Answer every call of a run in `requires_action` with (call ID, output) and let it go
+        on, in one attempt like `start_run`; the run that goes on may have another ID."""
         ...
 
     def get_run(self, thread_id: str, run_id: str, timeout: float | None = None) -> Poll: ...

@@ -207,11 +207,11 @@ class ResponsesEngine:
         data = data[: page.limit]
         return list_page(data, more)
 
-    def _create_body(self, thread_id, assistant, temperature, top_p) -> dict:
+    def _create_body(self, thread_id, assistant, temperature, top_p, tools=(), items=()) -> dict:
         body = {
             "model": assistant.model,
             "conversation": thread_id,
-            "input": [],
+            "input": list(items),
             "background": True,
             "store": True,
             "metadata": {"assistant_id": assistant.assistant_id or assistant.name},
@@ -219,26 +219,38 @@ class ResponsesEngine:
         for name, value in (("instructions", assistant.instructions), ("temperature", temperature), ("top_p", top_p)):
             if value is not None and value != "":
                 body[name] = value
+        if tools:
+            body["tools"] = [{"type": "function", **tool.declaration()} for tool in tools]
         return body
 
-    def create_run(self, thread_id, assistant, temperature, top_p, timeout: float = CREATE_SECONDS):
-        body = self._create_body(thread_id, assistant, temperature, top_p)
-        response, _ = self.upstream.post("/responses", body, timeout=timeout, what="create run")
-        return _run(response, thread_id)
+    def create_run(self, thread_id, assistant, temperature, top_p, timeout: float = CREATE_SECONDS, tools=()):
+        body = self._create_body(thread_id, assistant, temperature, top_p, tools)
+        return self._start(thread_id, body, timeout, stream=False).run
 
-    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, stream=False):
-        if not stream:
-            return StartedRun(self.create_run(thread_id, assistant, temperature, top_p, timeout))
-        started = time.monotonic()
-        body = self._create_body(thread_id, assistant, temperature, top_p)
-        try:
-            return self._start_streamed(thread_id, {**body, "stream": True}, timeout)
-        except UpstreamRejected as exc:
-            if getattr(exc, "param", None) != "stream":
-                raise
-            log.info("the upstream will not stream a new run (%s); polling instead", exc)
-        left = timeout - (time.monotonic() - started)
-        return StartedRun(self.create_run(thread_id, assistant, temperature, top_p, left))
+    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, stream=False, tools=()):
+        body = self._create_body(thread_id, assistant, temperature, top_p, tools)
+        return self._start(thread_id, body, timeout, stream)
+
+    def submit_tool_outputs(
+        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, stream=False, tools=()
+    ):
+        """A new background response on the conversation, its input the outputs of the run's calls."""
+        items = [{"type": "function_call_output", "call_id": call_id, "output": output} for call_id, output in outputs]
+        body = self._create_body(thread_id, assistant, temperature, top_p, tools, items)
+        return self._start(thread_id, body, timeout, stream)
+
+    def _start(self, thread_id, body, timeout, stream) -> StartedRun:
+        if stream:
+            started = time.monotonic()
+            try:
+                return self._start_streamed(thread_id, {**body, "stream": True}, timeout)
+            except UpstreamRejected as exc:
+                if getattr(exc, "param", None) != "stream":
+                    raise
+                log.info("the upstream will not stream a new run (%s); polling instead", exc)
+            timeout -= time.monotonic() - started
+        response, _ = self.upstream.post("/responses", body, timeout=timeout, what="create run")
+        return StartedRun(_run(response, thread_id))
 
     def _start_streamed(self, thread_id, body, timeout) -> StartedRun:
         """Create the response on a stream, and keep that stream open for the wait."""

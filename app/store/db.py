@@ -38,6 +38,10 @@ runs = sa.Table(
     sa.Column("snapshot", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float),
+    # The upstream run now behind it, when a tool round started another one (responses engine).
+    sa.Column("upstream_id", sa.String(128)),
+    # JSON of what a run stopped for the client's tool outputs needs to go on; NULL otherwise.
+    sa.Column("pending", sa.Text),
 )
 
 messages = sa.Table(

@@ -15,10 +15,14 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 
 class RecordedRun(NamedTuple):
-    """A run's last recorded snapshot, and whether the run had ended then."""
+    """A run's last recorded snapshot, whether the run had ended then, the upstream run now
+    behind it (None: the same ID), and what it needs to go on while it waits for the
+    client's tool outputs (None when it does not)."""
 
     run: dict
     final: bool
+    upstream_id: str | None = None
+    pending: dict | None = None
 
 
 class Records:
@@ -119,10 +123,63 @@ class Records:
             )
 
     def run(self, run_id: str) -> RecordedRun | None:
-        """The recorded snapshot of a run and whether it was final."""
+        """What the record knows of a run."""
         with self.db.connect() as conn:
-            row = conn.execute(sa.select(runs.c.snapshot, runs.c.finished_at).where(runs.c.id == run_id)).first()
-        return None if row is None else RecordedRun(json.loads(row.snapshot), row.finished_at is not None)
+            row = conn.execute(
+                sa.select(runs.c.snapshot, runs.c.finished_at, runs.c.upstream_id, runs.c.pending).where(
+                    runs.c.id == run_id
+                )
+            ).first()
+        return None if row is None else self._recorded(row)
+
+    @staticmethod
+    def _recorded(row) -> RecordedRun:
+        pending = json.loads(row.pending) if row.pending else None
+        return RecordedRun(json.loads(row.snapshot), row.finished_at is not None, row.upstream_id, pending)
+
+    def run_progress(self, run_id: str, upstream_id: str) -> None:
+        """The run goes on as another upstream run (the next round of a tool loop)."""
+        with self.db.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(upstream_id=upstream_id))
+
+    def await_outputs(self, run: dict, pending: dict, owner: str, assistant_type: str, seconds: float) -> None:
+        """Record a run that waits for the client's tool outputs; its thread stays locked `seconds`."""
+        with self.db.begin() as conn:
+            self._save_run(conn, run, owner, assistant_type, final=False)
+            conn.execute(runs.update().where(runs.c.id == run["id"]).values(pending=json.dumps(pending)))
+            self._hold_lock(conn, run["thread_id"], run["id"], seconds)
+
+    def take_pending(self, run_id: str, pending: dict, lock_seconds: float) -> bool:
+        """Take the run's wait for tool outputs for one answer; False if someone else took it first.
+
+        The thread's lock is then held for `lock_seconds` more, for the run's next wait.
+        """
+        with self.db.begin() as conn:
+            taken = conn.execute(
+                runs.update().where(runs.c.id == run_id, runs.c.pending == json.dumps(pending)).values(pending=None)
+            )
+            if taken.rowcount != 1:
+                return False
+            thread_id = conn.execute(sa.select(runs.c.thread_id).where(runs.c.id == run_id)).scalar()
+            self._hold_lock(conn, thread_id, run_id, lock_seconds)
+            return True
+
+    def waiting_runs(self, thread_id: str) -> list[RecordedRun]:
+        """The thread's runs that wait for the client's tool outputs."""
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                sa.select(runs.c.snapshot, runs.c.finished_at, runs.c.upstream_id, runs.c.pending).where(
+                    runs.c.thread_id == thread_id, runs.c.pending.is_not(None)
+                )
+            ).all()
+        return [self._recorded(row) for row in rows]
+
+    def _hold_lock(self, conn, thread_id: str, holder: str, seconds: float) -> None:
+        conn.execute(
+            threads.update()
+            .where(threads.c.id == thread_id, threads.c.lock_run == holder)
+            .values(lock_until=self.clock() + seconds)
+        )
 
     # messages
 

@@ -1,0 +1,115 @@
+"""What a run carries from one upstream round to the next, and the run as its client sees it.
+
+A run that calls tools may take several upstream runs (on the responses engine each
+round is a new background response). The client sees one run: the first upstream
+run's ID and creation time, the usage of every round added up, the tools it declared,
+and only the calls it must answer itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from app.assistant_types import AssistantType
+from app.errors import ApiError
+from app.tools import Tool
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+@dataclass
+class RunPlan:
+    """A run's request, and what its rounds so far have added."""
+
+    thread_id: str
+    owner: str
+    assistant: AssistantType
+    temperature: float | None
+    top_p: float | None
+    client_tools: tuple[Tool, ...] = ()
+    run_id: str | None = None  # the first upstream run's ID: the one the client sees
+    created_at: int | None = None
+    rounds: int = 0  # model turns so far
+    usage: dict | None = None  # of the rounds before the current one
+
+    @property
+    def tools(self) -> tuple[Tool, ...]:
+        return self.assistant.tools + self.client_tools
+
+    def pending(self, run: dict, server_outputs: dict[str, str], expires_at: float) -> dict:
+        """What the run needs to go on once the client's outputs come, maybe in another process."""
+        return {
+            "owner": self.owner,
+            "assistant_type": self.assistant.name,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "client_tools": [tool.declaration() for tool in self.client_tools],
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+            "rounds": self.rounds,
+            "usage": self.usage,
+            "run": run,
+            "server_outputs": server_outputs,
+            "expires_at": expires_at,
+        }
+
+    @classmethod
+    def resumed(cls, pending: dict, types: tuple[AssistantType, ...], thread_id: str) -> RunPlan:
+        """The plan of a run that waited for the client's outputs."""
+        assistant = next((t for t in types if t.name == pending["assistant_type"]), None)
+        if assistant is None:
+            raise ApiError(400, f"Assistant type '{pending['assistant_type']}' is no longer configured.")
+        return cls(
+            thread_id,
+            pending["owner"],
+            assistant,
+            pending["temperature"],
+            pending["top_p"],
+            tuple(Tool(**declared) for declared in pending["client_tools"]),
+            pending["run_id"],
+            pending["created_at"],
+            pending["rounds"],
+            pending["usage"],
+        )
+
+
+def tool_calls(run: dict) -> list[dict]:
+    """The calls of a run in `requires_action`, in the Assistants shape."""
+    return ((run.get("required_action") or {}).get("submit_tool_outputs") or {}).get("tool_calls") or []
+
+
+def added_usage(total: dict | None, more: dict | None) -> dict | None:
+    if total is None or more is None:
+        return more or total
+    return {key: (total.get(key) or 0) + (more.get(key) or 0) for key in USAGE_KEYS}
+
+
+def present(plan: RunPlan, upstream: dict, client_calls: list[dict] | None = None, expires_at=None) -> dict:
+    """The upstream run as the client's one run."""
+    run = dict(upstream, id=plan.run_id, created_at=plan.created_at)
+    run["usage"] = added_usage(plan.usage, upstream.get("usage"))
+    if plan.tools:
+        run["tools"] = [{"type": "function", "function": tool.declaration()} for tool in plan.tools]
+    if client_calls is not None:
+        run["required_action"] = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": client_calls}}
+        run["expires_at"] = int(expires_at)
+    return run
+
+
+def ended_as(run: dict, status: str, last_error: dict | None = None) -> dict:
+    """The run ended by the backend itself, with `status`."""
+    now = int(time.time())
+    ended = dict(run, status=status, required_action=None)
+    if status == "failed":
+        ended.update(failed_at=now, last_error=last_error)
+    elif status == "cancelled":
+        ended["cancelled_at"] = now
+    return ended
+
+
+def too_many_rounds(rounds: int) -> dict:
+    return {
+        "code": "max_tool_rounds",
+        "message": f"The model was still calling tools after {rounds} turns (TOOL_MAX_ROUNDS); the run was stopped.",
+    }
