@@ -3,8 +3,9 @@
 `python scripts/dev_env.py` prints it as `export` lines for the shell; the tests
 call `dev_environment()` on `.env.example`. The environment wins over `.env`, as
 in the app. With no OpenAI key configured, the server runs against the offline
-upstream, with AUTH_MODE=none unless AUTH_MODE is set, and a `curator` type
-unless an assistant type is configured.
+upstream, with AUTH_MODE=none unless AUTH_MODE is set, a `curator` type
+unless an assistant type is configured, and the example tools on `curator`
+unless some type has tools.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ OFFLINE_TYPE = {
     "ASSISTANT_CURATOR_ID": "asst_offline_curator",
     "ASSISTANT_CURATOR_INSTRUCTIONS": "You are the curator.",
 }
+EXAMPLE_TOOLS = "examples.tools:current_time,examples.tools:convert_temperature"
 
 
 def dev_environment(dotenv: dict, environ: dict) -> tuple[dict[str, str], list[str]]:
@@ -42,6 +44,11 @@ def dev_environment(dotenv: dict, environ: dict) -> tuple[dict[str, str], list[s
             said.append("AUTH_MODE=none: every caller is anonymous (set AUTH_MODE to change it).")
         if not configured("ASSISTANT_"):
             exports.update(OFFLINE_TYPE)
+        if not any(k.endswith("_TOOLS") and v for k, v in env.items()) and (
+            "ASSISTANT_CURATOR_MODEL" in exports or configured("ASSISTANT_CURATOR_")
+        ):
+            exports["ASSISTANT_CURATOR_TOOLS"] = EXAMPLE_TOOLS
+            said.append("The curator type has the example tools of examples/tools.py.")
     exports["HOST"] = env.get("HOST") or DEFAULT_HOST
     exports["PORT"] = env.get("PORT") or DEFAULT_PORT
     return exports, said

@@ -22,9 +22,10 @@ def code_outcomes() -> dict[str, tuple[int, str | None]]:
 
     The only import of the table in this file: if it moves, change this function.
     """
-    from app.api.outcomes import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME, UNEXPECTED_OUTCOME
+    from app.api.outcomes import CLIENT_ACTION_OUTCOME, FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME, UNEXPECTED_OUTCOME
 
     table = {status: (o.http_status, o.error) for status, o in FINAL_STATUS_OUTCOMES.items()}
+    table["requires_action (client tools)"] = (CLIENT_ACTION_OUTCOME.http_status, CLIENT_ACTION_OUTCOME.error)
     table["timeout"] = (TIMEOUT_OUTCOME.http_status, TIMEOUT_OUTCOME.error)
     table["any other"] = (UNEXPECTED_OUTCOME.http_status, UNEXPECTED_OUTCOME.error)
     return table

@@ -57,3 +57,17 @@ def test_the_curl_session_gets_the_offline_reply_in_the_first_run_request(dev_se
     said = log.read_text()
     assert "OFFLINE" in said and "AUTH_MODE=none" in said
     assert thread["id"].startswith("conv_")  # the default engine is responses
+
+
+def test_the_readme_tool_call_runs_the_example_tool_offline(dev_server):
+    base, log = dev_server
+    thread = _call(base, "POST", "/api/openai/threads", {})["id"]
+    text = 'Time in Tokyo? [fake call=current_time args={"timezone": "Asia/Tokyo"}]'
+    _call(base, "POST", f"/api/openai/threads/{thread}/messages", {"role": "user", "content": text})
+    run = _call(base, "POST", f"/api/openai/threads/{thread}/runs", {"assistant_type": "curator"})
+    assert run["status"] == "completed"
+    assert {t["function"]["name"] for t in run["tools"]} == {"current_time", "convert_temperature"}
+    reply = _call(base, "GET", f"/api/openai/threads/{thread}/messages?limit=1")["data"][0]["content"][0]["text"]
+    assert reply["value"].startswith("[offline upstream] Echo: Time in Tokyo? | current_time -> 20")
+    assert reply["value"].endswith("+09:00")
+    assert "example tools" in log.read_text()

@@ -1,0 +1,1 @@
+"""Examples to configure: server tools (`examples.tools`)."""
