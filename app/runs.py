@@ -1,4 +1,5 @@
-"""Runs: start one and wait for it on the server, retrieve one, cancel one (no HTTP)."""
+"""Runs: start one and wait for it on the server through its rounds of tool calls, take the client's
+tool outputs, retrieve one, cancel one (no HTTP)."""
 
 from __future__ import annotations
 
