@@ -3,7 +3,10 @@ Chromium) against the app on the offline upstream, as `make run` serves it."""
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
+import time
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -63,7 +66,8 @@ def test_the_assistant_types_are_listed_to_callers_only(api, make_app):
 # --- the page in a browser ---------------------------------------------------------------------
 
 
-def _server(tmp_path_factory, migrated_db, **env):
+def _app(tmp_path_factory, migrated_db, **env):
+    """The app on the offline upstream with the page on, over a database of its own."""
     db = tmp_path_factory.mktemp("chat") / "backend.db"
     shutil.copy(migrated_db, db)
     settings = {
@@ -80,7 +84,10 @@ def _server(tmp_path_factory, migrated_db, **env):
         "RATELIMIT_DEFAULT": "off",
         **env,
     }
-    app = create_app(load_settings(settings))
+    return create_app(load_settings(settings))
+
+
+def _serve(app):
     server = ServerThread(app)
     server.app = app
     return server
@@ -89,7 +96,7 @@ def _server(tmp_path_factory, migrated_db, **env):
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory, migrated_db):
     """The app as `make run` serves it with no key: offline upstream, no auth, the page on."""
-    server = _server(tmp_path_factory, migrated_db)
+    server = _serve(_app(tmp_path_factory, migrated_db))
     yield server
     server.stop()
 
@@ -98,7 +105,7 @@ def chat_server(tmp_path_factory, migrated_db):
 def token_server(tmp_path_factory, migrated_db):
     """The same with AUTH_MODE=token and a deadline of 2 s."""
     tokens = ",".join(f"{user}:{token}" for user, token in TOKENS.items())
-    server = _server(tmp_path_factory, migrated_db, AUTH_MODE="token", API_TOKENS=tokens, RUN_TIMEOUT_SECONDS="2")
+    server = _serve(_app(tmp_path_factory, migrated_db, AUTH_MODE="token", API_TOKENS=tokens, RUN_TIMEOUT_SECONDS="2"))
     yield server
     server.stop()
 
@@ -175,6 +182,25 @@ class Page:
 
     def thread_id(self):
         return self.driver.execute_script("return localStorage.getItem('chat.thread')")
+
+
+def watch_reply(page):
+    """Record every change of the last reply's text from now on, with the reply's mode and state."""
+    page.driver.execute_script(
+        """
+        window.seen = [];
+        new MutationObserver(() => {
+          const reply = document.querySelector('#conversation .message.assistant:last-of-type');
+          if (reply) window.seen.push([reply.dataset.mode, reply.dataset.state, reply.textContent.length]);
+        }).observe(document.getElementById('conversation'), {subtree: true, childList: true, characterData: true});
+        """
+    )
+
+
+def lengths_while_writing(page):
+    """The distinct non-empty lengths the reply's text had before the run ended."""
+    seen = page.driver.execute_script("return window.seen")
+    return sorted({length for _mode, state, length in seen if state == "waiting" and length > len("Assistant")})
 
 
 @pytest.fixture
@@ -285,23 +311,94 @@ def test_the_token_is_asked_for_kept_and_a_timeout_reads_as_a_sentence(browser, 
 
 # Needs a server that streams runs (`"stream": true` answered with text/event-stream). Until
 # then the page falls back to waiting for the run, marks the reply data-mode="blocking", and
-# this test fails on its first assertion.
+# this test fails on its first assertion after the reply.
 def test_the_reply_streams_in_several_steps(page):
-    # Every change of the reply's text while it is being written, with the reply's state.
-    page.driver.execute_script(
-        """
-        window.seen = [];
-        new MutationObserver(() => {
-          const reply = document.querySelector('#conversation .message.assistant:last-of-type');
-          if (reply) window.seen.push([reply.dataset.mode, reply.dataset.state, reply.textContent.length]);
-        }).observe(document.getElementById('conversation'), {subtree: true, childList: true, characterData: true});
-        """
-    )
+    watch_reply(page)
     page.send("[fake duration=2] Tell me a longer story, one word at a time, please")
     text = page.wait_for_reply(1)
+    assert page.replies()[0].get_attribute("data-mode") == "stream", "the reply was not streamed"
     assert text == OFFLINE_ECHO + "Tell me a longer story, one word at a time, please"
+    lengths = lengths_while_writing(page)
+    assert len(lengths) >= 3, f"the text did not grow in steps while the run went on: {lengths}"
+
+
+# --- the page's reading of an event stream, against a scripted one -----------------------------
+
+
+class ScriptedStreams:
+    """The app, except that `POST .../runs` with `"stream": true` answers with `events`, (name, data)
+    pairs sent as server-sent events `gap` seconds apart, each frame cut in two pieces."""
+
+    def __init__(self, app, gap=0.15):
+        self.app = app
+        self.gap = gap
+        self.events = []
+
+    def __call__(self, environ, start_response):
+        if environ["REQUEST_METHOD"] == "POST" and environ["PATH_INFO"].endswith("/runs"):
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            if json.loads(body or b"{}").get("stream"):
+                start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
+                return self.frames(list(self.events))
+            environ["wsgi.input"] = io.BytesIO(body)
+        return self.app(environ, start_response)
+
+    def frames(self, events):
+        for name, data in events:
+            frame = f"event: {name}\ndata: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+            yield frame[: len(frame) // 2]
+            time.sleep(self.gap)
+            yield frame[len(frame) // 2 :]
+
+
+def run_event(status, **fields):
+    return {"id": "run_scripted", "object": "thread.run", "status": status, "last_error": None, **fields}
+
+
+def delta_event(text, message_id="msg_scripted"):
+    part = {"index": 0, "type": "text", "text": {"value": text, "annotations": []}}
+    return {"id": message_id, "object": "thread.message.delta", "delta": {"content": [part]}}
+
+
+@pytest.fixture(scope="module")
+def scripted_server(tmp_path_factory, migrated_db):
+    """The app behind ScriptedStreams."""
+    server = _serve(ScriptedStreams(_app(tmp_path_factory, migrated_db)))
+    yield server
+    server.stop()
+
+
+def test_the_page_shows_a_scripted_stream_as_it_grows(browser, scripted_server):
+    scripted_server.app.events = [
+        ("thread.run.created", run_event("queued")),
+        ("thread.run.in_progress", run_event("in_progress")),
+        ("thread.message.delta", delta_event("Hel")),
+        ("thread.message.delta", delta_event("lo, stre")),
+        ("thread.message.delta", delta_event("amed ")),
+        ("thread.message.delta", delta_event("world!")),
+        ("thread.run.completed", run_event("completed")),
+        ("done", "[DONE]"),
+    ]
+    page = Page(browser, scripted_server.url).open(fresh=True).ready()
+    watch_reply(page)
+    page.send("Stream to me")
+    assert page.wait_for_reply(1) == "Hello, streamed world!"
+    assert page.replies()[0].get_attribute("data-mode") == "stream"
+    assert lengths_while_writing(page) == sorted(
+        len("Assistant" + t) for t in ("Hel", "Hello, stre", "Hello, streamed ", "Hello, streamed world!")
+    )
+    assert not page.find("#notice").is_displayed()
+
+
+def test_a_stream_that_ends_in_a_failed_run_keeps_the_text_and_says_so(browser, scripted_server):
+    failed = run_event("failed", last_error={"code": "server_error", "message": "The model broke down."})
+    scripted_server.app.events = [
+        ("thread.message.delta", delta_event("Half a rep")),
+        ("thread.run.failed", failed),
+        ("done", "[DONE]"),
+    ]
+    page = Page(browser, scripted_server.url).open(fresh=True).ready()
+    page.send("Try")
+    assert page.notice() == "The assistant could not finish its reply. Please try again."
     reply = page.replies()[0]
-    assert reply.get_attribute("data-mode") == "stream", "the reply was not streamed"
-    seen = page.driver.execute_script("return window.seen")
-    lengths = sorted({length for mode, state, length in seen if state == "waiting" and length > len("Assistant")})
-    assert len(lengths) >= 3, f"the text did not grow in steps while the run went on: {seen}"
+    assert reply.get_attribute("data-state") == "failed" and reply.text.endswith("Half a rep")
