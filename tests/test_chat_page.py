@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -103,9 +104,10 @@ def chat_server(tmp_path_factory, migrated_db):
 
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory, migrated_db):
-    """The same with AUTH_MODE=token and a deadline of 2 s."""
+    """The same with AUTH_MODE=token, a deadline of 2 s and room for one waiting run."""
     tokens = ",".join(f"{user}:{token}" for user, token in TOKENS.items())
-    server = _serve(_app(tmp_path_factory, migrated_db, AUTH_MODE="token", API_TOKENS=tokens, RUN_TIMEOUT_SECONDS="2"))
+    env = {"AUTH_MODE": "token", "API_TOKENS": tokens, "RUN_TIMEOUT_SECONDS": "2", "MAX_INFLIGHT_RUNS": "1"}
+    server = _serve(_app(tmp_path_factory, migrated_db, **env))
     yield server
     server.stop()
 
@@ -307,6 +309,24 @@ def test_the_token_is_asked_for_kept_and_a_timeout_reads_as_a_sentence(browser, 
     page.open().ready()
     assert page.find("#token").get_attribute("value") == TOKENS["alice"]
     page.wait(lambda: page.messages() == [("user", "[fake duration=5] Too slow")], "the conversation again")
+
+
+def test_a_server_without_room_reads_as_a_sentence(browser, token_server):
+    api = f"{token_server.url}/api/openai"
+    alice = {"Authorization": f"Bearer {TOKENS['alice']}"}
+    _, _, thread = call("POST", f"{api}/threads", {}, alice)
+    message = {"role": "user", "content": "[fake duration=5] Hold the only room"}
+    assert call("POST", f"{api}/threads/{thread['id']}/messages", message, alice)[0] == 200
+    page = Page(browser, token_server.url).open(fresh=True)
+    page.driver.execute_script("localStorage.setItem('chat.token', arguments[0])", TOKENS["bob"])
+    page.open().ready()
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(call, "POST", f"{api}/threads/{thread['id']}/runs", {"assistant_type": "curator"}, alice)
+        started_run_id(token_server.app, thread["id"], within=WAIT)
+        page.send("Is there room?")
+        assert page.notice() == "The assistant is not available right now. Please try again in a moment."
+        assert held.result()[0] == 408  # the run that held the room, at its deadline
+    assert [role for role, _ in page.messages()] == ["user"]
 
 
 # Needs a server that streams runs (`"stream": true` answered with text/event-stream). Until
