@@ -15,7 +15,8 @@ const SENTENCES = {
   gone: "The earlier conversation no longer exists on the server. A new one starts with your next message.",
   failed: "The assistant could not finish its reply. Please try again.",
   tool: "The assistant tried to use a tool this service does not offer, so it could not answer.",
-  cancelled: "The reply was cancelled before it was finished.",
+  // A streamed run cancelled at the server's deadline ends like any cancelled run.
+  stopped: "The reply was stopped before it was finished: it was cancelled, or took too long. Please try again.",
   expired: "The reply took too long and expired. Please try again.",
   unconfirmed: "The server could not confirm that the assistant started. The reply may still come: reload the page in a minute to see it.",
   unreachable: "The server cannot be reached. Check your connection, then try again.",
@@ -25,7 +26,7 @@ const SENTENCES = {
 const RUN_SENTENCES = {
   failed: SENTENCES.failed,
   requires_action: SENTENCES.tool,
-  cancelled: SENTENCES.cancelled,
+  cancelled: SENTENCES.stopped,
   expired: SENTENCES.expired,
 };
 const SHORTENED = "(The reply was cut short.)";
@@ -284,9 +285,11 @@ function parseData(event) {
 function streamProblem(event) {
   const data = parseData(event);
   if (event.name === "error") {
-    const status = Number(data.status ?? data.code);
-    if (status) return failure(status, data);
-    const said = data.error?.message ?? data.error ?? data.message;
+    const error = typeof data.error === "object" && data.error ? data.error : data;
+    if (/timeout/.test(error.code)) return new Problem(SENTENCES.timeout);
+    const status = Number(error.status);
+    if (status) return failure(status, error);
+    const said = error.message ?? error.error;
     return new Problem(typeof said === "string" && said ? said : SENTENCES.generic);
   }
   return new Problem(RUN_SENTENCES[event.name.slice("thread.run.".length)] || SENTENCES.generic);
