@@ -282,6 +282,19 @@ def test_a_reload_keeps_the_conversation(page):
     assert page.messages() == [] and page.thread_id() is None
 
 
+def test_a_conversation_gone_from_the_server_is_said_and_replaced(page, chat_server):
+    page.send("Soon gone")
+    page.wait_for_reply(1)
+    gone = page.thread_id()
+    assert call("DELETE", f"{chat_server.url}/api/openai/threads/{gone}")[0] == 200
+    page.open()
+    assert page.notice().startswith("The earlier conversation no longer exists on the server.")
+    assert page.messages() == [] and page.thread_id() is None
+    page.send("Again")
+    assert page.wait_for_reply(1) == OFFLINE_ECHO + "Again"
+    assert page.thread_id() not in (None, gone)
+
+
 def test_a_failed_run_reads_as_a_sentence(page):
     page.send("[fake status=failed] Fail, please")
     sentence = page.notice()

@@ -207,6 +207,8 @@ async function send(event) {
     showNotice(error);
   } finally {
     setWriting(false);
+    // A click on Send leaves the focus on the button, which was disabled meanwhile.
+    if (document.activeElement === document.body || document.activeElement === ui.send) ui.message.focus();
   }
 }
 
