@@ -9,8 +9,9 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import logs, metrics, ratelimit, schema
-from app.api import SERVICES_KEY, health, openapi
+from app.api import SERVICES_KEY, health, openapi, page
 from app.api import errors as api_errors
+from app.api import types as assistant_types
 from app.api.runs import bp as runs_bp
 from app.api.threads import bp as threads_bp
 from app.services import build_services
@@ -23,7 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; settings are read from the environment when not given."""
     settings = settings or load_settings()
     logs.configure(settings)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # app/static is the chat page's, served only when it is on
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     if settings.forwarded_proxies:
@@ -39,6 +40,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     _register_api(app, settings)
+    app.register_blueprint(assistant_types.bp, url_prefix="/api/openai")
+    if settings.chat_page:
+        app.register_blueprint(page.bp)
     ratelimit.init_app(app, settings)
 
     log = logging.getLogger("app")

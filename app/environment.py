@@ -132,6 +132,8 @@ LOG_FORMAT = Choice("LOG_FORMAT", "text", ("text", "json"))
 RATELIMIT_RUNS = Text("RATELIMIT_RUNS", "30/minute")
 RATELIMIT_DEFAULT = Text("RATELIMIT_DEFAULT", "600/minute")
 RATELIMIT_STORAGE_URI = Text("RATELIMIT_STORAGE_URI", "memory://")
+# The chat page at `/`; off unless enabled (`make run` turns it on: scripts/dev_env.py).
+CHAT_PAGE = Flag("CHAT_PAGE", False)
 
 # gunicorn.conf.py and deploy/nginx_site.py: where gunicorn listens, and its workers.
 HOST = Text("HOST", "127.0.0.1")

@@ -67,6 +67,7 @@ class Settings:
     ratelimit_runs: str | None = var.RATELIMIT_RUNS.default  # per user; None: no limit
     ratelimit_default: str | None = var.RATELIMIT_DEFAULT.default  # per user, every API call; None: no limit
     ratelimit_storage_uri: str = var.RATELIMIT_STORAGE_URI.default
+    chat_page: bool = var.CHAT_PAGE.default  # serve the chat page at `/`
 
     @property
     def offline(self) -> bool:
@@ -273,4 +274,5 @@ def load_settings(env=None) -> Settings:
         ratelimit_runs=_rate_limit(env, var.RATELIMIT_RUNS),
         ratelimit_default=_rate_limit(env, var.RATELIMIT_DEFAULT),
         ratelimit_storage_uri=_storage_uri(env, var.RATELIMIT_STORAGE_URI),
+        chat_page=var.CHAT_PAGE.read(env),
     )

@@ -5,7 +5,7 @@ call `dev_environment()` on `.env.example`. The environment wins over `.env`, as
 in the app. With no OpenAI key configured, the server runs against the offline
 upstream, with AUTH_MODE=none unless AUTH_MODE is set, a `curator` type
 unless an assistant type is configured, and the example tools on `curator`
-unless some type has tools.
+unless some type has tools. The chat page is on unless CHAT_PAGE is set.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ def dev_environment(dotenv: dict, environ: dict) -> tuple[dict[str, str], list[s
             said.append("The curator type has the example tools of examples/tools.py.")
     exports["HOST"] = env.get("HOST") or DEFAULT_HOST
     exports["PORT"] = env.get("PORT") or DEFAULT_PORT
+    if not configured("CHAT_PAGE"):
+        exports["CHAT_PAGE"] = "true"
+        said.append(f"Chat page: http://{exports['HOST']}:{exports['PORT']}/ (CHAT_PAGE=false turns it off).")
     return exports, said
 
 

@@ -3,7 +3,8 @@
 #   bash scripts/setup.sh            the runtime requirements only (requirements.txt)
 #   bash scripts/setup.sh --dev      also the test and benchmark tools (requirements-dev.txt)
 #   bash scripts/setup.sh --servers  --dev, and the Debian packages the tests start for real
-#                                    (nginx, PostgreSQL, Redis)
+#                                    (nginx, PostgreSQL, Redis, and Chromium with its driver for
+#                                    the chat page's browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ if ((servers)); then
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+    [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
     if ((${#missing[@]})); then
         echo "installing Debian packages: ${missing[*]}"
         apt-get update -qq

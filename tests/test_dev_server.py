@@ -57,6 +57,7 @@ def test_the_curl_session_gets_the_offline_reply_in_the_first_run_request(dev_se
     said = log.read_text()
     assert "OFFLINE" in said and "AUTH_MODE=none" in said
     assert thread["id"].startswith("conv_")  # the default engine is responses
+    assert http_status(base + "/") == 200  # the chat page is on under make run
 
 
 def test_the_readme_tool_call_runs_the_example_tool_offline(dev_server):

@@ -1,0 +1,379 @@
+"use strict";
+// The chat page: one conversation (thread) per browser, its id kept in localStorage.
+// A reply is streamed when the server streams runs; otherwise the page asks again
+// without `stream` and shows the reply when the run has ended.
+
+const API = "/api/openai";
+const STORED = { thread: "chat.thread", token: "chat.token", type: "chat.assistantType" };
+
+const SENTENCES = {
+  busy: "The assistant is still answering an earlier message in this conversation. Wait for that reply, then send yours again.",
+  timeout: "The assistant took too long to answer, so the reply was stopped. Please try again.",
+  unavailable: "The assistant is not available right now. Please try again in a moment.",
+  unauthorized: "This server needs a valid access token. Enter it above, then try again.",
+  tooMany: "You are sending messages faster than this server allows. Wait a moment, then try again.",
+  gone: "The earlier conversation no longer exists on the server. A new one starts with your next message.",
+  failed: "The assistant could not finish its reply. Please try again.",
+  tool: "The assistant tried to use a tool this service does not offer, so it could not answer.",
+  // A streamed run cancelled at the server's deadline ends like any cancelled run.
+  stopped: "The reply was stopped before it was finished: it was cancelled, or took too long. Please try again.",
+  expired: "The reply took too long and expired. Please try again.",
+  unconfirmed: "The server could not confirm that the assistant started. The reply may still come: reload the page in a minute to see it.",
+  unreachable: "The server cannot be reached. Check your connection, then try again.",
+  cut: "The connection was lost before the reply was finished. Reload the page to see the whole reply.",
+  generic: "Something went wrong. Please try again.",
+};
+const RUN_SENTENCES = {
+  failed: SENTENCES.failed,
+  requires_action: SENTENCES.tool,
+  cancelled: SENTENCES.stopped,
+  expired: SENTENCES.expired,
+};
+const SHORTENED = "(The reply was cut short.)";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  conversation: $("conversation"),
+  notice: $("notice"),
+  status: $("status"),
+  composer: $("composer"),
+  message: $("message"),
+  send: $("send"),
+  type: $("assistant-type"),
+  newConversation: $("new-conversation"),
+  tokenForm: $("token-form"),
+  token: $("token"),
+};
+
+// Until the server refuses `stream`; then every run of this page load waits in one request.
+let streams = true;
+
+// An error already phrased for the reader.
+class Problem extends Error {
+  constructor(sentence, status) {
+    super(sentence);
+    this.status = status;
+  }
+}
+
+function sentenceFor(status, body) {
+  const known = { 401: "unauthorized", 404: "gone", 408: "timeout", 409: "busy", 410: "expired",
+    429: "tooMany", 502: "unavailable", 503: "unavailable", 504: "unconfirmed" }[status];
+  if (known) return SENTENCES[known];
+  if (body && RUN_SENTENCES[body.runStatus]) return RUN_SENTENCES[body.runStatus];
+  // The server's own sentence for what the reader can fix (a message too long, for one).
+  if ((status === 400 || status === 413) && body && typeof body.error === "string") return body.error;
+  return SENTENCES.generic;
+}
+
+function failure(status, body) {
+  if (status === 401) showTokenForm();
+  return new Problem(sentenceFor(status, body), status);
+}
+
+async function request(method, path, body, headers = {}) {
+  const token = localStorage.getItem(STORED.token);
+  const options = { method, headers: { ...headers } };
+  if (token) options.headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  try {
+    return await fetch(API + path, options);
+  } catch {
+    throw new Problem(SENTENCES.unreachable);
+  }
+}
+
+async function readJson(response) {
+  try {
+    return await response.json();
+  } catch {
+    return {};
+  }
+}
+
+async function call(method, path, body) {
+  const response = await request(method, path, body);
+  const data = await readJson(response);
+  if (!response.ok) throw failure(response.status, data);
+  return data;
+}
+
+// --- what the page shows --------------------------------------------------------------------
+
+function showNotice(error) {
+  ui.notice.textContent = error instanceof Problem ? error.message : SENTENCES.generic;
+  ui.notice.hidden = false;
+  if (!(error instanceof Problem)) console.error(error);
+}
+
+function clearNotice() {
+  ui.notice.hidden = true;
+  ui.notice.textContent = "";
+}
+
+function showTokenForm() {
+  ui.tokenForm.hidden = false;
+  ui.token.focus();
+}
+
+function addMessage(role) {
+  const item = document.createElement("article");
+  item.className = `message ${role}`;
+  item.dataset.role = role;
+  const who = document.createElement("p");
+  who.className = "who";
+  who.textContent = role === "user" ? "You" : "Assistant";
+  const text = document.createElement("p");
+  text.className = "text";
+  item.append(who, text);
+  ui.conversation.append(item);
+  return item;
+}
+
+function setText(item, text) {
+  item.querySelector(".text").textContent = text;
+  ui.conversation.scrollTop = ui.conversation.scrollHeight;
+}
+
+function textOf(message) {
+  return message.content.filter((part) => part.type === "text").map((part) => part.text.value).join("\n");
+}
+
+function setWriting(on) {
+  ui.send.disabled = on;
+  ui.conversation.setAttribute("aria-busy", String(on));
+  ui.status.textContent = on ? "The assistant is writing…" : "";
+}
+
+// --- the conversation -----------------------------------------------------------------------
+
+function threadPath() {
+  return `/threads/${encodeURIComponent(localStorage.getItem(STORED.thread))}`;
+}
+
+async function startThread() {
+  const thread = await call("POST", "/threads", {});
+  localStorage.setItem(STORED.thread, thread.id);
+}
+
+async function loadTypes() {
+  const list = await call("GET", "/assistant_types");
+  const chosen = localStorage.getItem(STORED.type);
+  ui.type.replaceChildren(...list.data.map((type) => new Option(type.id, type.id, false, type.id === chosen)));
+  ui.type.disabled = list.data.length === 0;
+}
+
+async function loadConversation() {
+  ui.conversation.replaceChildren();
+  if (!localStorage.getItem(STORED.thread)) return;
+  let page;
+  try {
+    page = await call("GET", `${threadPath()}/messages?order=asc&limit=100`);
+  } catch (error) {
+    if (error.status === 404) localStorage.removeItem(STORED.thread);
+    throw error;
+  }
+  for (const message of page.data) setText(addMessage(message.role), textOf(message));
+}
+
+async function postMessage(text) {
+  if (!localStorage.getItem(STORED.thread)) await startThread();
+  try {
+    return await call("POST", `${threadPath()}/messages`, { role: "user", content: text });
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    // The stored thread is gone (deleted, or another server): start a new one.
+    ui.conversation.replaceChildren();
+    await startThread();
+    return call("POST", `${threadPath()}/messages`, { role: "user", content: text });
+  }
+}
+
+async function send(event) {
+  event.preventDefault();
+  const text = ui.message.value.trim();
+  if (!text || ui.send.disabled) return;
+  clearNotice();
+  setWriting(true);
+  try {
+    await postMessage(text);
+    ui.message.value = "";
+    setText(addMessage("user"), text);
+    await reply();
+  } catch (error) {
+    showNotice(error);
+  } finally {
+    setWriting(false);
+    // A click on Send leaves the focus on the button, which was disabled meanwhile.
+    if (document.activeElement === document.body || document.activeElement === ui.send) ui.message.focus();
+  }
+}
+
+async function reply() {
+  const item = addMessage("assistant");
+  item.dataset.state = "waiting";
+  try {
+    await (streams ? streamedReply(item) : waitedReply(item));
+    item.dataset.state = "done";
+  } catch (error) {
+    if (item.querySelector(".text").textContent) item.dataset.state = "failed";
+    else item.remove();
+    throw error;
+  }
+}
+
+function runBody(extra) {
+  return ui.type.value ? { assistant_type: ui.type.value, ...extra } : { ...extra };
+}
+
+async function streamedReply(item) {
+  const response = await request("POST", `${threadPath()}/runs`, runBody({ stream: true }), {
+    Accept: "text/event-stream",
+  });
+  if ((response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
+    item.dataset.mode = "stream";
+    return readStream(response, item);
+  }
+  const data = await readJson(response);
+  if (response.status === 400 && /stream/i.test(data.error || "")) {
+    streams = false;
+    return waitedReply(item);
+  }
+  if (!response.ok) throw failure(response.status, data);
+  // A server that answered with the run after all.
+  return showRunMessages(item, data);
+}
+
+async function waitedReply(item) {
+  item.dataset.mode = "blocking";
+  const run = await call("POST", `${threadPath()}/runs`, runBody({}));
+  return showRunMessages(item, run);
+}
+
+async function showRunMessages(item, run) {
+  const page = await call("GET", `${threadPath()}/messages?order=asc&limit=100&run_id=${encodeURIComponent(run.id)}`);
+  const text = page.data.filter((m) => m.role === "assistant").map(textOf).join("\n\n");
+  setText(item, run.status === "incomplete" ? `${text}\n${SHORTENED}` : text);
+}
+
+// --- server-sent events ---------------------------------------------------------------------
+
+function parseEvent(block) {
+  let name = "message";
+  const data = [];
+  for (const line of block.split(/\r\n|\r|\n/)) {
+    if (!line || line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") name = value;
+    else if (field === "data") data.push(value);
+  }
+  return data.length ? { name, data: data.join("\n") } : null;
+}
+
+function parseData(event) {
+  try {
+    return JSON.parse(event.data);
+  } catch {
+    return {};
+  }
+}
+
+function streamProblem(event) {
+  const data = parseData(event);
+  if (event.name === "error") {
+    const error = typeof data.error === "object" && data.error ? data.error : data;
+    if (/timeout/.test(error.code)) return new Problem(SENTENCES.timeout);
+    const status = Number(error.status);
+    if (status) return failure(status, error);
+    const said = error.message ?? error.error;
+    return new Problem(typeof said === "string" && said ? said : SENTENCES.generic);
+  }
+  return new Problem(RUN_SENTENCES[event.name.slice("thread.run.".length)] || SENTENCES.generic);
+}
+
+async function readStream(response, item) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const texts = new Map(); // message id -> its text so far
+  const show = (suffix = "") => setText(item, [...texts.values()].join("\n\n") + suffix);
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      const blocks = buffer.split(/\r\n\r\n|\n\n|\r\r/);
+      buffer = blocks.pop();
+      for (const block of blocks) {
+        const event = parseEvent(block);
+        if (!event) continue;
+        if (event.name === "thread.message.delta") {
+          const delta = parseData(event);
+          const parts = delta.delta?.content || [];
+          const added = parts.filter((p) => p.type === "text").map((p) => p.text?.value || "").join("");
+          texts.set(delta.id, (texts.get(delta.id) || "") + added);
+          show();
+        } else if (event.name === "thread.message.completed") {
+          const message = parseData(event);
+          if (message.role === "assistant") texts.set(message.id, textOf(message));
+          show();
+        } else if (event.name === "thread.run.completed") {
+          return;
+        } else if (event.name === "thread.run.incomplete") {
+          return show(`\n${SHORTENED}`);
+        } else if (event.name === "error" || /^thread\.run\.(failed|cancelled|expired|requires_action)$/.test(event.name)) {
+          throw streamProblem(event);
+        } else if (event.name === "done") {
+          break;
+        }
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  throw new Problem(SENTENCES.cut);
+}
+
+// --- start ----------------------------------------------------------------------------------
+
+async function start() {
+  clearNotice();
+  try {
+    await loadTypes();
+    await loadConversation();
+  } catch (error) {
+    showNotice(error);
+  }
+  ui.conversation.scrollTop = ui.conversation.scrollHeight;
+}
+
+ui.composer.addEventListener("submit", send);
+ui.message.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+ui.type.addEventListener("change", () => localStorage.setItem(STORED.type, ui.type.value));
+ui.newConversation.addEventListener("click", () => {
+  localStorage.removeItem(STORED.thread);
+  ui.conversation.replaceChildren();
+  clearNotice();
+  ui.message.focus();
+});
+ui.tokenForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = ui.token.value.trim();
+  if (token) localStorage.setItem(STORED.token, token);
+  else localStorage.removeItem(STORED.token);
+  start();
+});
+
+ui.token.value = localStorage.getItem(STORED.token) || "";
+if (ui.token.value) ui.tokenForm.hidden = false;
+start();
