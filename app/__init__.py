@@ -9,7 +9,7 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import logs, metrics, ratelimit, schema
-from app.api import SERVICES_KEY, health, openapi, page
+from app.api import SERVICES_KEY, compat, health, openapi, page
 from app.api import errors as api_errors
 from app.api import types as assistant_types
 from app.api.runs import bp as runs_bp
@@ -55,9 +55,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _register_api(app: Flask, settings: Settings) -> None:
-    """The API blueprints under /api/openai (type from the body) and /api/assistants/<type> (type from the URL)."""
+    """The API blueprints under /api/openai (type from the body), /api/assistants/<type> (type from the URL)
+    and /v1 (type from the body, for the official SDKs: see app/api/compat.py)."""
     for bp in (threads_bp, runs_bp):
         app.register_blueprint(bp, name=f"openai_{bp.name}", url_prefix="/api/openai")
+        app.register_blueprint(bp, name=f"v1_{bp.name}", url_prefix=compat.PREFIX)
         for assistant in settings.assistant_types:
             app.register_blueprint(
                 bp,

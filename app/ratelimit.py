@@ -19,17 +19,19 @@ import threading
 import time
 from collections import deque
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, current_app, request
 from limits import RateLimitItem, parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from app.auth import authenticate
+from app.errors import ApiError
 from app.settings import Settings
 
 RUN_SCOPE = "runs"
 API_SCOPE = "api"
 KEY_PREFIX = "assistants-backend"
+API_PREFIXES = ("/api/", "/v1/")
 _STARTS_RUN = "_rate_limited_as_run"
 
 
@@ -41,8 +43,8 @@ def run_limit(view):
 
 def _is_api_call() -> bool:
     """Whether this request goes to an authenticated API route (not health, docs or a preflight)."""
-    # The API blueprints are registered under several prefixes, all below /api/.
-    return request.method != "OPTIONS" and request.blueprint is not None and request.path.startswith("/api/")
+    # The API blueprints are registered under several prefixes, all below /api/ or /v1/.
+    return request.method != "OPTIONS" and request.blueprint is not None and request.path.startswith(API_PREFIXES)
 
 
 def _starts_run() -> bool:
@@ -95,14 +97,13 @@ class SharedWindows:
         return self.strategy.get_window_stats(item, key).reset_time
 
 
-def _too_many(windows, item: RateLimitItem, scope: str, key: str):
-    """429 as the contract's JSON error, with a Retry-After in whole seconds."""
+def _too_many(windows, item: RateLimitItem, scope: str, key: str) -> ApiError:
+    """429, with a Retry-After in whole seconds."""
     wait = max(1, math.ceil(windows.reset_at(item, key) - time.time()))
     what = "runs started" if scope == RUN_SCOPE else "requests"
-    response = jsonify(error=f"Too many {what}: at most {item} per user; try again in {wait} s.")
-    response.status_code = 429
-    response.headers["Retry-After"] = str(wait)
-    return response
+    return ApiError(
+        429, f"Too many {what}: at most {item} per user; try again in {wait} s.", headers={"Retry-After": str(wait)}
+    )
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -127,5 +128,5 @@ def init_app(app: Flask, settings: Settings) -> None:
         for scope, item in limits:
             key = item.key_for(KEY_PREFIX, scope, f"user:{user}")
             if not windows.hit(item, key):
-                return _too_many(windows, item, scope, key)
+                raise _too_many(windows, item, scope, key)
         return None

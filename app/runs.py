@@ -337,11 +337,12 @@ def _finish(services: Services, plan: RunPlan, result: WaitResult, failure: dict
     run, recorded = present(plan, result.run), present(plan, last.run)
     if failure is not None:
         run = recorded = ended_as(recorded, "failed", last_error=failure)
-    elif result.timed_out and result.run["status"] == "requires_action":
-        # Its calls were closed at the deadline (or the run cancelled, on the assistants engine).
+    elif result.run["status"] == "requires_action":
+        # Its calls were closed (or the run cancelled, on the assistants engine): it goes no further.
         if recorded["status"] == "requires_action":
             recorded = ended_as(recorded, "cancelled")
-        run = recorded
+        if result.timed_out:
+            run = recorded
     messages = tuple(dict(m, run_id=plan.run_id) for m in last.messages)
     services.records.run_ended(recorded, list(messages), plan.owner, plan.assistant.name)
     metrics.run_finished(result)

@@ -308,9 +308,19 @@ def test_a_never_ending_run_gets_the_apps_408_not_nginxs_504(stack):
 
 
 def test_a_body_over_the_limit_is_a_json_413(stack):
-    status, _, body = call("POST", f"{stack.api}/threads", b"{" + b" " * (1024 * 1024 + 10) + b"}", AUTH)
+    too_large = b"{" + b" " * (1024 * 1024 + 10) + b"}"
+    status, _, body = call("POST", f"{stack.api}/threads", too_large, AUTH)
     assert status == 413
     assert body == {"error": "Request body too large."}
+    # nginx's own answer under /v1 has OpenAI's shape, as the backend's there.
+    status, _, body = call("POST", f"{stack.url}/v1/threads", too_large, AUTH)
+    assert status == 413
+    assert body["error"] == {
+        "message": "Request body too large.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
 
 
 def test_the_request_id_is_in_nginxs_log_and_the_apps(stack):
@@ -374,7 +384,9 @@ def test_a_stop_while_20_runs_wait_loses_none(tmp_path_factory, upstream, templa
         assert s.gunicorn.wait(timeout=30) == 0
         # With gunicorn gone, nginx's own answer is JSON too, and says not to retry.
         status, headers, body = call("GET", f"{s.url}/healthz")
-        assert status == 502 and headers["x-should-retry"] == "false" and "error" in body
+        assert status == 502 and headers["x-should-retry"] == "false" and isinstance(body["error"], str)
+        status, headers, body = call("GET", f"{s.url}/v1/threads/thread_1", headers=AUTH)
+        assert status == 502 and headers["x-should-retry"] == "false" and body["error"]["type"] == "server_error"
     finally:
         s.stop()
 

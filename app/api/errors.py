@@ -1,4 +1,4 @@
-"""Every error answer as the same JSON shape, made in one place."""
+"""Every error answer as JSON, made in one place: the contract's shape, or OpenAI's under /v1."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from app.api import compat
 from app.contract import UpstreamError
 from app.errors import NO_RETRY, ApiError, from_upstream
 from app.redaction import redact
@@ -15,7 +16,8 @@ log = logging.getLogger("app.errors")
 
 
 def _answer(error: ApiError):
-    response = jsonify({"error": error.message, **error.extra})
+    body = compat.error_body(error) if compat.under_v1() else {"error": error.message, **error.extra}
+    response = jsonify(body)
     response.status_code = error.status
     response.headers.update(error.headers)
     return response

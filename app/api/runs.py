@@ -11,7 +11,7 @@ import time
 from flask import Blueprint, g, jsonify
 
 from app import runs, tools
-from app.api import authenticate_caller, services
+from app.api import authenticate_caller, compat, services
 from app.api import validation as v
 from app.api.idempotency import idempotent
 from app.api.outcomes import TIMEOUT_OUTCOME, outcome_of
@@ -114,6 +114,8 @@ def _waited(s, wait):
         raise _unconfirmed() from None
     finally:
         s.capacity.give_back()
+    if compat.under_v1():
+        return jsonify(compat.ended_run(s, result))
     outcome, error = outcome_of(result, s.settings.run_timeout_seconds)
     if error is None:
         response = jsonify(result.run)
