@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from app import metrics
 from app.assistant_types import AssistantType
 from app.contract import (
     ACTIVE_STATUSES,
+    MessagePage,
     Poll,
     StartedRun,
     UpstreamError,
@@ -76,6 +79,23 @@ def _release_requires_action(services: Services, thread_id: str, run: dict) -> P
     return _cancel_and_settle(services, thread_id, run["id"])
 
 
+def _emit_end(services: Services, emit, result: WaitResult, last: Poll) -> None:
+    """The stream's last events: the run's messages, then the run as the answer reports it
+    (after a timeout, as the cancel left it; nothing when it is still active)."""
+    run = last.run if result.timed_out else result.run
+    messages = list(last.messages)
+    if not messages and run["status"] in ("completed", "incomplete"):
+        try:  # engines that learn the messages apart from the run
+            page = MessagePage(limit=100, order="asc", run_id=run["id"])
+            listed = services.engine.list_messages(run["thread_id"], page)
+            messages = [m for m in listed["data"] if m["role"] == "assistant"]
+        except UpstreamError as exc:
+            log.warning("run %s: its messages could not be read for the stream: %s", run["id"], exc)
+    for message in messages:
+        emit("thread.message.completed", message)
+    emit(f"thread.run.{run['status']}", run)
+
+
 class DeadlineBeforeStart(Exception):
     """The deadline passed before the upstream accepted the run."""
 
@@ -85,7 +105,14 @@ class CreateUnconfirmed(Exception):
 
 
 def _create(
-    services: Services, thread_id: str, assistant: AssistantType, temperature, top_p, deadline: float, sleep
+    services: Services,
+    thread_id: str,
+    assistant: AssistantType,
+    temperature,
+    top_p,
+    deadline: float,
+    sleep,
+    stream: bool = False,
 ) -> StartedRun:
     """Create the run inside the deadline: each attempt bounded by the time left, and
     retried only when the upstream surely did not receive it (connect error, 429)."""
@@ -102,7 +129,7 @@ def _create(
                 temperature,
                 top_p,
                 timeout=min(left, settings.upstream_timeout_seconds),
-                stream=settings.wait_strategy == "stream",
+                stream=stream or settings.wait_strategy == "stream",
             )
         except UpstreamError as exc:
             if maybe_sent(exc):
@@ -126,11 +153,16 @@ def start_and_wait(
     top_p,
     arrived: float | None = None,
     sleep=time.sleep,
+    emit: Callable[[str, object], None] | None = None,
 ) -> WaitResult:
     """Start a run and wait for its end; the result holds the run as the wait last saw it.
 
     The deadline runs from `arrived` (time.monotonic() when the request came in). Raises
     DeadlineBeforeStart or CreateUnconfirmed when no run could be started or confirmed.
+    With `emit(event_name, data)` the run is followed as Assistants stream events
+    (app/stream_events.py): `thread.run.created`, `thread.run.<status>` as statuses change,
+    `thread.message.delta` as text arrives, then `thread.message.completed` and the final
+    `thread.run.<status>` once the run is recorded.
     """
     settings = services.settings
     deadline = (time.monotonic() if arrived is None else arrived) + settings.run_timeout_seconds
@@ -143,7 +175,9 @@ def start_and_wait(
     started = None
     try:
         try:
-            started = _create(services, thread_id, assistant, temperature, top_p, deadline, sleep)
+            started = _create(
+                services, thread_id, assistant, temperature, top_p, deadline, sleep, stream=emit is not None
+            )
         except CreateUnconfirmed as exc:
             # A run may exist upstream: the thread's lock and the Idempotency-Key stay
             # taken until they expire, so that nothing starts a second run beside it.
@@ -154,12 +188,17 @@ def start_and_wait(
         services.records.run_started(thread_id, holder, run, owner, assistant.name)
         holder = run["id"]
         log.info("run %s created on %s (status %s, type %s)", run["id"], thread_id, run["status"], assistant.name)
+        watch = started.watch
+        if emit is not None:
+            emit("thread.run.created", run)
+            watch = watch and functools.partial(watch, emit=emit)
         result = wait_for_run(
             lambda: services.engine.get_run(thread_id, run["id"], _call_seconds(deadline)),
             run,
             timeout=max(0.0, deadline - time.monotonic()),
             schedule=services.schedule,
-            watch=started.watch,
+            watch=watch,
+            emit=emit,
         )
         started.close()
         metrics.run_finished(result)
@@ -178,6 +217,8 @@ def start_and_wait(
             last = _cancel_and_settle(services, thread_id, run["id"]) or Poll(result.run)
         services.records.run_ended(last.run, list(last.messages), owner, assistant.name)
         holder = None
+        if emit is not None:
+            _emit_end(services, emit, result, last)
     finally:
         if started is not None:
             started.close()
