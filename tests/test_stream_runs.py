@@ -145,6 +145,17 @@ def test_a_dropped_upstream_stream_is_resumed_unnoticed(sdk, fake):
     assert fake.stats()["requests"][STREAM_GET] >= 3  # resumed after each dropped event
 
 
+@pytest.mark.parametrize("engine_name", ["responses"])
+def test_an_upstream_that_refuses_to_stream_is_polled_and_the_text_sent_at_the_end(sdk, fake):
+    fake.config.stream_mode = "refuse"
+    thread_id = _thread_with(sdk, "alpha beta [fake duration=0.3]")
+    events = list(sdk.beta.threads.runs.create(thread_id=thread_id, assistant_id="curator", stream=True))
+    assert events[-1].event == "thread.run.completed"
+    assert [e.event for e in events].count("thread.message.delta") == 1
+    assert _text_of(events) == "Echo: alpha beta"
+    assert fake.run_info(events[-1].data.id)["polls"] >= 1
+
+
 @pytest.mark.parametrize(
     "script,final", [("failed", "failed"), ("incomplete", "incomplete"), ("cancelled", "cancelled")]
 )

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from flask import Response, current_app, g
+from flask import Response, current_app, g, stream_with_context
 
 from app.contract import UpstreamError
 from app.errors import ApiError, from_upstream
@@ -59,7 +59,8 @@ def event_stream(work: Callable[[RunEvents], None], ends_by: float) -> Response:
         raise first.error
     if first is _END:
         raise RuntimeError("the service ended without an event")
-    return Response(_frames(first, items, events, ends_by), mimetype="text/event-stream", headers=STREAM_HEADERS)
+    frames = stream_with_context(_frames(first, items, events, ends_by))  # the request's id on its log lines
+    return Response(frames, mimetype="text/event-stream", headers=STREAM_HEADERS)
 
 
 def _frames(item, items: queue.Queue, events: RunEvents, ends_by: float):
