@@ -12,6 +12,7 @@ import openai
 import pytest
 from openai.types.beta import AssistantStreamEvent
 
+from app import runs
 from app.contract import UpstreamRejected, UpstreamTransient
 from tests.helpers import TOKENS, Api, ServerThread, background_run
 from tests.servers import wait_until
@@ -230,6 +231,19 @@ def test_the_creation_failures_answer_as_when_blocking(api, app, live_server, mo
     monkeypatch.setattr(engine, "start_run", unconfirmed)
     status, headers, body, _ = _sse(live_server.url, thread_id)
     assert status == 504 and headers["x-should-retry"] == "false" and "did not confirm" in body["error"]
+
+
+def test_a_deadline_passed_before_the_creation_is_the_usual_408(api, live_server, monkeypatch):
+    thread_id = api.new_thread()
+    api.say(thread_id, "hello")
+
+    def too_late(*args, **kwargs):
+        raise runs.DeadlineBeforeStart()
+
+    monkeypatch.setattr(runs, "start_and_wait", too_late)
+    status, headers, body, _ = _sse(live_server.url, thread_id)
+    assert status == 408 and headers["x-should-retry"] == "false"
+    assert body["error"] == "Run timeout exceeded 5 seconds"
 
 
 @pytest.mark.parametrize("engine_name", ["responses"])
