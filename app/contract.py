@@ -77,8 +77,9 @@ def list_page(data: list[dict], has_more: bool) -> dict:
 @dataclass(frozen=True)
 class StartedRun:
     """A run just created: its first snapshot and, when its creation opened an event
-    stream, `watch(timeout)` that reads on until the run ends (None when it cannot tell) and
-    `close()` that lets it go."""
+    stream, `watch(timeout, emit=None)` that reads on until the run ends (None when it cannot
+    tell), passing the run's start and text deltas to `emit` as Assistants stream events
+    (app/stream_events.py), and `close()` that lets it go."""
 
     run: dict
     watch: Callable[[float], Poll | None] | None = None

@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, g, has_app_context, request
 
 from app.redaction import redact
 from app.settings import Settings
@@ -25,7 +25,7 @@ class _RequestContext(logging.Filter):
         self.secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        record.request_id = g.get("request_id", "-") if has_app_context() else "-"
         message = record.getMessage()
         cleaned = redact(message, self.secrets)
         if cleaned != message:

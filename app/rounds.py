@@ -9,7 +9,8 @@ and only the calls it must answer itself.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from app.assistant_types import AssistantType
 from app.errors import ApiError
@@ -32,6 +33,7 @@ class RunPlan:
     created_at: int | None = None
     rounds: int = 0  # model turns so far
     usage: dict | None = None  # of the rounds before the current one
+    emit: Callable[[str, object], None] | None = field(default=None, repr=False)  # a streamed answer's events
 
     @property
     def tools(self) -> tuple[Tool, ...]:
@@ -55,7 +57,7 @@ class RunPlan:
         }
 
     @classmethod
-    def resumed(cls, pending: dict, types: tuple[AssistantType, ...], thread_id: str) -> RunPlan:
+    def resumed(cls, pending: dict, types: tuple[AssistantType, ...], thread_id: str, emit=None) -> RunPlan:
         """The plan of a run that waited for the client's outputs."""
         assistant = next((t for t in types if t.name == pending["assistant_type"]), None)
         if assistant is None:
@@ -71,6 +73,7 @@ class RunPlan:
             pending["created_at"],
             pending["rounds"],
             pending["usage"],
+            emit,
         )
 
 

@@ -3,6 +3,7 @@ tool outputs, retrieve one, cancel one (no HTTP)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -13,6 +14,7 @@ from app import metrics
 from app.assistant_types import AssistantType
 from app.contract import (
     ACTIVE_STATUSES,
+    MessagePage,
     Poll,
     StartedRun,
     UpstreamError,
@@ -33,6 +35,9 @@ from app.waiting import MIN_DELAY_SECONDS, PollSchedule, WaitResult, wait_for_ru
 log = logging.getLogger("app.runs")
 
 NOT_SUBMITTED = {"code": "server_error", "message": "The upstream refused the tool outputs; see the server log."}
+
+# Tells a streamed answer what happens: emit(Assistants stream event name, its data).
+Emit = Callable[[str, object], None]
 
 # The lock outlives the wait by this much, for the cancel and the bookkeeping.
 LOCK_MARGIN_SECONDS = CANCEL_GRACE_SECONDS + 10.0
@@ -124,11 +129,13 @@ def start_and_wait(
     client_tools: tuple[Tool, ...] = (),
     arrived: float | None = None,
     sleep=time.sleep,
+    emit: Emit | None = None,
 ) -> WaitResult:
     """Start a run and wait for its end through its rounds of server tools.
 
     The deadline runs from `arrived` (time.monotonic() when the request came in). Raises
     DeadlineBeforeStart or CreateUnconfirmed when no run could be started or confirmed.
+    With `emit`, the run's progress is told as Assistants stream events (`emit(name, data)`).
     """
     settings = services.settings
     deadline = (time.monotonic() if arrived is None else arrived) + settings.run_timeout_seconds
@@ -137,11 +144,17 @@ def start_and_wait(
     if not services.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
         require_thread(services, owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
         raise thread_busy(thread_id, services.records.active_run(thread_id))
-    plan = RunPlan(thread_id, owner, assistant, temperature, top_p, client_tools)
+    plan = RunPlan(thread_id, owner, assistant, temperature, top_p, client_tools, emit=emit)
 
     def create(timeout: float) -> StartedRun:
         return services.engine.start_run(
-            thread_id, assistant, temperature, top_p, timeout=timeout, stream=_streamed(services), tools=plan.tools
+            thread_id,
+            assistant,
+            temperature,
+            top_p,
+            timeout=timeout,
+            stream=_streamed(services, plan),
+            tools=plan.tools,
         )
 
     def first_round() -> WaitResult:
@@ -149,12 +162,14 @@ def start_and_wait(
         started = _attempt(services, create, deadline, sleep, f"create run on {thread_id}")
         plan.run_id, plan.created_at = started.run["id"], started.run["created_at"]
         services.records.run_started(thread_id, holder, present(plan, started.run), owner, assistant.name)
+        if emit is not None:
+            emit("thread.run.created", present(plan, started.run))
         log.info(
             "run %s created on %s (status %s, type %s)", plan.run_id, thread_id, started.run["status"], assistant.name
         )
         return _drive(services, plan, started, deadline, sleep)
 
-    return _holding_thread(services, thread_id, holder, first_round)
+    return _holding_thread(services, plan, holder, first_round)
 
 
 def submit_tool_outputs(
@@ -165,6 +180,7 @@ def submit_tool_outputs(
     tool_outputs: list[dict],
     arrived: float | None = None,
     sleep=time.sleep,
+    emit: Emit | None = None,
 ) -> WaitResult:
     """Answer the calls a run asked the client for, and wait for the run's end as `start_and_wait` does."""
     settings = services.settings
@@ -176,7 +192,7 @@ def submit_tool_outputs(
     recorded = _expire_if_due(services, recorded)
     if recorded.pending is None:
         raise ApiError(400, f"Runs in status '{recorded.run['status']}' do not accept tool outputs.")
-    plan = RunPlan.resumed(recorded.pending, settings.assistant_types, thread_id)
+    plan = RunPlan.resumed(recorded.pending, settings.assistant_types, thread_id, emit)
     run, server_outputs = recorded.pending["run"], recorded.pending["server_outputs"]
     answers = _checked_outputs(tool_outputs, [c["id"] for c in tool_calls(recorded.run)])
     if not services.records.take_pending(run_id, recorded.pending, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
@@ -189,7 +205,7 @@ def submit_tool_outputs(
         started = _go_on(services, plan, run, outputs, deadline, sleep)
         return started if isinstance(started, WaitResult) else _drive(services, plan, started, deadline, sleep)
 
-    return _holding_thread(services, thread_id, run_id, next_round)
+    return _holding_thread(services, plan, run_id, next_round)
 
 
 def _checked_outputs(tool_outputs: list[dict], open_ids: list[str]) -> dict[str, str]:
@@ -210,39 +226,55 @@ def _checked_outputs(tool_outputs: list[dict], open_ids: list[str]) -> dict[str,
     return answers
 
 
-def _holding_thread(services: Services, thread_id: str, holder: str, body: Callable[[], WaitResult]) -> WaitResult:
-    """Run `body` while this request holds the thread's lock; free the lock if it breaks off,
-    except when a run may exist upstream unconfirmed."""
+def _holding_thread(services: Services, plan: RunPlan, holder: str, body: Callable[[], WaitResult]) -> WaitResult:
+    """Run `body` while this request holds the thread's lock (taken as `holder`, then held by the
+    run); free the lock if it breaks off, except when a run may exist upstream unconfirmed."""
     metrics.run_started()
     try:
         return body()
     except CreateUnconfirmed as exc:
         # A run may exist upstream: the thread's lock and the Idempotency-Key stay
         # taken until they expire, so that nothing starts a second run beside it.
-        log.warning("run on %s: start unconfirmed (%s); the thread stays locked", thread_id, exc)
-        holder = None
+        log.warning("run on %s: start unconfirmed (%s); the thread stays locked", plan.thread_id, exc)
+        raise
+    except BaseException:
+        for taken_as in {holder, plan.run_id} - {None}:
+            services.records.unlock_thread(plan.thread_id, taken_as)
         raise
     finally:
         metrics.run_ended()
-        if holder is not None:  # run_ended has freed it already when the run was recorded
-            services.records.unlock_thread(thread_id, holder)
 
 
-def _streamed(services: Services) -> bool:
-    return services.settings.wait_strategy == "stream"
+def _streamed(services: Services, plan: RunPlan) -> bool:
+    """Whether to read the upstream's own event stream: always for a streamed answer."""
+    return plan.emit is not None or services.settings.wait_strategy == "stream"
+
+
+def _as_client_run(plan: RunPlan, emit: Emit) -> Emit:
+    """`emit` with each upstream run shown as the client's one run."""
+
+    def told(name: str, data) -> None:
+        emit(name, present(plan, data) if name.startswith("thread.run.") else data)
+
+    return told
 
 
 def _wait(services: Services, plan: RunPlan, started: StartedRun, deadline: float) -> WaitResult:
     upstream_id = started.run["id"]
     if upstream_id != plan.run_id:
         services.records.run_progress(plan.run_id, upstream_id)
+    watch, emit = started.watch, None
+    if plan.emit is not None:
+        emit = _as_client_run(plan, plan.emit)
+        watch = watch and functools.partial(watch, emit=emit)
     try:
         return wait_for_run(
             lambda: services.engine.get_run(plan.thread_id, upstream_id, _call_seconds(deadline)),
             started.run,
             timeout=max(0.0, deadline - time.monotonic()),
             schedule=services.schedule,
-            watch=started.watch,
+            watch=watch,
+            emit=emit,
         )
     finally:
         started.close()
@@ -293,7 +325,7 @@ def _go_on(
             plan.temperature,
             plan.top_p,
             timeout=timeout,
-            stream=_streamed(services),
+            stream=_streamed(services, plan),
             tools=plan.tools,
         )
 
@@ -320,6 +352,8 @@ def _await_client(
     run = present(plan, result.run, client_calls=client_calls, expires_at=expires_at)
     pending = plan.pending(result.run, outputs, expires_at)
     services.records.await_outputs(run, pending, plan.owner, plan.assistant.name, seconds)
+    if plan.emit is not None:
+        plan.emit("thread.run.requires_action", run)
     metrics.run_finished(result)
     log.info("run %s waits for the client's outputs of %d call(s)", plan.run_id, len(client_calls))
     return replace(result, run=run, last=Poll(run), awaits_client=True)
@@ -345,6 +379,10 @@ def _finish(services: Services, plan: RunPlan, result: WaitResult, failure: dict
             run = recorded
     messages = tuple(dict(m, run_id=plan.run_id) for m in last.messages)
     services.records.run_ended(recorded, list(messages), plan.owner, plan.assistant.name)
+    if plan.emit is not None:
+        # A stream ends with the run as the backend left it: cancelled at the deadline, or with its calls closed.
+        settled = result.timed_out or result.run["status"] == "requires_action"
+        _emit_end(services, plan.emit, recorded if settled else run, messages)
     metrics.run_finished(result)
     log.info(
         "run %s final status %s after %.2fs (%d polls, %d transient errors, %d model turns)",
@@ -356,6 +394,21 @@ def _finish(services: Services, plan: RunPlan, result: WaitResult, failure: dict
         plan.rounds,
     )
     return replace(result, run=run, last=Poll(run, last.poll_after_ms, messages))
+
+
+def _emit_end(services: Services, emit: Emit, run: dict, messages: tuple) -> None:
+    """The stream's last events: the run's messages, then the run."""
+    messages = list(messages)
+    if not messages and run["status"] in ("completed", "incomplete"):
+        try:  # engines that learn the messages apart from the run
+            page = MessagePage(limit=100, order="asc", run_id=run["id"])
+            listed = services.engine.list_messages(run["thread_id"], page)
+            messages = [m for m in listed["data"] if m["role"] == "assistant"]
+        except UpstreamError as exc:
+            log.warning("run %s: its messages could not be read for the stream: %s", run["id"], exc)
+    for message in messages:
+        emit("thread.message.completed", message)
+    emit(f"thread.run.{run['status']}", run)
 
 
 def _expire_if_due(services: Services, recorded: RecordedRun) -> RecordedRun:

@@ -73,11 +73,13 @@ def wait_for_run(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     watch: Callable[[float], Poll | None] | None = None,
+    emit: Callable[[str, dict], None] | None = None,
 ) -> WaitResult:
     """Poll `get_run` until the run leaves the active statuses or `timeout` seconds pass.
 
     With `watch` (the streaming strategy), first block on it for the whole budget;
-    polling then only covers what the stream could not tell.
+    polling then only covers what the stream could not tell. `emit` hears of each new
+    active status a look finds (`thread.run.<status>`); the end is the caller's to tell.
     """
     started = clock()
     deadline = started + timeout
@@ -115,6 +117,8 @@ def wait_for_run(
                 "run %s poll %d: transient upstream error (%s), looking again in %.2fs", run["id"], polls, exc, hint
             )
             continue
+        if emit is not None and poll.run["status"] != run["status"] and poll.run["status"] in ACTIVE_STATUSES:
+            emit(f"thread.run.{poll.run['status']}", poll.run)
         last = poll
         run = poll.run
         hint = poll.poll_after_ms / 1000 if poll.poll_after_ms is not None else None

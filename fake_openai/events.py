@@ -5,6 +5,9 @@ when it starts, then per output item `response.output_item.added`, its content o
 deltas and `...done` events, `response.output_item.done`, and the terminal
 `response.completed` / `response.failed` / `response.incomplete`. A cancelled response
 logs nothing more (a guess: the real API documents no cancelled stream event).
+
+A reply's text deltas (one per word) are written while the response is in progress,
+spread evenly over that time (`Writing`); what is left is logged when it finishes.
 """
 
 import json
@@ -31,6 +34,44 @@ def started(response):
     log(response, "response.in_progress", response=response.to_api())
 
 
+class Writing:
+    """A reply being written: its message item, its words, and when each is due."""
+
+    def __init__(self, item, start, end):
+        self.item = item
+        self.pieces = re.findall(r"\S+\s*|\s+", item["content"][0]["text"])
+        self.start = start
+        self.end = end
+        self.opened = False
+        self.written = 0
+
+    def next_due(self):
+        """When the next word is due (infinity once all are written)."""
+        if self.written >= len(self.pieces):
+            return float("inf")
+        return self.start + (self.end - self.start) * (self.written + 1) / (len(self.pieces) + 1)
+
+
+def write_due(response, now, index=0):
+    """Log the words of the reply that are due by `now` (all of them with now=inf)."""
+    writing = response.writing
+    if writing is None:
+        return
+    where = {"item_id": writing.item["id"], "output_index": index, "content_index": 0}
+    if not writing.opened:
+        writing.opened = True
+        log(
+            response,
+            "response.output_item.added",
+            output_index=index,
+            item={**writing.item, "status": "in_progress", "content": []},
+        )
+        log(response, "response.content_part.added", **where, part=_EMPTY_PART)
+    while writing.written < len(writing.pieces) and writing.next_due() <= now:
+        log(response, "response.output_text.delta", **where, delta=writing.pieces[writing.written], logprobs=[])
+        writing.written += 1
+
+
 def finished(response):
     """The output item events and the terminal event (none for a cancelled response)."""
     for index, item in enumerate(response.output):
@@ -43,21 +84,17 @@ def finished(response):
         log(response, kind, response=response.to_api())
 
 
+_EMPTY_PART = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+
+
 def _message_events(response, index, item):
     text = item["content"][0]["text"] if item["content"] else ""
-    log(
-        response,
-        "response.output_item.added",
-        output_index=index,
-        item={**item, "status": "in_progress", "content": []},
-    )
-    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    if response.writing is None or response.writing.item["id"] != item["id"]:
+        response.writing = Writing(item, 0, 0)
+    write_due(response, float("inf"), index)
     where = {"item_id": item["id"], "output_index": index, "content_index": 0}
-    log(response, "response.content_part.added", **where, part=part)
-    for piece in re.findall(r"\S+\s*|\s+", text):
-        log(response, "response.output_text.delta", **where, delta=piece, logprobs=[])
     log(response, "response.output_text.done", **where, text=text, logprobs=[])
-    log(response, "response.content_part.done", **where, part={**part, "text": text})
+    log(response, "response.content_part.done", **where, part={**_EMPTY_PART, "text": text})
     log(response, "response.output_item.done", output_index=index, item=item)
 
 

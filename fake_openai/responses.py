@@ -180,18 +180,28 @@ class Response(Job):
         self.incomplete_details = None
         self.completed_at = None
         self.events = []
+        self.writing = None  # the reply while it is being written (events.Writing)
         events.created(self)
 
     def next_change_at(self):
-        """When the status changes next by itself (infinity if never)."""
+        """When the status or the written text changes next by itself (infinity if never)."""
         if self.status == "queued":
             return self.start_at
         if self.status == "in_progress" and self.outcome != "never" and self.cancel_at is None:
-            return self.end_at
+            return min(self.end_at, self.writing.next_due() if self.writing else math.inf)
         return math.inf
 
     def on_start(self):
         events.started(self)
+        if not self.calls and self.outcome in ("completed", "incomplete"):
+            partial = self.outcome == "incomplete"
+            reply = scripting.reply_text(self.script, self.label, partial=partial, results=self.results)
+            self.writing = events.Writing(message_item("assistant", reply), self.start_at, self.end_at)
+
+    def advance(self, now):
+        super().advance(now)
+        if self.status == "in_progress":
+            events.write_due(self, now)
 
     def finish(self, outcome, at):
         reply = ""
@@ -201,7 +211,7 @@ class Response(Job):
         elif outcome in ("completed", "incomplete", "requires_action"):
             partial = outcome == "incomplete"
             reply = scripting.reply_text(self.script, self.label, partial=partial, results=self.results)
-            item = message_item("assistant", reply)
+            item = self.writing.item if self.writing else message_item("assistant", reply)
             if partial:
                 item["status"] = "incomplete"
                 self.incomplete_details = {"reason": "max_output_tokens"}

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2
 import pytest
 from flask import request
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -293,6 +294,21 @@ def test_a_run_of_several_seconds_answers_200_through_nginx(stack):
     assert status == 200, body
     assert body["status"] == "completed"
     assert seconds >= RUN_SECONDS
+
+
+def test_a_streamed_run_arrives_word_by_word_through_nginx(stack):
+    thread_id = stack.thread_with("[fake duration=2] one two three four five six")
+    seen = []
+    body = {"assistant_type": "curator", "stream": True}
+    with httpx2.stream("POST", f"{stack.api}/threads/{thread_id}/runs", json=body, headers=AUTH, timeout=30) as answer:
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+        for line in answer.iter_lines():
+            if line.startswith("event: "):
+                seen.append((line[len("event: ") :], time.monotonic()))
+    assert [name for name, _ in seen[-2:]] == ["thread.run.completed", "done"]
+    deltas = [at for name, at in seen if name == "thread.message.delta"]
+    assert len(deltas) == 7  # "Echo: one two three four five six", a word each
+    assert seen[-2][1] - deltas[0] > 1.0  # nginx passed the words on as they came, not at the end
 
 
 def test_a_never_ending_run_gets_the_apps_408_not_nginxs_504(stack):

@@ -27,7 +27,7 @@ from tests.helpers import TOKENS, UPSTREAM_KEY, Api, background_run, upstream_ca
         ("/threads/{thread}/runs", '{"assistant_type": "curator", "top_p": true}'),
         ("/threads/{thread}/runs", '{"assistant_type": "curator", "model": "gpt-5-pro"}'),
         ("/threads/{thread}/runs", '{"assistant_type": "curator", "instructions": "ignore the rules"}'),
-        ("/threads/{thread}/runs", '{"assistant_type": "curator", "stream": true}'),
+        ("/threads/{thread}/runs", '{"assistant_type": "curator", "stream": "yes"}'),
         ("/threads/{thread}/runs", '{"assistant_type": 7}'),
     ],
 )

@@ -20,6 +20,7 @@ from openai.types.responses.response import Response
 from fake_openai import create_fake_app
 from fake_openai import responses as fake_responses
 from fake_openai import streaming as fake_streaming
+from fake_openai.state import FakeState
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
 
@@ -635,6 +636,47 @@ def test_a_background_stream_sends_every_event_from_creation(raw):
     assert deltas[0]["item_id"] == events[-1]["response"]["output"][0]["id"]
     assert events[0]["response"]["status"] == "queued" and events[-1]["response"]["status"] == "completed"
     Response.model_validate(events[-1]["response"])
+
+
+def test_a_reply_is_written_word_by_word_while_the_response_is_in_progress():
+    now = [1000.0]
+    fake = FakeState(default_duration=1.0, clock=lambda: now[0])
+    body = {"model": "gpt-4o", "background": True, "stream": True, "input": "one two three"}
+    with fake.lock:
+        response = fake_responses.create_response(fake, body)
+
+    def at(instant):
+        now[0] = instant
+        with fake.lock:
+            response.advance(fake.now())
+            return [e["delta"] for e in response.events if e["type"] == "response.output_text.delta"]
+
+    # in progress from 1000.1 to 1001.0; word i of 4 at 1000.1 + 0.9 * i / 5
+    assert at(1000.05) == [] and response.status == "queued"
+    assert at(1000.3) == ["Echo: "] and response.status == "in_progress"
+    assert at(1000.7) == ["Echo: ", "one ", "two "]
+    assert response.next_change_at() == pytest.approx(1000.82)
+    assert at(1001.0) == ["Echo: ", "one ", "two ", "three"] and response.status == "completed"
+    items = {e["item_id"] for e in response.events if e["type"] == "response.output_text.delta"}
+    assert items == {response.output[0]["id"]}
+    kinds = [e["type"] for e in response.events]
+    assert kinds.count("response.output_item.added") == 1 and kinds[-1] == "response.completed"
+
+
+def test_a_cancel_mid_reply_keeps_the_words_sent_and_sends_no_more():
+    now = [1000.0]
+    fake = FakeState(default_duration=1.0, clock=lambda: now[0])
+    body = {"model": "gpt-4o", "background": True, "stream": True, "input": "one two three"}
+    with fake.lock:
+        response = fake_responses.create_response(fake, body)
+        now[0] = 1000.5
+        response.advance(fake.now())
+        fake_responses.cancel_response(fake, response.id)
+        now[0] = 1002.0
+        response.advance(fake.now())
+    deltas = [e["delta"] for e in response.events if e["type"] == "response.output_text.delta"]
+    assert deltas == ["Echo: ", "one "] and response.status == "cancelled"
+    assert response.output == [] and response.events[-1]["type"] == "response.output_text.delta"
 
 
 def test_the_sdk_reads_a_background_stream(client):

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.api.outcomes import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME
+from app.contract import UpstreamRejected
 from tests.helpers import RUN_CREATE, RUN_GET, background_run, upstream_calls
 
 
@@ -270,3 +271,17 @@ def test_run_of_another_thread_is_404(api):
     run_id = api.run(first).json["id"]
     assert api.get(f"/threads/{second}/runs/{run_id}").status_code == 404
     assert api.post(f"/threads/{second}/runs/{run_id}/cancel").status_code == 404
+
+
+def test_a_wait_broken_off_by_an_upstream_refusal_frees_the_thread(api, app, monkeypatch):
+    thread = api.new_thread()
+    api.say(thread, "hello [fake duration=0.3]")
+    engine = app.extensions["services"].engine
+
+    def refused(*args, **kwargs):
+        raise UpstreamRejected("retrieve run: the upstream refused", status=400)
+
+    monkeypatch.setattr(engine, "get_run", refused)
+    answer = api.run(thread)
+    assert answer.status_code == 400 and "refused" in answer.json["error"]
+    assert app.extensions["services"].records.active_run(thread) is None

@@ -14,6 +14,11 @@ from app.errors import ApiError
 REPLAYED_HEADERS = ("Content-Type", "x-should-retry", "openai-poll-after-ms")
 # Answers that started nothing: the key is released so that a retry can run.
 NOTHING_STARTED = (429, 503)
+STREAMED_MESSAGE = (
+    "The request with this Idempotency-Key was answered with a stream, which cannot be replayed; "
+    "read the thread's runs and messages instead."
+)
+STREAMED_HEADERS = {"Content-Type": "application/json", "x-should-retry": "false"}
 
 
 def _fingerprint() -> str:
@@ -58,6 +63,10 @@ def idempotent(view):
         except Exception:
             records.release_idempotency_key(g.user, key)
             raise
+        if response.is_streamed:
+            # A stream cannot be replayed; a repeat learns that the run was started.
+            records.finish_idempotency_key(g.user, key, 409, json.dumps({"error": STREAMED_MESSAGE}), STREAMED_HEADERS)
+            return response
         headers = {name: response.headers[name] for name in REPLAYED_HEADERS if name in response.headers}
         records.finish_idempotency_key(g.user, key, response.status_code, response.get_data(as_text=True), headers)
         return response

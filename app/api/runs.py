@@ -1,4 +1,4 @@
-"""Runs: `POST /threads/<id>/runs` answers when the run has ended; retrieve and cancel.
+"""Runs: `POST /threads/<id>/runs` answers when the run has ended, or streams it; retrieve and cancel.
 
 Under `/api/assistants/<type>` the blueprint is registered with the type as a
 URL default, which `take_url_type` moves to `g.url_assistant_type`.
@@ -6,6 +6,7 @@ URL default, which `take_url_type` moves to `g.url_assistant_type`.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from flask import Blueprint, g, jsonify
@@ -15,9 +16,12 @@ from app.api import authenticate_caller, compat, services
 from app.api import validation as v
 from app.api.idempotency import idempotent
 from app.api.outcomes import TIMEOUT_OUTCOME, outcome_of
+from app.api.streams import event_stream
 from app.assistant_types import AssistantTypeError, resolve
 from app.errors import NO_RETRY, ApiError
 from app.ratelimit import run_limit
+from app.runs import LOCK_MARGIN_SECONDS
+from app.stream_events import error_data
 
 RUN_FIELDS = {"assistant_type", "assistant_id", "temperature", "top_p", "stream", "metadata", "tools"}
 SUBMIT_FIELDS = {"tool_outputs", "stream"}
@@ -62,8 +66,7 @@ def create_run(thread_id):
     s = services()
     thread_id = v.checked_id(thread_id, "thread")
     body = v.json_body(RUN_FIELDS)
-    if body.get("stream"):
-        raise v.bad_request("'stream' is not supported: this backend answers when the run has ended.")
+    stream = v.stream_flag(body)
     v.metadata(body.get("metadata"), s.settings.max_metadata_pairs)
     try:
         assistant = resolve(
@@ -79,12 +82,18 @@ def create_run(thread_id):
     top_p = v.number_in_range(body, "top_p", 0, 1)
     temperature = assistant.temperature if temperature is None else temperature
     top_p = assistant.top_p if top_p is None else top_p
-    return _waited(
+    start = functools.partial(
+        runs.start_and_wait,
         s,
-        lambda: runs.start_and_wait(
-            s, g.user, thread_id, assistant, temperature, top_p, client_tools=client_tools, arrived=g.arrived
-        ),
+        g.user,
+        thread_id,
+        assistant,
+        temperature,
+        top_p,
+        client_tools=client_tools,
+        arrived=g.arrived,
     )
+    return _answer(s, start, stream)
 
 
 @bp.post("/threads/<thread_id>/runs/<run_id>/submit_tool_outputs")
@@ -95,25 +104,18 @@ def submit_tool_outputs(thread_id, run_id):
     thread_id = v.checked_id(thread_id, "thread")
     run_id = v.checked_id(run_id, "run")
     body = v.json_body(SUBMIT_FIELDS)
-    if body.get("stream"):
-        raise v.bad_request("'stream' is not supported: this backend answers when the run has ended.")
+    stream = v.stream_flag(body)
     outputs = v.tool_outputs(body.get("tool_outputs"))
-    return _waited(s, lambda: runs.submit_tool_outputs(s, g.user, thread_id, run_id, outputs, arrived=g.arrived))
+    start = functools.partial(runs.submit_tool_outputs, s, g.user, thread_id, run_id, outputs, arrived=g.arrived)
+    return _answer(s, start, stream)
 
 
-def _waited(s, wait):
-    """Answer a run waited for by `wait()`: the run, or the status table's error."""
-    if not s.capacity.try_take():
-        raise _no_room()
-    try:
-        result = wait()
-    except runs.DeadlineBeforeStart:
-        seconds = f"{s.settings.run_timeout_seconds:g}"
-        raise ApiError(408, TIMEOUT_OUTCOME.error.format(seconds=seconds), headers=NO_RETRY) from None
-    except runs.CreateUnconfirmed:
-        raise _unconfirmed() from None
-    finally:
-        s.capacity.give_back()
+def _answer(s, start, stream: bool):
+    """The answer to a run waited for by `start(emit=...)`: its stream of events, the run,
+    or the status table's error."""
+    if stream:
+        return _streamed(s, start)
+    result = _within_capacity(s, start)
     if compat.under_v1():
         return jsonify(compat.ended_run(s, result))
     outcome, error = outcome_of(result, s.settings.run_timeout_seconds)
@@ -124,6 +126,35 @@ def _waited(s, wait):
         response.headers.update(NO_RETRY)
     response.status_code = outcome.http_status
     return response
+
+
+def _within_capacity(s, start, emit=None):
+    """`start(emit=...)` (a run's service) in one of this worker's places for waiting runs,
+    its creation failures as API errors."""
+    if not s.capacity.try_take():
+        raise _no_room()
+    try:
+        return start(emit=emit)
+    except runs.DeadlineBeforeStart:
+        seconds = f"{s.settings.run_timeout_seconds:g}"
+        raise ApiError(408, TIMEOUT_OUTCOME.error.format(seconds=seconds), headers=NO_RETRY) from None
+    except runs.CreateUnconfirmed:
+        raise _unconfirmed() from None
+    finally:
+        s.capacity.give_back()
+
+
+def _streamed(s, start):
+    """The run as Assistants stream events; every check above and in `start` answers before them."""
+
+    def work(emit):
+        result = _within_capacity(s, start, emit)
+        if result.timed_out:  # sent only when the cancel did not end the run (see RunEvents)
+            _, error = outcome_of(result, s.settings.run_timeout_seconds)
+            emit("error", error_data(error, "run_timeout"))
+
+    # A backstop: the service itself ends well before (docs/deploying.md, the timeout chain).
+    return event_stream(work, ends_by=g.arrived + s.settings.run_timeout_seconds + LOCK_MARGIN_SECONDS)
 
 
 @bp.get("/threads/<thread_id>/runs/<run_id>")

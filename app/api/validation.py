@@ -97,6 +97,14 @@ def message_page() -> MessagePage:
     return MessagePage(limit=int(raw_limit), order=order, **cursors)
 
 
+def stream_flag(body: dict) -> bool:
+    """`stream`: true for an answer of Assistants stream events."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise bad_request("'stream' must be true or false.")
+    return bool(stream)
+
+
 def tool_outputs(value, max_outputs: int = 128) -> list[dict]:
     """`tool_outputs` of a submit: [{"tool_call_id": string, "output": string}, ...]."""
     if not isinstance(value, list) or not value:

@@ -25,6 +25,7 @@ from app.contract import (
 )
 from app.engines.client import QUICK_CALL_SECONDS, translated_errors
 from app.engines.upstream_http import UpstreamHTTP
+from app.stream_events import message_delta
 
 log = logging.getLogger("app.upstream")
 
@@ -344,11 +345,12 @@ class _Watcher:
         self.stack.close()
         self.events = None
 
-    def watch(self, timeout: float) -> Poll | None:
+    def watch(self, timeout: float, emit=None) -> Poll | None:
         """The run once it has ended, or None when the stream cannot tell in `timeout` seconds.
 
         After a drop or a silence the stream is resumed after the last event read; a
-        stream that ends without a terminal event means one look with a GET.
+        stream that ends without a terminal event means one look with a GET. `emit`
+        hears the run's start and its text as the events come (see `_relay`).
         """
         deadline = time.monotonic() + timeout
         for _ in range(STREAM_ATTEMPTS):
@@ -358,7 +360,7 @@ class _Watcher:
             try:
                 if self.events is None:
                     self._resume(min(remaining, STREAM_READ_SECONDS))
-                ended = self._read(deadline)
+                ended = self._read(deadline, emit)
                 if ended is not None:
                     return ended
                 if time.monotonic() >= deadline:
@@ -386,14 +388,24 @@ class _Watcher:
         )
         self.events = iter(opened)
 
-    def _read(self, deadline: float) -> Poll | None:
+    def _read(self, deadline: float, emit=None) -> Poll | None:
         """The ended run if the stream tells it before it closes or the deadline passes."""
         for event in self.events:
             self.seen = event.get("sequence_number", self.seen)
             kind = event.get("type")
+            if emit is not None:
+                self._relay(event, emit)
             if kind in TERMINAL_EVENTS:
                 response = event["response"]
                 return self.engine._poll(self.engine._checked(response, self.thread_id), response, self.thread_id)
             if kind == "error" or time.monotonic() >= deadline:
                 return None  # unknown types (keepalive) are skipped
         return None
+
+    def _relay(self, event: dict, emit) -> None:
+        """Pass the run's start and its text deltas on, in the Assistants stream's terms."""
+        kind = event.get("type")
+        if kind == "response.in_progress":
+            emit("thread.run.in_progress", _run(event["response"], self.thread_id))
+        elif kind == "response.output_text.delta":
+            emit("thread.message.delta", message_delta(event["item_id"], event["delta"]))

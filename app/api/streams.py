@@ -1,0 +1,94 @@
+"""A streamed answer (`text/event-stream`) of a service that reports its progress through `emit`.
+
+The service runs in a thread of its own (a greenlet under gevent) and puts its events
+in a queue; the view waits for the first item before it answers. An exception before
+the first event is raised in the view, so every check answers its usual JSON error;
+after it, an ending is an `error` event. A client that goes away stops only the
+reading: the service goes on to its end, and records it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from flask import Response, current_app, g, stream_with_context
+
+from app.contract import UpstreamError
+from app.errors import ApiError, from_upstream
+from app.stream_events import DONE_FRAME, RunEvents, error_data, frame
+
+log = logging.getLogger("app.streams")
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_END = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def event_stream(work: Callable[[RunEvents], None], ends_by: float) -> Response:
+    """Answer with the events of `work(emit)`, which runs in the background.
+
+    `ends_by` (time.monotonic()) bounds the reading: should the service not have
+    ended by then, the stream closes with an `error` event rather than hang.
+    """
+    items: queue.Queue = queue.Queue()
+    events = RunEvents(lambda name, data: items.put(frame(name, data)))
+    app = current_app._get_current_object()
+    request_id = g.get("request_id")
+
+    def run():
+        with app.app_context():
+            g.request_id = request_id  # the request's id on the service's log lines
+            try:
+                work(events)
+            except BaseException as error:
+                items.put(_Failed(error))
+            finally:
+                items.put(_END)
+
+    threading.Thread(target=run, name="run-stream", daemon=True).start()
+    first = items.get()
+    if isinstance(first, _Failed):
+        raise first.error
+    if first is _END:
+        raise RuntimeError("the service ended without an event")
+    frames = stream_with_context(_frames(first, items, events, ends_by))  # the request's id on its log lines
+    return Response(frames, mimetype="text/event-stream", headers=STREAM_HEADERS)
+
+
+def _frames(item, items: queue.Queue, events: RunEvents, ends_by: float):
+    while item is not _END:
+        if isinstance(item, _Failed):
+            if not events.ended:
+                events.ended = True
+                yield frame("error", _error_of(item.error))
+        else:
+            yield item
+        try:
+            item = items.get(timeout=max(0.0, ends_by - time.monotonic()))
+        except queue.Empty:
+            log.error("a streamed run did not end in time; closing its stream")
+            if not events.ended:
+                yield frame("error", error_data("The run did not end in time.", "stream_timeout"))
+            break
+    else:
+        if not events.ended:
+            yield frame("error", error_data("The run's end is unknown; read the thread's messages.", "run_unknown"))
+    yield DONE_FRAME
+
+
+def _error_of(error: BaseException) -> dict:
+    if isinstance(error, UpstreamError):
+        log.warning("streamed run: upstream error: %s", error)
+        return error_data(from_upstream(error).message, "upstream_error")
+    if isinstance(error, ApiError):
+        return error_data(error.message, "run_error")
+    log.error("streamed run: internal error", exc_info=error)
+    return error_data("Internal error; see the server log.", "internal_error")

@@ -1,0 +1,118 @@
+"""The Assistants v2 event stream of one run: event shapes, their order, and the SSE frames (no HTTP).
+
+The run's service reports what it learns through `emit(name, data)` with Assistants
+event names; `RunEvents` turns those reports into the events a client reads:
+`thread.run.created`, then each new status, `thread.message.created` before a
+message's first `thread.message.delta`, the rest of its text as a delta before
+`thread.message.completed`, and the run's final event, after which only `done`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from app.contract import ACTIVE_STATUSES
+
+DONE_FRAME = "event: done\ndata: [DONE]\n\n"
+
+
+def frame(name: str, data) -> str:
+    """One server-sent event."""
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def message_delta(message_id: str, text: str, index: int = 0) -> dict:
+    """A `thread.message.delta` payload adding `text` to content part `index`."""
+    part = {"index": index, "type": "text", "text": {"value": text, "annotations": []}}
+    return {"id": message_id, "object": "thread.message.delta", "delta": {"content": [part]}}
+
+
+def error_data(message: str, code: str) -> dict:
+    """The data of an `error` event (the official SDKs raise it as an APIError)."""
+    return {"error": {"message": message, "type": "server_error", "code": code, "param": None}}
+
+
+def _texts(message: dict) -> list[tuple[int, str]]:
+    return [(i, part["text"]["value"]) for i, part in enumerate(message.get("content") or []) if part["type"] == "text"]
+
+
+class RunEvents:
+    """The `emit` hook of one streamed run; `send(name, data)` receives the events to write."""
+
+    def __init__(self, send: Callable[[str, object], None]):
+        self.send = send
+        self.run: dict | None = None
+        self.status: str | None = None
+        self.ended = False
+        self.written: dict[str, dict[int, str]] = {}  # message id -> content index -> text sent
+
+    def __call__(self, name: str, data) -> None:
+        if self.ended:
+            return
+        if name == "thread.run.created":
+            self.run = data
+            self.send(name, data)
+            self._status(data)
+        elif name.startswith("thread.run."):
+            self._status(data)
+        elif name == "thread.message.delta":
+            self._delta(data)
+        elif name in ("thread.message.completed", "thread.message.incomplete"):
+            self._completed(data)
+        elif name == "error":
+            self.ended = True
+            self.send(name, data)
+
+    def _status(self, run: dict) -> None:
+        self.run = run
+        status = run["status"]
+        if status != self.status:
+            self.status = status
+            self.send(f"thread.run.{status}", run)
+        if status not in ACTIVE_STATUSES:
+            self.ended = True
+
+    def _open(self, message_id: str) -> dict[int, str]:
+        """The text sent so far of a message, announcing the message on first sight."""
+        if message_id not in self.written:
+            self.written[message_id] = {}
+            run = self.run or {}
+            message = {
+                "id": message_id,
+                "object": "thread.message",
+                "created_at": int(time.time()),
+                "thread_id": run.get("thread_id"),
+                "role": "assistant",
+                "content": [],
+                "assistant_id": run.get("assistant_id"),
+                "run_id": run.get("id"),
+                "attachments": [],
+                "metadata": {},
+                "status": "in_progress",
+                "completed_at": None,
+                "incomplete_at": None,
+                "incomplete_details": None,
+            }
+            self.send("thread.message.created", message)
+            self.send("thread.message.in_progress", message)
+        return self.written[message_id]
+
+    def _delta(self, delta: dict) -> None:
+        written = self._open(delta["id"])
+        for part in delta["delta"]["content"]:
+            index = part["index"]
+            written[index] = written.get(index, "") + part["text"]["value"]
+        self.send("thread.message.delta", delta)
+
+    def _completed(self, message: dict) -> None:
+        """The text not yet sent goes as one delta per content part, then the message itself."""
+        written = self._open(message["id"])
+        for index, text in _texts(message):
+            sent = written.get(index, "")
+            rest = text[len(sent) :] if text.startswith(sent) else ""
+            if rest:
+                self._delta(message_delta(message["id"], rest, index))
+        name = "thread.message.incomplete" if message.get("status") == "incomplete" else "thread.message.completed"
+        self.send(name, message)
