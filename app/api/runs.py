@@ -11,7 +11,7 @@ import time
 
 from flask import Blueprint, g, jsonify
 
-from app import runs, tools
+from app import run_loop, runs, tools
 from app.api import authenticate_caller, compat, services
 from app.api import validation as v
 from app.api.idempotency import idempotent
@@ -135,10 +135,10 @@ def _within_capacity(s, start, emit=None):
         raise _no_room()
     try:
         return start(emit=emit)
-    except runs.DeadlineBeforeStart:
+    except run_loop.DeadlineBeforeStart:
         seconds = f"{s.settings.run_timeout_seconds:g}"
         raise ApiError(408, TIMEOUT_OUTCOME.error.format(seconds=seconds), headers=NO_RETRY) from None
-    except runs.CreateUnconfirmed:
+    except run_loop.CreateUnconfirmed:
         raise _unconfirmed() from None
     finally:
         s.capacity.give_back()
