@@ -60,6 +60,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=lambda t: tuple(int(n) for n in t.split(",")),
         help="override the N of the width steps, e.g. 100,500",
     )
+    parser.add_argument(
+        "--client",
+        default="blocking",
+        choices=config.CLIENTS,
+        help='how runs are asked for: blocking (the JSON answer, the default) or stream ("stream": true, events)',
+    )
     parser.add_argument("--backend-workers", type=int, default=None, help="gunicorn workers (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="gthread threads of the backend's worker")
     parser.add_argument(
@@ -90,6 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_plan(args: argparse.Namespace) -> config.Plan:
     plan = config.QUICK if args.quick else config.FULL
     changes = {}
+    if args.client != "blocking":
+        changes["client"] = args.client
     if args.width_steps:
         changes["width_steps"] = args.width_steps
     if args.variants:
@@ -106,7 +114,7 @@ def build_plan(args: argparse.Namespace) -> config.Plan:
 
 def measure(strategy: str, worker: str, plan: config.Plan, args: argparse.Namespace, code: Path, log) -> dict:
     """Every asked phase for one strategy under one worker class, on its own deployment."""
-    result: dict = {"strategy": strategy, "worker": worker}
+    result: dict = {"strategy": strategy, "worker": worker, "client": plan.client}
     log_dir = args.out / "logs" / f"{worker}-{strategy}"
     with Deployment(strategy, worker, plan, log_dir, args.fake_server, code) as dep:
         if "lag" in args.phases:

@@ -21,6 +21,9 @@ WORKERS = ("shipped", "gthread", "gevent")
 # Width variants: "prepared" makes each run's thread and message before the step, so the step is
 # N POST .../runs only (the anchors' method); "full" makes them inside the step (the heavier flow).
 WIDTH_VARIANTS = ("prepared", "full")
+# How the load generator asks for each run: "blocking" waits for the JSON answer (the legacy
+# frontend's way); "stream" sends `"stream": true` and reads the event stream to its end.
+CLIENTS = ("blocking", "stream")
 # The benchmark's users: each run speaks as one of them in turn (AUTH_MODE=token), and each
 # has the per-user rate limits below, on but high enough never to trigger.
 USERS = 50
@@ -49,6 +52,7 @@ class Plan:
     threads: int = 2400
     worker_connections: int = 5000
     backend_workers: int = 1  # one worker in the experiments; more only by option
+    client: str = "blocking"
     extra_env: dict[str, str] = field(default_factory=dict)
     # How long each phase waits for the rest of the machine to fall under 30% of a core.
     quiet_patience_s: float = 90.0

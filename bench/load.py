@@ -8,7 +8,8 @@ concurrency (start the next run when one ends) or a launch offset per run.
 A run with a `thread_id` starts at its POST .../runs: its thread and message were
 made before (`python -m bench.load --prepare SPEC.json OUT.json` makes them for
 every run of the spec, `concurrency` at a time, and writes the thread ids).
-Each run speaks as one of the spec's `tokens`, in turn.
+Each run speaks as one of the spec's `tokens`, in turn. With `"stream": true` in the spec,
+each POST .../runs asks for a streamed answer and reads its events to `[DONE]`.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ class Connection:
             self.writer.close()
             self.writer = self.reader = None
 
-    async def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        """Send one request and read the whole answer: (status, JSON body)."""
+    async def _send(self, method: str, path: str, body: dict | None) -> tuple[int, dict[str, str]]:
+        """Send one request; read the status line and the headers (lower-case names)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         data = json.dumps(body).encode() if body is not None else b""
@@ -60,27 +61,61 @@ class Connection:
         head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         self.writer.write(head.encode() + data)
         status = int((await self.reader.readline()).split()[1])
-        length, chunked, close = 0, False, False
+        headers = {}
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
-            name, value = name.strip().lower(), value.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "transfer-encoding":
-                chunked = "chunked" in value
-            elif name == "connection":
-                close = "close" in value
-        payload = await self._chunks() if chunked else await self.reader.readexactly(length)
-        if close:
+            headers[name.strip().lower()] = value.strip().lower()
+        return status, headers
+
+    async def _body(self, headers: dict[str, str]) -> bytes:
+        if "chunked" in headers.get("transfer-encoding", ""):
+            payload = await self._chunks()
+        else:
+            payload = await self.reader.readexactly(int(headers.get("content-length", 0)))
+        if "close" in headers.get("connection", ""):
             self.close()
+        return payload
+
+    async def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """Send one request and read the whole answer: (status, JSON body)."""
+        status, headers = await self._send(method, path, body)
+        payload = await self._body(headers)
         return status, json.loads(payload) if payload else {}
+
+    async def events(self, path: str, body: dict):
+        """POST and yield the answer as it comes: first `("status", (status, JSON body or None))`, then,
+        for a `text/event-stream`, each event as `(name, data)` (data parsed as JSON, or the raw text)."""
+        status, headers = await self._send("POST", path, body)
+        if not headers.get("content-type", "").startswith("text/event-stream"):
+            payload = await self._body(headers)
+            yield "status", (status, json.loads(payload) if payload else {})
+            return
+        yield "status", (status, None)
+        buffer = b""
+        while chunk := await self._chunk():
+            buffer += chunk
+            while b"\n\n" in buffer:
+                block, buffer = buffer.split(b"\n\n", 1)
+                fields = dict(line.split(": ", 1) for line in block.decode().split("\n") if ": " in line)
+                data = fields.get("data", "")
+                yield fields.get("event", "message"), json.loads(data) if data.startswith("{") else data
+        if "close" in headers.get("connection", ""):
+            self.close()
+
+    async def _chunk(self) -> bytes:
+        """The next chunk of a chunked body; b"" after the last one."""
+        size = int((await self.reader.readline()).split(b";")[0], 16)
+        if not size:
+            await self.reader.readline()
+            return b""
+        chunk = await self.reader.readexactly(size)
+        await self.reader.readline()
+        return chunk
 
     async def _chunks(self) -> bytes:
         parts = []
-        while size := int((await self.reader.readline()).split(b";")[0], 16):
-            parts.append(await self.reader.readexactly(size))
-            await self.reader.readline()
-        await self.reader.readline()
+        while part := await self._chunk():
+            parts.append(part)
         return b"".join(parts)
 
 
@@ -106,7 +141,7 @@ async def one_run(spec: dict, run: dict, index: int) -> dict:
     prefix = spec["prefix"]
     record: dict = {"duration": run["duration"], "launched": time.time()}
     async with _client(spec, _token(spec, index)) as client:
-        await _flow(client, prefix, run, record)
+        await _flow(client, prefix, run, record, spec.get("stream", False))
     return record
 
 
@@ -118,11 +153,14 @@ async def _prepare(client: Connection, prefix: str, duration: float) -> str:
     return thread["id"]
 
 
-async def _flow(client: Connection, prefix: str, run: dict, record: dict) -> None:
+async def _flow(client: Connection, prefix: str, run: dict, record: dict, stream: bool) -> None:
     try:
         thread_id = run.get("thread_id") or await _prepare(client, prefix, run["duration"])
         record["thread_id"] = thread_id
         record["run_sent"] = time.time()
+        if stream:
+            await _streamed(client, f"{prefix}/threads/{thread_id}/runs", record)
+            return
         status, answer = await client.request("POST", f"{prefix}/threads/{thread_id}/runs", {})
         record["done"] = time.time()  # the client has the whole answer now
         record["http_status"] = status
@@ -135,6 +173,38 @@ async def _flow(client: Connection, prefix: str, run: dict, record: dict) -> Non
     except (OSError, asyncio.IncompleteReadError, HttpError, ValueError, KeyError, IndexError) as exc:
         record["ok"] = False
         record["error"] = f"{type(exc).__name__}: {exc}"[:300]
+
+
+async def _streamed(client: Connection, path: str, record: dict) -> None:
+    """POST the run with `"stream": true` and read its events to `[DONE]`. `done` is the instant the
+    run's final event arrived (so the lag is measured to it); `first_byte` and `first_delta` are when
+    the answer's head and its first text arrived; `text` is the reply the deltas add up to."""
+    text, final, closed = [], None, False
+    async for name, data in client.events(path, {"stream": True}):
+        now = time.time()
+        if name == "status":
+            record["first_byte"] = now
+            record["http_status"], answer = data
+            if answer is not None:
+                run = answer.get("run", answer)
+                record["run_id"] = run.get("id")
+                record["error"] = f"run: HTTP {data[0]} {answer.get('error', run.get('status'))}"
+        elif name == "thread.run.created":
+            record["run_id"] = data["id"]
+        elif name == "thread.message.delta":
+            record.setdefault("first_delta", now)
+            text += [part["text"]["value"] for part in data["delta"]["content"] if part["type"] == "text"]
+        elif name.startswith("thread.run.") and data.get("status") not in ("queued", "in_progress", "cancelling"):
+            record["done"], final = now, data["status"]
+        elif name == "error":
+            record["error"] = f"run: error event {data['error'].get('code')}"
+        elif name == "done":
+            closed = True
+    record["run_status"] = final
+    record["text"] = "".join(text)
+    record["ok"] = record["http_status"] == 200 and final == "completed" and closed
+    if not record["ok"]:
+        record.setdefault("error", f"run: final event {final}, [DONE] {'seen' if closed else 'missing'}")
 
 
 async def _bounded(spec: dict, run: dict, index: int) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ def _spec_file(dep: Deployment, runs: list[dict], concurrency: int | None, work_
         "concurrency": concurrency,
         "timeout": CLIENT_TIMEOUT_S,
         "tokens": dep.tokens,
+        "stream": dep.plan.client == "stream",
     }
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / f"{name}.spec.json"
@@ -76,6 +78,31 @@ def _attach_upstream(dep: Deployment, records: list[dict]) -> None:
         record["polls"] = info["polls"]
         if record.get("ok") and info["final_at"] is not None:
             record["lag"] = record["done"] - info["final_at"]
+            if "first_delta" in record:
+                record["first_text_lag"] = record["first_delta"] - _first_word_at(info, record["text"])
+
+
+def _first_word_at(info: dict, text: str) -> float:
+    """When the fake upstream wrote the reply's first word: it writes one word after another, evenly
+    spaced between the run's start (queued for min(0.1 s, a quarter of it)) and its end
+    (fake_openai/events.py Writing)."""
+    start, end = info["created_at"], info["final_at"]
+    start += min(0.1, (end - start) / 4)
+    words = len(re.findall(r"\S+\s*|\s+", text))
+    return start + (end - start) / (words + 1)
+
+
+def _streamed(records: list[dict]) -> dict:
+    """For streamed answers: time to the answer's first byte and to its first text from the request,
+    and from the upstream's first word to the client's first delta."""
+    ok = [r for r in records if r.get("ok") and "first_delta" in r]
+    if not ok:
+        return {}
+    return {
+        "first_byte_ms": summary_ms([r["first_byte"] - r["run_sent"] for r in ok]),
+        "first_delta_ms": summary_ms([r["first_delta"] - r["run_sent"] for r in ok]),
+        "first_text_lag_ms": summary_ms([r["first_text_lag"] for r in ok if "first_text_lag" in r]),
+    }
 
 
 def _errors(records: list[dict], keep: int = 5) -> list[str]:
@@ -119,6 +146,7 @@ def lag_and_calls(dep: Deployment, work_dir: Path) -> dict:
         "errors": _errors(records),
         "lag_ms": summary_ms([r["lag"] for r in ok if "lag" in r]),
         "lags_s": [round(r["lag"], 4) for r in ok if "lag" in r],
+        "streamed": _streamed(records),
         "calls": {
             "run_calls_per_run": round(run_calls / len(runs), 2),
             "run_calls_per_run_second": round(run_calls / run_seconds, 3),
@@ -220,6 +248,7 @@ def width_step(dep: Deployment, n: int, work_dir: Path, variant: str = "prepared
         "succeeded": len(ok),
         "errors": _errors(records),
         "lag_ms": lag,
+        "streamed": _streamed(records),
         "peak_waiting_upstream": waiting,
         "setup_ms": setup,
         "idle_rss_mb": round(idle_rss / 2**20, 1),

@@ -143,6 +143,31 @@ def width_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def streamed_table(results: dict) -> str:
+    """For streamed answers (`--client stream`): the lag phase and each width step, from the request
+    to the first byte and to the first delta, and from the upstream's first word to the first delta."""
+    lines = [
+        "| strategy | phase | N | ok | first byte p50 / p99 (ms) | first delta p50 / p99 (ms) "
+        "| upstream's first word to first delta p50 / p99 (ms) | lag to thread.run.completed p50 / p99 (ms) |",
+        "|" + "---|" * 8,
+    ]
+    for m in results["measured"]:
+        phases = [("lag", m["lag"]["runs"], m["lag"])] if "lag" in m else []
+        for key in ("width", "width_full"):
+            phases += [(f"{key} {s['variant']}", s["n"], s) for s in m.get(key, {}).get("steps", [])]
+        for phase, n, p in phases:
+            st, lag = p.get("streamed", {}), p["lag_ms"]
+            cells = [
+                f"{_fmt(st.get(k, {}).get('p50'))} / {_fmt(st.get(k, {}).get('p99'))}"
+                for k in ("first_byte_ms", "first_delta_ms", "first_text_lag_ms")
+            ]
+            lines.append(
+                f"| {m['strategy']} | {phase} | {n:,} | {p['succeeded']:,} | {' | '.join(cells)} "
+                f"| {_fmt(lag.get('p50'))} / {_fmt(lag.get('p99'))} |"
+            )
+    return "\n".join(lines)
+
+
 def _fake_server(kind: str) -> str:
     return "werkzeug (no keep-alive)" if kind == "werkzeug" else f"gunicorn -k {kind}, one worker"
 
@@ -199,6 +224,16 @@ def markdown(results: dict) -> str:
             "",
             width_table(results),
             "",
+            *(
+                [
+                    'Streamed answers (the client sends `"stream": true` and reads the events to `[DONE]`):',
+                    "",
+                    streamed_table(results),
+                    "",
+                ]
+                if any(m.get("client") == "stream" for m in results["measured"])
+                else []
+            ),
         ]
     )
 

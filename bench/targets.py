@@ -8,7 +8,8 @@ from bench.stats import percentile
 
 def label(m: dict) -> str:
     """How a measured strategy and worker is named in tables."""
-    return f"{m['strategy']}{' (baseline)' if m['strategy'] == config.BASELINE else ''}, {m['worker']}"
+    streamed = ", streamed answers" if m.get("client") == "stream" else ""
+    return f"{m['strategy']}{' (baseline)' if m['strategy'] == config.BASELINE else ''}, {m['worker']}{streamed}"
 
 
 def _lagged(results: dict) -> list[dict]:
