@@ -142,7 +142,8 @@ def write_report(results: dict, args: argparse.Namespace, log) -> None:
     (args.out / "report.md").write_text(table)
     print(table)
     plot.plot(results, args.out / "benchmarks.png")
-    if results["mode"] == "full" and not args.no_publish:
+    # The published section is the JSON answers'; streamed answers have their own, written by hand.
+    if results["mode"] == "full" and not args.no_publish and results["plan"].get("client", "blocking") == "blocking":
         report.publish(results, table, args.out / "benchmarks.png", DOCS)
         log("docs/benchmarks.md and docs/benchmarks.png updated")
 
