@@ -78,9 +78,10 @@ def start_and_wait(
         _expire_waiting_runs(services, thread_id)
         started = run_loop.attempt(services, create, deadline, sleep, f"create run on {thread_id}")
         plan.run_id, plan.created_at = started.run["id"], started.run["created_at"]
-        services.records.run_started(thread_id, holder, present(plan, started.run), owner, assistant.name)
+        run = present(plan, started.run)
+        services.records.run_started(thread_id, holder, run, owner, assistant.name)
         if emit is not None:
-            emit("thread.run.created", present(plan, started.run))
+            emit("thread.run.created", run)
         log.info(
             "run %s created on %s (status %s, type %s)", plan.run_id, thread_id, started.run["status"], assistant.name
         )
@@ -188,6 +189,11 @@ def _owned_run_record(services: Services, thread_id: str, run_id: str) -> Record
     return recorded
 
 
+def _as_recorded(upstream: dict, recorded: RecordedRun) -> dict:
+    """The current upstream run under the ID and creation time its client knows."""
+    return dict(upstream, id=recorded.run["id"], created_at=recorded.run["created_at"])
+
+
 def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tuple[dict, int | None]:
     """The run now, without waiting (from the record once it has ended or while it waits for
     the client's tool outputs), and when to look again if it is active."""
@@ -197,7 +203,7 @@ def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tup
         recorded = _expire_if_due(services, recorded)
         if recorded.final or recorded.pending is not None:
             return recorded.run, None
-    upstream_id = (recorded.upstream_id if recorded else None) or run_id
+    upstream_id = recorded.upstream_id or run_id if recorded else run_id
     try:
         poll = services.engine.get_run(thread_id, upstream_id)
     except UpstreamNotFound:
@@ -206,7 +212,7 @@ def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tup
         return recorded.run, None  # the upstream has forgotten it; the record has not
     run = poll.run
     if recorded is not None:
-        run = dict(run, id=run_id, created_at=recorded.run["created_at"])
+        run = _as_recorded(run, recorded)
         if run["status"] == "requires_action":  # the server is running its tools
             run.update(status="in_progress", required_action=None)
         messages = tuple(dict(m, run_id=run_id) for m in poll.messages)
@@ -231,12 +237,12 @@ def cancel(services: Services, owner: str, thread_id: str, run_id: str) -> dict:
         if recorded.final:
             status = recorded.run["status"]
             raise ApiError(400, f"Cannot cancel run with status '{status}'.")
-    upstream_id = (recorded.upstream_id if recorded else None) or run_id
+    upstream_id = recorded.upstream_id or run_id if recorded else run_id
     try:
         run = services.engine.cancel_run(thread_id, upstream_id)
     except UpstreamNotFound:
         raise not_found("run", run_id) from None  # the same answer as for another user's run
     if recorded is not None:
-        run = dict(run, id=run_id, created_at=recorded.run["created_at"])
+        run = _as_recorded(run, recorded)
         services.records.save_run(run, owner, "unknown", final=run["status"] not in ACTIVE_STATUSES)
     return run
