@@ -1,6 +1,6 @@
 """The environment variables this project reads, each with its default and parser, written once.
 
-Settings, gunicorn.conf.py, deploy/nginx_site.py and app.migrate all read their
+Settings, gunicorn.conf.py, deploy/nginx_site.py and app.store.migrate all read their
 variables through these. Standard library only and nothing from the app:
 gunicorn.conf.py loads this file by path, without the app package.
 """

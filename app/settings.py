@@ -74,10 +74,6 @@ class Settings:
         """Whether the built-in offline upstream answers instead of OpenAI."""
         return self.openai_base_url == OFFLINE
 
-    def assistant_type(self, name: str) -> AssistantType | None:
-        """The configured type of that name, if any."""
-        return next((t for t in self.assistant_types if t.name == name), None)
-
 
 def _rate_limit(env, variable: var.Text):
     """A limits-style rate ("30/minute", "5/second;100/hour"), or None for "off"."""

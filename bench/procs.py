@@ -64,8 +64,8 @@ def backend_env(
 
 
 def migrate(env: dict[str, str], code: Path = ROOT) -> None:
-    """Create the backend's database schema (`python -m app.migrate`)."""
-    subprocess.run([sys.executable, "-m", "app.migrate"], env=env, cwd=code, check=True, capture_output=True)
+    """Create the backend's database schema (`python -m app.store.migrate`)."""
+    subprocess.run([sys.executable, "-m", "app.store.migrate"], env=env, cwd=code, check=True, capture_output=True)
 
 
 def backend_conf(code: Path = ROOT) -> Path:

@@ -21,7 +21,8 @@ from flask import request
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app, runs
+from app import create_app
+from app.runs import service as runs
 from app.settings import Settings, inflight_limit, load_settings
 from app.store.db import upgrade
 from deploy.nginx_site import SITE, read_timeout

@@ -6,8 +6,7 @@ from collections import Counter
 from dataclasses import replace
 
 from app.engines.base import Poll
-from app.pacing import LookBudget
-from app.waiting import PollSchedule, wait_for_run
+from app.runs.polling import LookBudget, PollSchedule, wait_for_run
 
 
 class Clock:

@@ -42,13 +42,14 @@ class Engine(Protocol):
         top_p: float | None,
         *,
         timeout: float,
-        stream: bool = False,
+        follow: bool = False,
         tools: tuple[Tool, ...] = (),
     ) -> StartedRun:
         """Create a run in one attempt of at most `timeout` seconds, never retried:
         an error whose `maybe_sent` is true leaves it unknown whether the run exists.
-        With `stream`, the run's events are read from the creation's own answer where
-        the upstream allows it. `tools` are the function tools the model may call."""
+        With `follow`, the run's upstream events are read from the creation's own answer
+        where the upstream allows it (`StartedRun.follow`). `tools` are the function tools
+        the model may call."""
         ...
 
     def submit_tool_outputs(
@@ -61,7 +62,7 @@ class Engine(Protocol):
         top_p: float | None,
         *,
         timeout: float,
-        stream: bool = False,
+        follow: bool = False,
         tools: tuple[Tool, ...] = (),
     ) -> StartedRun:
         """Answer every call of a run in `requires_action` with (call ID, output) and let it go
