@@ -44,7 +44,7 @@ class Settings:
     wait_strategy: str = var.WAIT_STRATEGY.default
     poll_first_ms: int = var.POLL_FIRST_MS.default
     poll_max_ms: int = var.POLL_MAX_MS.default
-    poll_budget: int = var.POLL_BUDGET.default  # looks at runs per second per process (app/pacing.py); 0: none
+    poll_budget: int = var.POLL_BUDGET.default  # looks at runs per second per process (app/runs/polling.py); 0: none
     upstream_timeout_seconds: float = var.UPSTREAM_TIMEOUT_SECONDS.default
     tool_max_rounds: int = var.TOOL_MAX_ROUNDS.default
     tool_outputs_timeout_seconds: float = var.TOOL_OUTPUTS_TIMEOUT_SECONDS.default

@@ -1,4 +1,4 @@
-"""The benchmark's deployment on the shared process harness (tests/servers.py), and what /proc says of it."""
+"""The benchmark's deployment on the shared process harness (harness/servers.py), and what /proc says of it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.servers import (  # noqa: F401 - free_port and tree are part of what bench uses from here
+from harness.servers import (  # noqa: F401 - free_port and tree are part of what bench uses from here
     ROOT,
     Child,
     free_port,

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from werkzeug.serving import make_server
 
-from tests.servers import wait_until
+from harness.servers import wait_until
 
 UPSTREAM_KEY = "sk-test-upstream-key-0123456789"
 TOKENS = {"alice": "alice-token-0001", "bob": "bob-token-0002"}

@@ -1,4 +1,4 @@
-"""The per-process budget of looks (app/pacing.py), with an injected clock, and in wait_for_run."""
+"""The per-process budget of looks (app/runs/polling.py), with an injected clock, and in wait_for_run."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from alembic.migration import MigrationContext
 
 from app.store.db import make_database, metadata
 from app.store.records import Records
+from harness.servers import wait_until
 from tests.helpers import TOKENS, Api, background_run
-from tests.servers import wait_until
 
 
 def test_a_finished_run_is_answered_from_the_record_without_an_upstream_call(api, fake):

@@ -15,8 +15,8 @@ from openai.types.beta import AssistantStreamEvent
 from app.contract import UpstreamRejected, UpstreamTransient
 from app.runs import service as runs
 from app.runs.errors import DeadlineBeforeStart
+from harness.servers import wait_until
 from tests.helpers import TOKENS, Api, ServerThread, background_run
-from tests.servers import wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
 
