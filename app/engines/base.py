@@ -2,7 +2,9 @@
 
 Engines speak to one upstream API and return plain dicts in the Assistants v2
 shapes of the contract (`thread`, `thread.message`, `thread.run`, `list`).
-They know nothing of Flask, users or the database.
+They know nothing of Flask, users or the database. While they follow a run's
+upstream events they tell a listener neutral facts (app/runs/events.py), never
+Assistants stream event names.
 """
 
 from __future__ import annotations

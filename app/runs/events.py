@@ -5,8 +5,9 @@ appended to a message), the wait tells the statuses its looks find, and the driv
 tells the run's creation and its end. The API layer's `RunEvents` (app/api/sse.py)
 turns these facts into Assistants stream events.
 
-A new kind of fact (a citation, a run step, an event ID) is one new method here, with
-its no-op in `Listener`, told where it is learned and written out in app/api/sse.py.
+A new kind of fact (a citation, a run step, an event ID) is one new method here, told
+where it is learned (an engine or the driver), passed on by the driver's `_ClientView`,
+and written out by `RunEvents` in app/api/sse.py.
 """
 
 from __future__ import annotations
@@ -30,18 +31,3 @@ class RunListener(Protocol):
     def message_completed(self, message: dict) -> None:
         """An assistant message is complete (or `incomplete`, as its status says)."""
 
-
-class Listener:
-    """A listener that hears nothing: the base of listeners that care for some facts only."""
-
-    def created(self, run: dict) -> None:
-        pass
-
-    def status_changed(self, run: dict) -> None:
-        pass
-
-    def text_appended(self, message_id: str, index: int, text: str) -> None:
-        pass
-
-    def message_completed(self, message: dict) -> None:
-        pass
