@@ -142,15 +142,17 @@ def _within_capacity(s, request: RunRequest | ToolOutputsRequest, listener: RunL
 
 def _streamed(s, request: RunRequest | ToolOutputsRequest):
     """The run as Assistants stream events; every check above and in the service answers before them."""
-
-    def work(events: RunEvents):
-        result = _within_capacity(s, request, events)
-        if result.timed_out:  # sent only when the cancel did not end the run (see RunEvents)
-            _, error = outcome_of(result, s.settings.run_timeout_seconds)
-            events.error(error_data(error, "run_timeout"))
-
     # A backstop: the service itself ends well before (docs/deploying.md, the timeout chain).
-    return streamed_answer(work, ends_by=g.arrived + s.settings.run_timeout_seconds + LOCK_MARGIN_SECONDS)
+    ends_by = g.arrived + s.settings.run_timeout_seconds + LOCK_MARGIN_SECONDS
+    return streamed_answer(_tell_run, (s, request), ends_by)
+
+
+def _tell_run(s, request: RunRequest | ToolOutputsRequest, events: RunEvents) -> None:
+    """The run's service with `events` as its listener (in the streamed answer's own thread)."""
+    result = _within_capacity(s, request, events)
+    if result.timed_out:  # sent only when the cancel did not end the run (see RunEvents)
+        _, error = outcome_of(result, s.settings.run_timeout_seconds)
+        events.error(error_data(error, "run_timeout"))
 
 
 @bp.get("/threads/<thread_id>/runs/<run_id>")

@@ -32,8 +32,8 @@ class _Failed:
         self.error = error
 
 
-def streamed_answer(work: Callable[[RunEvents], None], ends_by: float) -> Response:
-    """Answer with the events of `work(events)`, which runs in the background.
+def streamed_answer(work: Callable[..., None], args: tuple, ends_by: float) -> Response:
+    """Answer with the events of `work(*args, events)`, which runs in the background.
 
     `ends_by` (time.monotonic()) bounds the reading: should the service not have
     ended by then, the stream closes with an `error` event rather than hang.
@@ -47,7 +47,7 @@ def streamed_answer(work: Callable[[RunEvents], None], ends_by: float) -> Respon
         with app.app_context():
             g.request_id = request_id  # the request's id on the service's log lines
             try:
-                work(events)
+                work(*args, events)
             except BaseException as error:
                 items.put(_Failed(error))
             finally:

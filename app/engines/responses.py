@@ -255,22 +255,22 @@ class ResponsesEngine:
     def _start_streamed(self, thread_id, body, timeout) -> StartedRun:
         """Create the response on a stream, and keep that stream open for the wait."""
         read_seconds = min(timeout, STREAM_READ_SECONDS)
-        watcher = _Watcher(self, thread_id)
+        follower = _Follower(self, thread_id)
         try:
-            opened = watcher.stack.enter_context(
+            opened = follower.stack.enter_context(
                 self.upstream.stream("POST", "/responses", body, timeout=read_seconds, what="create run")
             )
-            watcher.events = iter(opened)
-            for event in watcher.events:
-                watcher.seen = event.get("sequence_number", watcher.seen)
+            follower.events = iter(opened)
+            for event in follower.events:
+                follower.seen = event.get("sequence_number", follower.seen)
                 if event.get("type") in NAMING_EVENTS:
-                    watcher.run_id = event["response"]["id"]
-                    return StartedRun(_run(event["response"], thread_id), watcher.follow, watcher.close)
+                    follower.run_id = event["response"]["id"]
+                    return StartedRun(_run(event["response"], thread_id), follower.follow, follower.close)
                 if event.get("type") == "error":
                     break
             raise UpstreamTransient("create run: the stream ended before it named the run", maybe_sent=True)
         except BaseException:
-            watcher.close()
+            follower.close()
             raise
 
     @staticmethod
@@ -327,7 +327,7 @@ class ResponsesEngine:
         return True
 
 
-class _Watcher:
+class _Follower:
     """Reads a response's upstream events from its creation stream until the response ends."""
 
     def __init__(self, engine: ResponsesEngine, thread_id: str):
