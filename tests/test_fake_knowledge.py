@@ -713,6 +713,8 @@ def test_bad_attachments_and_resources_create_nothing(raw, fake):
         ),
         ({"tool_resources": {"file_search": {"vector_store_ids": stores}}}, 400),
         ({"tool_resources": {"file_search": {"vector_store_ids": ["vs_nope"]}}}, 404),
+        ({"tool_resources": {"code_interpreter": "file-x"}}, 400),
+        ({"tool_resources": {"code_interpreter": {"file_ids": [stored["id"]] * 21}}}, 400),
     ]
     for body, status in cases:
         error_of(raw.post("/v1/threads", json=body), status)
