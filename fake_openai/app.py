@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import assistants, control, responses, streaming
 from .errors import ApiError, bad_request, transient
+from .knowledge_api import register as register_knowledge
 from .listing import parse_list_params
 from .state import FakeState
 
@@ -122,6 +123,8 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
         else:
             message = error.description
         return ApiError(error.code, message).body(), error.code
+
+    register_knowledge(app, fake, body)  # files, vector stores, run steps
 
     # Assistants v2
     @app.post("/v1/threads")
