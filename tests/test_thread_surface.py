@@ -235,3 +235,9 @@ def test_the_thread_list_through_raw_http_on_v1(live_server):
     assert status == 200 and [t["id"] for t in listed["data"]] == [created[1]] and listed["has_more"] is True
     status, _, anonymous = call("GET", f"{live_server.url}/v1/threads")
     assert status == 401 and set(anonymous["error"]) == {"message", "type", "param", "code"}
+
+
+def test_the_sdk_reaches_the_thread_list_as_documented(sdk):
+    created = sdk.beta.threads.create(metadata={"title": "Listed"})
+    listed = sdk.get("/threads", cast_to=object)
+    assert listed["data"][0]["id"] == created.id and listed["data"][0]["metadata"] == {"title": "Listed"}
