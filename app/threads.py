@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.contract import MessagePage
+from app.contract import MessagePage, UpstreamNotFound
 from app.errors import not_found, thread_busy
 from app.services import Services
 from app.store.thread_records import ThreadPage
@@ -106,6 +106,10 @@ def delete_message(services: Services, owner: str, thread_id: str, message_id: s
     active = services.records.active_run(thread_id)
     if active is not None:
         raise thread_busy(thread_id, active)
-    deleted = services.engine.delete_message(thread_id, message_id)
+    try:
+        deleted = services.engine.delete_message(thread_id, message_id)
+    except UpstreamNotFound:
+        services.records.forget_message(message_id)  # gone upstream already: no list should show it
+        raise
     services.records.forget_message(message_id)
     return deleted

@@ -296,7 +296,9 @@ def test_the_history_lists_the_conversations_newest_first_and_switches_between_t
 
     page.open_conversation("The first conversation")
     page.wait(lambda: page.thread_id() == first, "the first conversation to open")
-    page.wait(lambda: page.messages() == [("user", "The first conversation"), ("assistant", first_reply)], "its messages")
+    page.wait(
+        lambda: page.messages() == [("user", "The first conversation"), ("assistant", first_reply)], "its messages"
+    )
     assert page.history()[:2] == [(second_title, False), ("The first conversation", True)]
     page.send("Back again")
     assert page.wait_for_reply(2) == OFFLINE_ECHO + "Back again"

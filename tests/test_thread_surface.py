@@ -241,3 +241,16 @@ def test_the_sdk_reaches_the_thread_list_as_documented(sdk):
     created = sdk.beta.threads.create(metadata={"title": "Listed"})
     listed = sdk.get("/threads", cast_to=object)
     assert listed["data"][0]["id"] == created.id and listed["data"][0]["metadata"] == {"title": "Listed"}
+
+
+def test_a_message_already_gone_upstream_leaves_the_record_when_deleted(api, fake, engine_name):
+    thread = api.new_thread()
+    message = api.say(thread, "soon gone upstream")["id"]
+    with fake.lock:  # deleted behind the backend's back
+        if engine_name == "assistants":
+            fake.threads[thread].messages.clear()
+        else:
+            fake.conversations[thread].items.clear()
+    assert api.delete(f"/threads/{thread}/messages/{message}").status_code == 404
+    records = api.client.application.extensions["services"].records
+    assert records.message_thread(message) is None
