@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from app.contract import MessagePage
+from app.contract import MessagePage, UpstreamNotFound
 from app.errors import not_found, thread_busy
 from app.services import Services
+from app.store.thread_records import ThreadPage
 
 
 def require_thread(services: Services, owner: str, thread_id: str) -> None:
@@ -15,7 +16,7 @@ def require_thread(services: Services, owner: str, thread_id: str) -> None:
 
 def create(services: Services, owner: str, messages: list[dict], metadata: dict | None) -> dict:
     thread, added = services.engine.create_thread(messages, metadata)
-    services.records.add_thread(thread["id"], owner, services.engine.name)
+    services.records.add_thread(thread["id"], owner, services.engine.name, thread.get("metadata"))
     services.records.add_messages(thread["id"], added)
     return thread
 
@@ -52,3 +53,63 @@ def list_messages(services: Services, owner: str, thread_id: str, page: MessageP
     listed = engine.list_messages(thread_id, page)
     listed["data"] = services.records.complete_messages(thread_id, listed["data"])
     return listed
+
+
+def list_threads(services: Services, owner: str, page: ThreadPage) -> dict:
+    """The owner's threads, from the record: no upstream API lists them."""
+    return services.records.list_threads(owner, page)
+
+
+def update(services: Services, owner: str, thread_id: str, metadata: dict | None) -> dict:
+    """Set the thread's metadata upstream and in the record; without `metadata`, the thread as it is."""
+    require_thread(services, owner, thread_id)
+    if metadata is None:
+        return services.engine.get_thread(thread_id)
+    thread = services.engine.update_thread(thread_id, metadata)
+    services.records.set_thread_metadata(thread_id, thread.get("metadata"))
+    return thread
+
+
+def require_message(services: Services, owner: str, thread_id: str, message_id: str) -> None:
+    """404 unless the thread is the owner's and the record does not place the message in another thread."""
+    require_thread(services, owner, thread_id)
+    if services.records.message_thread(message_id) not in (None, thread_id):
+        raise not_found("message", message_id)
+
+
+def _completed(services: Services, thread_id: str, message: dict) -> dict:
+    """The upstream's message with what the record knows of it, where the upstream's lacks it."""
+    if services.engine.full_message_lists:
+        return message
+    return services.records.complete_messages(thread_id, [message])[0]
+
+
+def retrieve_message(services: Services, owner: str, thread_id: str, message_id: str) -> dict:
+    require_message(services, owner, thread_id, message_id)
+    return _completed(services, thread_id, services.engine.get_message(thread_id, message_id))
+
+
+def update_message(services: Services, owner: str, thread_id: str, message_id: str, metadata: dict | None) -> dict:
+    """Set the message's metadata upstream, or in the record where the upstream cannot keep it."""
+    require_message(services, owner, thread_id, message_id)
+    if metadata is None:
+        return retrieve_message(services, owner, thread_id, message_id)
+    updated = services.engine.update_message(thread_id, message_id, metadata)
+    message = dict(_completed(services, thread_id, updated), metadata=updated["metadata"])
+    services.records.save_message(thread_id, message)
+    return message
+
+
+def delete_message(services: Services, owner: str, thread_id: str, message_id: str) -> dict:
+    """Delete the message upstream and from the record; refused while a run holds the thread."""
+    require_message(services, owner, thread_id, message_id)
+    active = services.records.active_run(thread_id)
+    if active is not None:
+        raise thread_busy(thread_id, active)
+    try:
+        deleted = services.engine.delete_message(thread_id, message_id)
+    except UpstreamNotFound:
+        services.records.forget_message(message_id)  # gone upstream already: no list should show it
+        raise
+    services.records.forget_message(message_id)
+    return deleted

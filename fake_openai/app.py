@@ -7,7 +7,7 @@ import secrets
 from flask import Flask, Response, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
-from . import assistants, control, responses, streaming
+from . import assistants, control, edits, responses, streaming
 from .errors import ApiError, bad_request, transient
 from .knowledge_api import register as register_knowledge
 from .listing import parse_list_params
@@ -217,5 +217,6 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
     def cancel_response(response_id):
         return locked(responses.cancel_response, response_id)
 
+    edits.register(app, fake, body)
     control.register(app, fake, body)
     return app

@@ -185,6 +185,17 @@ class Page:
     def thread_id(self):
         return self.driver.execute_script("return localStorage.getItem('chat.thread')")
 
+    def box(self):
+        return self.find("#message").get_attribute("value")
+
+    def history(self):
+        """(title, is the open one) of each conversation in the sidebar, top first."""
+        buttons = self.driver.find_elements(By.CSS_SELECTOR, "#threads button.thread")
+        return [(b.text, b.get_attribute("aria-current") == "true") for b in buttons]
+
+    def open_conversation(self, title):
+        self.driver.find_element(By.XPATH, f"//ul[@id='threads']//button[normalize-space()='{title}']").click()
+
 
 def watch_reply(page):
     """Record every change of the last reply's text from now on, with the reply's mode and state."""
@@ -270,6 +281,46 @@ def test_a_message_while_a_run_is_busy_is_refused_with_a_sentence(page, chat_ser
     assert page.wait_for_reply(1) == OFFLINE_ECHO + "Take your time"
 
 
+def test_the_history_lists_the_conversations_newest_first_and_switches_between_them(page, chat_server):
+    page.send("The first conversation")
+    first_reply = page.wait_for_reply(1)
+    first = page.thread_id()
+    page.find("#new-conversation").click()
+    page.send("The second   conversation, whose first message is long enough to be shortened in the list")
+    page.wait_for_reply(1)
+    second = page.thread_id()
+    second_title = "The second conversation, whose first message is long enough…"
+    page.wait(lambda: page.history()[:2] == [(second_title, True), ("The first conversation", False)], "the history")
+    _, _, thread = call("GET", f"{chat_server.url}/api/openai/threads/{second}")
+    assert thread["metadata"] == {"title": second_title}
+
+    page.open_conversation("The first conversation")
+    page.wait(lambda: page.thread_id() == first, "the first conversation to open")
+    page.wait(
+        lambda: page.messages() == [("user", "The first conversation"), ("assistant", first_reply)], "its messages"
+    )
+    assert page.history()[:2] == [(second_title, False), ("The first conversation", True)]
+    page.send("Back again")
+    assert page.wait_for_reply(2) == OFFLINE_ECHO + "Back again"
+    page.open().ready()
+    page.wait(lambda: page.history()[:2] == [(second_title, False), ("The first conversation", True)], "the history")
+
+
+def test_older_conversations_are_shown_on_request(page, chat_server):
+    for index in range(21):
+        call("POST", f"{chat_server.url}/api/openai/threads", {"metadata": {"title": f"Older {index:02}"}})
+    page.open().ready()
+    page.wait(lambda: len(page.history()) == 20, "a page of the history")
+    assert [title for title, _ in page.history()][:2] == ["Older 20", "Older 19"]
+    older = page.find("#older")
+    assert older.is_displayed()
+    older.click()
+    page.wait(lambda: len(page.history()) > 20, "the older conversations")
+    titles = [title for title, _ in page.history()]
+    assert titles[:21] == [f"Older {index:02}" for index in range(20, -1, -1)]
+    assert len(titles) == len(set(titles))
+
+
 def test_a_reload_keeps_the_conversation(page):
     page.send("Remember me")
     page.wait_for_reply(1)
@@ -295,16 +346,27 @@ def test_a_conversation_gone_from_the_server_is_said_and_replaced(page, chat_ser
     assert page.thread_id() not in (None, gone)
 
 
-def test_a_failed_run_reads_as_a_sentence(page):
+def test_a_failed_run_reads_as_a_sentence_and_its_message_waits_in_the_box(page, chat_server):
     page.send("[fake status=failed] Fail, please")
     sentence = page.notice()
     assert sentence == "The assistant could not finish its reply. Please try again."
-    assert [role for role, _ in page.messages()] == ["user"]  # no empty reply left behind
+    page.wait(lambda: page.messages() == [], "the unanswered message to leave the conversation")
+    assert page.box() == "[fake status=failed] Fail, please"  # kept, to send again
+    thread_id = page.thread_id()
+    listed = call("GET", f"{chat_server.url}/api/openai/threads/{thread_id}/messages")[2]
+    assert listed["data"] == []  # taken out of the thread too, so a retry does not repeat it
+    page.send("Now it works")
+    assert page.wait_for_reply(1) == OFFLINE_ECHO + "Now it works"
+    assert page.messages() == [("user", "Now it works"), ("assistant", OFFLINE_ECHO + "Now it works")]
+    assert page.thread_id() == thread_id and page.box() == ""
 
 
-def test_the_token_is_asked_for_kept_and_a_timeout_reads_as_a_sentence(browser, token_server):
+def test_the_token_is_asked_for_confirmed_kept_and_a_timeout_reads_as_a_sentence(browser, token_server):
     page = Page(browser, token_server.url).open(fresh=True)
     assert page.notice().startswith("This server needs a valid access token.")
+    assert page.type_names() == []
+    assert page.find("#types-hint").text == "The assistants are listed once the server accepts your access token."
+    assert page.find("#history-hint").text.startswith("Your conversations are listed once the server accepts")
     token = page.find("#token")
     assert token.is_displayed() and page.find("label[for='token']").text == "Access token"
     token.send_keys("not-a-token")
@@ -315,6 +377,10 @@ def test_the_token_is_asked_for_kept_and_a_timeout_reads_as_a_sentence(browser, 
     page.find("#token-form button").click()
     page.ready()
     page.wait(lambda: not page.find("#notice").is_displayed(), "the notice to go")
+    assert page.find("#token-accepted").text == "Access token accepted."
+    assert not page.find("#token-form").is_displayed()
+    assert not page.find("#types-hint").is_displayed()
+    assert page.find("#history-hint").text == "No conversations yet: your first message starts one."
 
     page.send("[fake duration=5] Too slow")
     # Waited for, the run's deadline is a 408; streamed, the run ends cancelled at the deadline.
@@ -322,10 +388,14 @@ def test_the_token_is_asked_for_kept_and_a_timeout_reads_as_a_sentence(browser, 
         "The assistant took too long to answer, so the reply was stopped. Please try again.",
         "The reply was stopped before it was finished: it was cancelled, or took too long. Please try again.",
     )
+    page.wait(lambda: page.box() == "[fake duration=5] Too slow", "the message back in the box")
 
     page.open().ready()
     assert page.find("#token").get_attribute("value") == TOKENS["alice"]
-    page.wait(lambda: page.messages() == [("user", "[fake duration=5] Too slow")], "the conversation again")
+    assert not page.find("#token-form").is_displayed() and not page.find("#token-accepted").is_displayed()
+    page.wait(lambda: page.history(), "the conversation in the history")
+    assert page.history()[0] == ("[fake duration=5] Too slow", True)
+    assert page.messages() == []  # the unanswered message was taken back
 
 
 def test_a_server_without_room_reads_as_a_sentence(browser, token_server):
@@ -343,7 +413,10 @@ def test_a_server_without_room_reads_as_a_sentence(browser, token_server):
         page.send("Is there room?")
         assert page.notice() == "The assistant is not available right now. Please try again in a moment."
         assert held.result()[0] == 408  # the run that held the room, at its deadline
-    assert [role for role, _ in page.messages()] == ["user"]
+    page.wait(lambda: page.messages() == [], "the unanswered message to leave the conversation")
+    assert page.box() == "Is there room?"
+    # Bob's history holds his conversation only, never Alice's.
+    assert [title for title, _ in page.history()] == ["Is there room?"]
 
 
 # Needs a server that streams runs (`"stream": true` answered with text/event-stream). Until

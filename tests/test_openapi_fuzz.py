@@ -39,6 +39,10 @@ REACHED = [
     ("GET", "/threads/{thread_id}/messages"),
     ("POST", "/threads/{thread_id}/runs"),
     ("GET", "/threads/{thread_id}/runs/{run_id}"),
+    ("GET", "/threads"),
+    ("POST", "/threads/{thread_id}"),
+    ("GET", "/threads/{thread_id}/messages/{message_id}"),
+    ("POST", "/threads/{thread_id}/messages/{message_id}"),
 ]
 # Bounded and repeatable: the same examples on every run, no shrinking, no example database.
 FUZZ = settings(
@@ -105,12 +109,15 @@ def test_the_document_is_served_without_credentials_with_the_configured_types(ap
 
 
 def _known_objects(api):
-    """A thread with a message and a finished run, and a spare thread that DELETE may take."""
+    """A thread with a message and a finished run, and a spare thread with a message that DELETE may take."""
     thread = api.new_thread()
-    api.say(thread, "hello")
+    message = api.say(thread, "hello")["id"]
     run = api.run(thread)
     assert run.status_code == 200, run.json
-    return {"thread_id": thread, "run_id": run.json["id"]}, {"thread_id": api.new_thread()}
+    spare = api.new_thread()
+    spare_message = api.say(spare, "spare")["id"]
+    known = {"thread_id": thread, "run_id": run.json["id"], "message_id": message}
+    return known, {"thread_id": spare, "message_id": spare_message}
 
 
 def _fuzz(operation, strategy, base_url, checks, succeeded: set) -> list[str]:

@@ -119,6 +119,24 @@ class AssistantsEngine:
         """False: a run in `requires_action` holds its thread until it is cancelled (or expires)."""
         return False
 
+    # changes to threads and single messages
+
+    def update_thread(self, thread_id, metadata):
+        return _plain(self._call("update thread", self.threads.update, thread_id, metadata=metadata))
+
+    def get_message(self, thread_id, message_id):
+        return _plain(self._call("retrieve message", self.threads.messages.retrieve, message_id, thread_id=thread_id))
+
+    def update_message(self, thread_id, message_id, metadata):
+        message = self._call(
+            "update message", self.threads.messages.update, message_id, thread_id=thread_id, metadata=metadata
+        )
+        return _plain(message)
+
+    def delete_message(self, thread_id, message_id):
+        self._call("delete message", self.threads.messages.delete, message_id, thread_id=thread_id)
+        return {"id": message_id, "object": "thread.message.deleted", "deleted": True}
+
 
 def _quick(timeout: float | None) -> float:
     return min(QUICK_CALL_SECONDS, max(0.001, timeout)) if timeout is not None else QUICK_CALL_SECONDS

@@ -79,3 +79,22 @@ class Engine(Protocol):
         """Leave the thread usable after a run stopped for function calls; False when
         the run must be cancelled for that instead."""
         ...
+
+    # changes to threads and single messages
+
+    def update_thread(self, thread_id: str, metadata: dict) -> dict:
+        """The thread after its metadata was set upstream."""
+        ...
+
+    def get_message(self, thread_id: str, message_id: str) -> dict:
+        """One message of the thread (UpstreamNotFound when the thread has no such message)."""
+        ...
+
+    def update_message(self, thread_id: str, message_id: str, metadata: dict) -> dict:
+        """The message with its new metadata: set upstream where the upstream can keep it;
+        otherwise only checked to exist there, and the caller records the metadata."""
+        ...
+
+    def delete_message(self, thread_id: str, message_id: str) -> dict:
+        """Delete the message upstream: `{id, object: "thread.message.deleted", deleted: true}`."""
+        ...

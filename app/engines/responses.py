@@ -326,6 +326,31 @@ class ResponsesEngine:
             )
         return True
 
+    # changes to threads and single messages
+
+    def update_thread(self, thread_id, metadata):
+        with translated_errors("update thread"):
+            return self._thread(self.conversations.update(thread_id, metadata=metadata))
+
+    def get_message(self, thread_id, message_id):
+        """The conversation item, if it is a message (tool calls and their outputs are not)."""
+        with translated_errors("retrieve message"):
+            item = _json(self.conversations.items.with_raw_response.retrieve(message_id, conversation_id=thread_id))
+        if item.get("type") != "message":
+            raise UpstreamNotFound(f"retrieve message: No message found with id '{message_id}'.")
+        return _message(item, thread_id, None)
+
+    def update_message(self, thread_id, message_id, metadata):
+        """Conversations have no item update: the item is only checked, the caller keeps the metadata."""
+        return dict(self.get_message(thread_id, message_id), metadata=dict(metadata))
+
+    def delete_message(self, thread_id, message_id):
+        """Delete the item (checked to be a message first); the upstream answers with the conversation."""
+        self.get_message(thread_id, message_id)
+        with translated_errors("delete message"):
+            self.conversations.items.delete(message_id, conversation_id=thread_id)
+        return {"id": message_id, "object": "thread.message.deleted", "deleted": True}
+
 
 class _Follower:
     """Reads a response's upstream events from its creation stream until the response ends."""

@@ -25,6 +25,9 @@ threads = sa.Table(
     # so a crashed process cannot block a thread for longer than one deadline.
     sa.Column("lock_run", sa.String(128)),
     sa.Column("lock_until", sa.Float),
+    # JSON of the thread's metadata as the upstream last answered it (the thread list shows it).
+    sa.Column("metadata", sa.Text),
+    sa.Index("ix_threads_owner_created_at", "owner", "created_at"),
 )
 
 runs = sa.Table(

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from app.contract import ACTIVE_STATUSES, MessagePage, list_page
 from app.store.db import idempotency, messages, runs, threads
+from app.store.thread_records import ThreadRecords
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # What `RecordedRun` is read from.
@@ -28,7 +29,7 @@ class RecordedRun(NamedTuple):
     assistant_type: str | None = None
 
 
-class Records:
+class Records(ThreadRecords):
     """Queries on the backend's database, one short transaction each."""
 
     def __init__(self, engine: sa.Engine, clock=time.time):
@@ -37,9 +38,17 @@ class Records:
 
     # threads and their active-run lock
 
-    def add_thread(self, thread_id: str, owner: str, engine: str) -> None:
+    def add_thread(self, thread_id: str, owner: str, engine: str, metadata: dict | None = None) -> None:
         with self.db.begin() as conn:
-            conn.execute(threads.insert().values(id=thread_id, owner=owner, engine=engine, created_at=self.clock()))
+            conn.execute(
+                threads.insert().values(
+                    id=thread_id,
+                    owner=owner,
+                    engine=engine,
+                    created_at=self.clock(),
+                    metadata=json.dumps(metadata or {}),
+                )
+            )
 
     def thread_owner(self, thread_id: str) -> str | None:
         # Asked of the database every time: another process may have deleted the thread.

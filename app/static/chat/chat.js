@@ -1,7 +1,7 @@
 "use strict";
-// The chat page: one conversation (thread) per browser, its id kept in localStorage.
-// A reply is streamed when the server streams runs; otherwise the page asks again
-// without `stream` and shows the reply when the run has ended.
+// The chat page: the user's conversations (threads) in a sidebar, newest first; the open one's id
+// is kept in localStorage. A reply is streamed when the server streams runs; otherwise the page
+// asks again without `stream` and shows the reply when the run has ended.
 
 const API = "/api/openai";
 const STORED = { thread: "chat.thread", token: "chat.token", type: "chat.assistantType" };
@@ -30,6 +30,18 @@ const RUN_SENTENCES = {
   expired: SENTENCES.expired,
 };
 const SHORTENED = "(The reply was cut short.)";
+// After these the reply may still come, so the message stays in the conversation.
+const REPLY_MAY_COME = new Set([SENTENCES.unconfirmed, SENTENCES.cut]);
+const HINTS = {
+  typesNeedToken: "The assistants are listed once the server accepts your access token.",
+  typesUnlisted: "The assistants could not be listed; the message below says why.",
+  typesNone: "This server has no assistants configured.",
+  historyNeedsToken: "Your conversations are listed once the server accepts your access token.",
+  historyEmpty: "No conversations yet: your first message starts one.",
+  historyUnlisted: "Your conversations could not be listed.",
+};
+const TITLE_CHARS = 60;
+const HISTORY_PAGE = 20;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -43,6 +55,11 @@ const ui = {
   newConversation: $("new-conversation"),
   tokenForm: $("token-form"),
   token: $("token"),
+  tokenAccepted: $("token-accepted"),
+  typesHint: $("types-hint"),
+  threads: $("threads"),
+  older: $("older"),
+  historyHint: $("history-hint"),
 };
 
 // Until the server refuses `stream`; then every run of this page load waits in one request.
@@ -115,8 +132,21 @@ function clearNotice() {
 }
 
 function showTokenForm() {
+  ui.tokenAccepted.hidden = true;
   ui.tokenForm.hidden = false;
   ui.token.focus();
+}
+
+// The token row goes once the server has taken the token; a token just entered is confirmed.
+function tokenWorks(justEntered) {
+  if (!localStorage.getItem(STORED.token)) return;
+  ui.tokenForm.hidden = true;
+  ui.tokenAccepted.hidden = !justEntered;
+}
+
+function showHint(element, text) {
+  element.textContent = text;
+  element.hidden = !text;
 }
 
 function addMessage(role) {
@@ -154,16 +184,34 @@ function threadPath() {
   return `/threads/${encodeURIComponent(localStorage.getItem(STORED.thread))}`;
 }
 
-async function startThread() {
-  const thread = await call("POST", "/threads", {});
+// A conversation's title is the start of its first message, kept in the thread's metadata.
+function titleFor(text) {
+  const line = text.replace(/\s+/g, " ").trim();
+  return line.length > TITLE_CHARS ? `${line.slice(0, TITLE_CHARS - 1)}…` : line;
+}
+
+async function startThread(firstText) {
+  const thread = await call("POST", "/threads", { metadata: { title: titleFor(firstText) } });
   localStorage.setItem(STORED.thread, thread.id);
+  ui.threads.prepend(historyItem(thread));
+  showHint(ui.historyHint, "");
+  markCurrent();
 }
 
 async function loadTypes() {
-  const list = await call("GET", "/assistant_types");
+  let list;
+  try {
+    list = await call("GET", "/assistant_types");
+  } catch (error) {
+    ui.type.replaceChildren();
+    ui.type.disabled = true;
+    showHint(ui.typesHint, error.status === 401 ? HINTS.typesNeedToken : HINTS.typesUnlisted);
+    throw error;
+  }
   const chosen = localStorage.getItem(STORED.type);
   ui.type.replaceChildren(...list.data.map((type) => new Option(type.id, type.id, false, type.id === chosen)));
   ui.type.disabled = list.data.length === 0;
+  showHint(ui.typesHint, list.data.length ? "" : HINTS.typesNone);
 }
 
 async function loadConversation() {
@@ -173,21 +221,22 @@ async function loadConversation() {
   try {
     page = await call("GET", `${threadPath()}/messages?order=asc&limit=100`);
   } catch (error) {
-    if (error.status === 404) localStorage.removeItem(STORED.thread);
+    if (error.status === 404) forgetThread(localStorage.getItem(STORED.thread));
     throw error;
   }
   for (const message of page.data) setText(addMessage(message.role), textOf(message));
 }
 
 async function postMessage(text) {
-  if (!localStorage.getItem(STORED.thread)) await startThread();
+  if (!localStorage.getItem(STORED.thread)) await startThread(text);
   try {
     return await call("POST", `${threadPath()}/messages`, { role: "user", content: text });
   } catch (error) {
     if (error.status !== 404) throw error;
     // The stored thread is gone (deleted, or another server): start a new one.
+    forgetThread(localStorage.getItem(STORED.thread));
     ui.conversation.replaceChildren();
-    await startThread();
+    await startThread(text);
     return call("POST", `${threadPath()}/messages`, { role: "user", content: text });
   }
 }
@@ -198,13 +247,17 @@ async function send(event) {
   if (!text || ui.send.disabled) return;
   clearNotice();
   setWriting(true);
+  let posted = null;
+  let shown = null;
   try {
-    await postMessage(text);
+    posted = await postMessage(text);
     ui.message.value = "";
-    setText(addMessage("user"), text);
+    shown = addMessage("user");
+    setText(shown, text);
     await reply();
   } catch (error) {
     showNotice(error);
+    if (posted && !REPLY_MAY_COME.has(error.message)) await takeBack(posted, shown, text);
   } finally {
     setWriting(false);
     // A click on Send leaves the focus on the button, which was disabled meanwhile.
@@ -222,6 +275,18 @@ async function reply() {
     if (item.querySelector(".text").textContent) item.dataset.state = "failed";
     else item.remove();
     throw error;
+  }
+}
+
+// A message whose reply failed goes back into the box, and out of the thread, so that sending it
+// again does not repeat it. If the server will not delete it, it stays shown and in the thread.
+async function takeBack(message, shown, text) {
+  if (!ui.message.value.trim()) ui.message.value = text;
+  try {
+    await call("DELETE", `${threadPath()}/messages/${encodeURIComponent(message.id)}`);
+    shown.remove();
+  } catch {
+    shown.dataset.state = "unanswered";
   }
 }
 
@@ -339,14 +404,89 @@ async function readStream(response, item) {
   throw new Problem(SENTENCES.cut);
 }
 
+// --- the history of conversations ---------------------------------------------------------
+
+let olderAfter = null; // the cursor of the next, older page of the history
+
+function threadTitle(thread) {
+  if (thread.metadata && thread.metadata.title) return thread.metadata.title;
+  return `Conversation of ${new Date(thread.created_at * 1000).toLocaleString()}`;
+}
+
+function historyItem(thread) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "thread";
+  button.dataset.thread = thread.id;
+  button.textContent = threadTitle(thread);
+  item.append(button);
+  return item;
+}
+
+function markCurrent() {
+  const current = localStorage.getItem(STORED.thread);
+  for (const button of ui.threads.querySelectorAll("button.thread")) {
+    if (button.dataset.thread === current) button.setAttribute("aria-current", "true");
+    else button.removeAttribute("aria-current");
+  }
+}
+
+async function loadHistory(older = false) {
+  const cursor = older && olderAfter ? `&after=${encodeURIComponent(olderAfter)}` : "";
+  let page;
+  try {
+    page = await call("GET", `/threads?limit=${HISTORY_PAGE}${cursor}`);
+  } catch (error) {
+    showHint(ui.historyHint, error.status === 401 ? HINTS.historyNeedsToken : HINTS.historyUnlisted);
+    throw error;
+  }
+  const items = page.data.map(historyItem);
+  if (older) ui.threads.append(...items);
+  else ui.threads.replaceChildren(...items);
+  olderAfter = page.has_more ? page.last_id : null;
+  ui.older.hidden = !page.has_more;
+  showHint(ui.historyHint, ui.threads.children.length ? "" : HINTS.historyEmpty);
+  markCurrent();
+}
+
+function forgetThread(threadId) {
+  if (localStorage.getItem(STORED.thread) === threadId) localStorage.removeItem(STORED.thread);
+  ui.threads.querySelector(`button.thread[data-thread="${CSS.escape(threadId)}"]`)?.parentElement.remove();
+}
+
+async function openThread(threadId) {
+  // While a reply is being written, its conversation stays open.
+  if (ui.send.disabled || threadId === localStorage.getItem(STORED.thread)) return;
+  localStorage.setItem(STORED.thread, threadId);
+  clearNotice();
+  markCurrent();
+  try {
+    await loadConversation();
+  } catch (error) {
+    showNotice(error);
+  }
+  ui.conversation.scrollTop = ui.conversation.scrollHeight;
+}
+
 // --- start ----------------------------------------------------------------------------------
 
-async function start() {
+// Without a token the server accepts, the page says why its lists are empty.
+function needsToken() {
+  ui.threads.replaceChildren();
+  ui.older.hidden = true;
+  showHint(ui.historyHint, HINTS.historyNeedsToken);
+}
+
+async function start(justEntered = false) {
   clearNotice();
   try {
     await loadTypes();
+    tokenWorks(justEntered);
+    await loadHistory();
     await loadConversation();
   } catch (error) {
+    if (error.status === 401) needsToken();
     showNotice(error);
   }
   ui.conversation.scrollTop = ui.conversation.scrollHeight;
@@ -361,19 +501,25 @@ ui.message.addEventListener("keydown", (event) => {
 });
 ui.type.addEventListener("change", () => localStorage.setItem(STORED.type, ui.type.value));
 ui.newConversation.addEventListener("click", () => {
+  if (ui.send.disabled) return;
   localStorage.removeItem(STORED.thread);
   ui.conversation.replaceChildren();
+  markCurrent();
   clearNotice();
   ui.message.focus();
 });
+ui.threads.addEventListener("click", (event) => {
+  const button = event.target.closest("button.thread");
+  if (button) openThread(button.dataset.thread);
+});
+ui.older.addEventListener("click", () => loadHistory(true).catch(showNotice));
 ui.tokenForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const token = ui.token.value.trim();
   if (token) localStorage.setItem(STORED.token, token);
   else localStorage.removeItem(STORED.token);
-  start();
+  start(true);
 });
 
 ui.token.value = localStorage.getItem(STORED.token) || "";
-if (ui.token.value) ui.tokenForm.hidden = false;
 start();
