@@ -4,7 +4,10 @@ Every value comes from the environment (and `.env`), read with the parsers and
 defaults of app/environment.py (sized for a small machine, 2 cores). The start
 is refused, with one line naming the setting, when the worker class or a
 timeout would cut the backend's own waits, or when the offline upstream would
-be split between workers.
+be split between workers. In each worker (post_fork), gunicorn's own refusals of
+a malformed request are answered as JSON, and under gevent a connection's first
+request head must arrive within HEADER_TIMEOUT_SECONDS; every gunicorn log line
+has its control characters escaped.
 """
 
 import http
@@ -322,7 +325,8 @@ def _json_errors(worker):
             req = req or getattr(exc, "req", None)
         else:
             return gunicorn_answer(req, client, addr, exc)
-        worker.log.warning("refused a request from %s: %d %s (%s)", (addr or ("-",))[0], status, name, exc)
+        level = worker.log.info if status == 408 else worker.log.warning  # an idle client is not an attack
+        level("refused a request from %s: %d %s (%s)", (addr or ("-",))[0], status, name, exc or message)
         try:
             util.write_nonblock(client, _error_answer(status, message, req))
         except Exception:

@@ -62,7 +62,9 @@ def test_an_id_in_the_query_is_matched_whole_and_named(api, fake, name, value):
     assert upstream_calls(fake) == calls
 
 
-@pytest.mark.parametrize("limit", ["%C2%B2", "%2B5", "%205", "5%20", "5.0", "0", "101", "-1", "%D9%A3", "1e1", "", "9" * 30])
+@pytest.mark.parametrize(
+    "limit", ["%C2%B2", "%2B5", "%205", "5%20", "5.0", "0", "101", "-1", "%D9%A3", "1e1", "", "9" * 30]
+)
 def test_limit_takes_ascii_digits_only(api, fake, limit):
     thread = api.new_thread()
     calls = upstream_calls(fake)
@@ -131,7 +133,9 @@ def test_text_that_cannot_be_encoded_is_400(api, fake, body):
 def test_a_surrogate_pair_is_text_like_any_other(api):
     thread = api.new_thread()
     answer = api.post(
-        f"/threads/{thread}/messages", data='{"role": "user", "content": "\\ud83d\\ude00"}', content_type="application/json"
+        f"/threads/{thread}/messages",
+        data='{"role": "user", "content": "\\ud83d\\ude00"}',
+        content_type="application/json",
     )
     assert answer.status_code == 200 and answer.json["content"][0]["text"]["value"] == "\U0001f600"
 
@@ -452,14 +456,24 @@ ODD = [
     ("POST", "/api/openai/threads/{thread}/messages", (), '{"a": ' * 3_000 + "1" + "}" * 3_000),
     ("POST", "/v1/threads/{thread}/messages", (), "[" * 10_000),
     ("POST", "/api/openai/threads/{thread}/messages", (), '{"role": "user", "content": "\\ud800"}'),
-    ("POST", "/api/openai/threads/{thread}/messages", (), '{"role": "user", "content": "hi", "metadata": {"\\udfff": "v"}}'),
+    (
+        "POST",
+        "/api/openai/threads/{thread}/messages",
+        (),
+        '{"role": "user", "content": "hi", "metadata": {"\\udfff": "v"}}',
+    ),
     ("POST", "/api/openai/threads", (), '{"messages": [{"role": "user", "content": "\\udc00"}]}'),
     ("POST", "/api/openai/threads/{thread}/messages", (), b'{"role": "user", "content": "\xff"}'),
     ("POST", "/api/openai/threads/{thread}/messages", (), '\ufeff{"role": "user", "content": "bom"}'),
     ("POST", "/api/openai/threads/{thread}/messages", (), '{"role": "user", "content": "hi"} trailing'),
     ("POST", "/api/openai/threads/{thread}/messages", (), "null"),
     ("POST", "/api/openai/threads/{thread}/messages", (), '"text"'),
-    ("POST", "/api/openai/threads/{thread}/messages", ("Content-Type: text/plain",), '{"role": "user", "content": "x"}'),
+    (
+        "POST",
+        "/api/openai/threads/{thread}/messages",
+        ("Content-Type: text/plain",),
+        '{"role": "user", "content": "x"}',
+    ),
     ("POST", "/api/openai/threads/{thread}/runs", (), '{"assistant_type": "curator", "temperature": NaN}'),
     ("POST", "/api/openai/threads/{thread}/runs", (), '{"assistant_type": "curator", "temperature": Infinity}'),
     ("POST", "/api/openai/threads/{thread}/runs", (), '{"assistant_type": "curator", "temperature": 1e999}'),
@@ -473,9 +487,19 @@ ODD = [
     ("GET", "/api/openai/threads/{thread}", ("Authorization: Basic YWxpY2U6eA==",), ""),
     ("GET", "/api/openai/threads/{thread}", ("Authorization: Bearer " + "x" * 5_000,), ""),
     ("GET", "/api/openai/threads/{thread}", ("Authorization: Bearer a.b.c",), ""),
-    ("GET", "/api/openai/threads/{thread}", ("Authorization: Bearer " + jwt.encode({"sub": "a"}, JWT_SECRET, "HS256"),), ""),
+    (
+        "GET",
+        "/api/openai/threads/{thread}",
+        ("Authorization: Bearer " + jwt.encode({"sub": "a"}, JWT_SECRET, "HS256"),),
+        "",
+    ),
     ("GET", "/api/openai/threads/{thread}", ("Authorization: Bearer\tx\x01y",), ""),
-    ("POST", "/api/openai/threads/{thread}/messages", ("Idempotency-Key: " + "k" * 300,), '{"role": "user", "content": "x"}'),
+    (
+        "POST",
+        "/api/openai/threads/{thread}/messages",
+        ("Idempotency-Key: " + "k" * 300,),
+        '{"role": "user", "content": "x"}',
+    ),
     ("POST", "/api/openai/threads", ("Content-Length: 2", "Transfer-Encoding: chunked"), "{}"),
     ("POST", "/api/openai/threads", ("Content-Length: abc",), "{}"),
     ("PATCH", "/api/openai/threads/{thread}", (), "{}"),
