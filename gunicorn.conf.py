@@ -4,10 +4,15 @@ Every value comes from the environment (and `.env`), read with the parsers and
 defaults of app/environment.py (sized for a small machine, 2 cores). The start
 is refused, with one line naming the setting, when the worker class or a
 timeout would cut the backend's own waits, or when the offline upstream would
-be split between workers.
+be split between workers. In each worker (post_fork), gunicorn's own refusals of
+a malformed request are answered as JSON, and under gevent a connection's first
+request head must arrive within HEADER_TIMEOUT_SECONDS; every gunicorn log line
+has its control characters escaped.
 """
 
+import http
 import importlib.util
+import json
 import math
 import os
 import resource
@@ -18,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from dotenv import dotenv_values
+from gunicorn import glogging
 
 # Room after the wait and the cancel: the bookkeeping and the answer itself.
 SHUTDOWN_MARGIN_SECONDS = 10.0
@@ -28,11 +34,11 @@ WAITING_WORKER_CLASSES = {"gthread", "threadworker", "gevent", "geventworker"}
 _env = {**dotenv_values(Path(__file__).resolve().with_name(".env")), **os.environ}
 
 
-def _load_environment_module():
+def _load_app_module(name):
     # By path, under a private name: a master that had imported the `app` package
     # would fork workers that run the old code after a reload (SIGHUP).
     spec = importlib.util.spec_from_file_location(
-        "_gunicorn_app_environment", Path(__file__).resolve().parent / "app" / "environment.py"
+        f"_gunicorn_app_{name}", Path(__file__).resolve().parent / "app" / f"{name}.py"
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look the module up while making its classes
@@ -40,7 +46,8 @@ def _load_environment_module():
     return module
 
 
-_var = _load_environment_module()
+_var = _load_app_module("environment")
+_redaction = _load_app_module("redaction")
 CANCEL_GRACE_SECONDS = _var.CANCEL_GRACE_SECONDS
 
 
@@ -96,13 +103,36 @@ graceful_timeout = _setting(_var.GRACEFUL_TIMEOUT, math.ceil(LONGEST_REQUEST_SEC
 # Longer than nginx's upstream keepalive_timeout (60 s by default) if that is ever turned on,
 # so gunicorn never closes a connection that nginx is about to reuse.
 keepalive = _setting(_var.KEEPALIVE)
+# gevent: how long the first request's head may take to arrive (post_fork below); later requests
+# on a kept-alive connection have `keepalive`. gunicorn alone bounds the first one by `keepalive` too.
+HEADER_TIMEOUT_SECONDS = _setting(_var.HEADER_TIMEOUT_SECONDS)
 if Path("/dev/shm").is_dir():
     worker_tmp_dir = "/dev/shm"  # the heartbeat file; a disk-backed /tmp can stall it
 
-# The app logs one access line per request, with its request id; gunicorn logs its own events.
+# The app logs one access line per request, with its request id; gunicorn logs its own events,
+# each on one line (OneLineLogger below).
 accesslog = None
 errorlog = "-"
 loglevel = _setting(_var.LOG_LEVEL)
+
+
+def _one_line_record(record):
+    # A request's bytes (a header, a request line) quoted in gunicorn's message cannot start a line of its own.
+    record.msg, record.args = _redaction.one_line(record.getMessage()), None
+    return True
+
+
+class OneLineLogger(glogging.Logger):
+    """gunicorn's logger, with control characters escaped in every message."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.addFilter(_one_line_record)
+
+
+logger_class = OneLineLogger
 
 # The app trusts X-Forwarded-* from FORWARDED_PROXIES hops (werkzeug's ProxyFix), and only
 # there: gunicorn itself rewrites nothing from forwarded headers.
@@ -237,3 +267,103 @@ def on_exit(server):
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path == _own_metrics_dir():
         shutil.rmtree(path, ignore_errors=True)
+
+
+# --- what the backend's own server answers before the app sees a request --------------------------
+
+# gunicorn's parse errors, answered as JSON in the app's shape (OpenAI's under /v1) instead of HTML.
+_GUNICORN_ERRORS = {
+    "LimitRequestLine": (414, "The request line (method and URL) is too long."),
+    "LimitRequestHeaders": (431, "The request's headers are too large or too many."),
+    "UnsupportedTransferCoding": (501, "This Transfer-Encoding is not supported."),
+    "ExpectationFailed": (417, "This Expect header is not supported."),
+    "ForbiddenProxyRequest": (403, "Request forbidden."),
+    "InvalidRequestLine": (400, "Bad request: invalid request line."),
+    "InvalidRequestMethod": (400, "Bad request: invalid method."),
+    "InvalidHTTPVersion": (400, "Bad request: invalid HTTP version."),
+    "InvalidHeader": (400, "Bad request: invalid header."),
+    "InvalidHeaderName": (400, "Bad request: invalid header name."),
+    "ObsoleteFolding": (400, "Bad request: folded header lines are not accepted."),
+}
+# Not the client's fault: answered by gunicorn itself (a 500).
+_NOT_CLIENT_ERRORS = ("InvalidResponseHeader", "InvalidResponseHeaderName", "ConfigurationProblem")
+
+
+class HeadTimeout(Exception):
+    """The first request's line and headers did not arrive within HEADER_TIMEOUT_SECONDS."""
+
+
+def _error_answer(status, message, req):
+    """An HTTP/1.1 answer that closes the connection, its body the app's JSON error shape."""
+    path = getattr(req, "path", None) or ""
+    if path == "/v1" or path.startswith("/v1/"):
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    else:
+        body = {"error": message}
+    data = (json.dumps(body) + "\n").encode()
+    head = (
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + data
+
+
+def _json_errors(worker):
+    """Answer gunicorn's own errors (bad request line or headers, a head that came too slowly) as JSON."""
+    from gunicorn import util
+    from gunicorn.http.errors import ParseException
+
+    gunicorn_answer = worker.handle_error
+
+    def handle_error(req, client, addr, exc):
+        name = type(exc).__name__
+        if isinstance(exc, HeadTimeout):
+            status, message = 408, f"The request's headers did not arrive within {HEADER_TIMEOUT_SECONDS:g} s."
+        elif isinstance(exc, ParseException) and name not in _NOT_CLIENT_ERRORS:
+            status, message = _GUNICORN_ERRORS.get(name, (400, "Bad request: the request could not be parsed."))
+            req = req or getattr(exc, "req", None)
+        else:
+            return gunicorn_answer(req, client, addr, exc)
+        level = worker.log.info if status == 408 else worker.log.warning  # an idle client is not an attack
+        level("refused a request from %s: %d %s (%s)", (addr or ("-",))[0], status, name, exc or message)
+        try:
+            util.write_nonblock(client, _error_answer(status, message, req))
+        except Exception:
+            worker.log.debug("could not send the %d answer", status)
+
+    worker.handle_error = handle_error
+
+
+def _bound_first_head(worker):
+    """gevent: the first request's head must arrive within HEADER_TIMEOUT_SECONDS of the connection."""
+    import gevent
+
+    served = set()  # the greenlets (one per connection) that have had a request
+    handle_connection, handle_request = worker.handle, worker.handle_request
+
+    def handle(listener, client, addr):
+        try:
+            handle_connection(listener, client, addr)
+        finally:
+            served.discard(gevent.getcurrent())
+
+    def handle_one(listener_name, req, sock, addr):
+        served.add(gevent.getcurrent())
+        return handle_request(listener_name, req, sock, addr)
+
+    def timeout_ctx():
+        # Used around the read of each request head on a kept-alive connection: gunicorn's own
+        # is `keepalive` for every head, the first one included, and ends it silently.
+        if gevent.getcurrent() in served:
+            return gevent.Timeout(worker.cfg.keepalive, False)
+        return gevent.Timeout(HEADER_TIMEOUT_SECONDS, HeadTimeout())
+
+    worker.handle, worker.handle_request, worker.timeout_ctx = handle, handle_one, timeout_ctx
+
+
+def post_fork(server, worker):
+    """In each worker: gunicorn's errors as JSON; under gevent, a bound on the first request's head."""
+    _json_errors(worker)
+    if _worker_name(worker.cfg) in ("gevent", "geventworker"):
+        _bound_first_head(worker)

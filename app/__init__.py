@@ -9,7 +9,7 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import logs, metrics, ratelimit
-from app.api import SERVICES_KEY, assistant_type_list, health, openapi, page, v1_dialect
+from app.api import SERVICES_KEY, assistant_type_list, health, openapi, page, v1_dialect, validation
 from app.api import errors as api_errors
 from app.api.runs import bp as runs_bp
 from app.api.threads import bp as threads_bp
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[SERVICES_KEY] = build_services(settings)
 
     logs.init_app(app)
+    app.before_request(validation.complete_body)  # a body cut short is refused before anything else
     api_errors.init_app(app)
     metrics.init_app(app)
     CORS(app, origins=list(settings.cors_origins), expose_headers=EXPOSED_HEADERS, max_age=600)

@@ -145,3 +145,6 @@ WEB_CONCURRENCY = Number("WEB_CONCURRENCY", 2, int, low=1)
 WEB_CONNECTIONS = Number("WEB_CONNECTIONS", 3000, int, low=1)
 WEB_THREADS = Number("WEB_THREADS", 32, int, low=1)
 KEEPALIVE = Number("KEEPALIVE", 75, int, low=1)
+# gevent workers: the first request's line and headers must arrive within this many seconds
+# of the connection, else the connection is answered 408 and closed (slow clients that never finish).
+HEADER_TIMEOUT_SECONDS = Number("HEADER_TIMEOUT_SECONDS", 20.0, low=0.5, high=300)

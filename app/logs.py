@@ -10,10 +10,10 @@ import uuid
 
 from flask import Flask, g, has_app_context, request
 
-from app.redaction import redact
+from app.redaction import one_line, redact
 from app.settings import Settings
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("app.access")
 
 
@@ -31,6 +31,17 @@ class _RequestContext(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
+
+
+class _TextFormatter(logging.Formatter):
+    """One line per record: the message escaped; only a traceback adds lines, each indented."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, exc_info) -> str:
+        return "\n".join("    " + one_line(line) for line in super().formatException(exc_info).splitlines())
 
 
 class _JsonFormatter(logging.Formatter):
@@ -55,7 +66,7 @@ def configure(settings: Settings) -> None:
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     logger = logging.getLogger("app")
     logger.handlers[:] = [handler]
     logger.setLevel(settings.log_level)
@@ -68,7 +79,7 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def start():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
 
     @app.after_request

@@ -1,9 +1,9 @@
 """Render deploy/nginx.conf for this environment: `python -m deploy.nginx_site > /etc/nginx/sites-available/backend`.
 
-It reads RUN_TIMEOUT_SECONDS, MAX_BODY_BYTES and gunicorn's address (BIND, or
-HOST and PORT) from the environment and `.env` with the parsers and defaults of
-app/environment.py, as the backend and gunicorn.conf.py do, so that nginx's
-timeouts and body limit agree with theirs.
+It reads RUN_TIMEOUT_SECONDS, MAX_BODY_BYTES, HEADER_TIMEOUT_SECONDS and
+gunicorn's address (BIND, or HOST and PORT) from the environment and `.env` with
+the parsers and defaults of app/environment.py, as the backend and
+gunicorn.conf.py do, so that nginx's timeouts and body limit agree with theirs.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def render(
     *,
     run_timeout: float = var.RUN_TIMEOUT_SECONDS.default,
     max_body_bytes: int = var.MAX_BODY_BYTES.default,
+    header_timeout: float = var.HEADER_TIMEOUT_SECONDS.default,
     upstream: str = f"{var.HOST.default}:{var.PORT.default}",
     listen: str = "80",
     log_dir: str = "/var/log/nginx",
@@ -55,6 +56,8 @@ def render(
         (r"^(\s*proxy_read_timeout) 90s;", rf"\g<1> {seconds}s;", 1),
         (r"^(\s*proxy_send_timeout) 90s;", rf"\g<1> {seconds}s;", 1),
         (r"^(\s*client_max_body_size) 1m;", rf"\g<1> {_size(max_body_bytes)};", 1),
+        (r"^(\s*client_header_timeout) 20s;", rf"\g<1> {math.ceil(header_timeout)}s;", 1),
+        (r"^(\s*client_body_timeout) 20s;", rf"\g<1> {math.ceil(header_timeout)}s;", 1),
         (r" /var/log/nginx/", f" {log_dir.rstrip('/')}/", 2),
     ]
     for pattern, replacement, expected in substitutions:
@@ -63,7 +66,7 @@ def render(
             raise ValueError(f"deploy/nginx.conf: expected {expected} match(es) of {pattern!r}, found {count}")
     header = (
         f"# Rendered by deploy/nginx_site.py for RUN_TIMEOUT_SECONDS={run_timeout:g}, "
-        f"MAX_BODY_BYTES={max_body_bytes}, gunicorn at {upstream}\n"
+        f"MAX_BODY_BYTES={max_body_bytes}, HEADER_TIMEOUT_SECONDS={header_timeout:g}, gunicorn at {upstream}\n"
         "# (the numbers in the comments below are those of the defaults).\n"
     )
     return header + text
@@ -92,6 +95,7 @@ def main(argv=None) -> None:
         render(
             run_timeout=var.RUN_TIMEOUT_SECONDS.read(env),
             max_body_bytes=var.MAX_BODY_BYTES.read(env),
+            header_timeout=var.HEADER_TIMEOUT_SECONDS.read(env),
             upstream=_upstream(env),
             listen=args.listen,
             log_dir=args.log_dir,

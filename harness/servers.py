@@ -205,8 +205,9 @@ def start_gunicorn(
 # --- nginx --------------------------------------------------------------------------------------
 
 
-def start_nginx(directory: Path, backend_port: int, run_timeout: float) -> tuple[Child, int]:
-    """nginx in the foreground with deploy/nginx.conf rendered for this backend; returns it and its port."""
+def start_nginx(directory: Path, backend_port: int, run_timeout: float, **render_options) -> tuple[Child, int]:
+    """nginx in the foreground with deploy/nginx.conf rendered for this backend (and `render_options`,
+    e.g. header_timeout); returns it and its port."""
     from deploy.nginx_site import render
 
     port = free_port()
@@ -218,6 +219,7 @@ def start_nginx(directory: Path, backend_port: int, run_timeout: float) -> tuple
             upstream=f"127.0.0.1:{backend_port}",
             listen=f"127.0.0.1:{port}",
             log_dir=str(directory / "logs"),
+            **render_options,
         )
     )
     temp = directory / "temp"

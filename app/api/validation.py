@@ -2,22 +2,95 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from flask import request
+from werkzeug.exceptions import HTTPException
 
 from app.contract import MessagePage
 from app.errors import bad_request
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# Matched whole (fullmatch): with `$`, an ID with a trailing newline would pass.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+LIMIT_PATTERN = re.compile(r"[0-9]{1,3}")
 METADATA_KEY_CHARS = 64
 METADATA_VALUE_CHARS = 512
+# Deeper JSON is refused before it is parsed (the parser recurses once per level).
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def checked_id(value: str, kind: str) -> str:
     """The ID, if it is safe to put in an upstream URL."""
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise bad_request(f"Invalid {kind} ID: expected 1-128 characters of A-Z, a-z, 0-9, '_' or '-'.")
+    return value
+
+
+def complete_body() -> None:
+    """Read the body now, and refuse one shorter than its Content-Length (a client that gave up
+    half-way) or one that cannot be read, before any check or work (an app `before_request` hook)."""
+    expected = request.content_length
+    if not expected and request.headers.get("Transfer-Encoding") is None:
+        return
+    try:
+        data = request.get_data(cache=True)
+    except HTTPException:
+        raise
+    except Exception:  # the server's own: a chunked body cut short, a reset connection
+        raise bad_request("The request body could not be read to its end.") from None
+    if expected is not None and len(data) != expected:
+        raise bad_request(f"The request body is shorter than its Content-Length: {len(data)} of {expected} bytes.")
+
+
+def too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text nests arrays and objects more than `limit` levels (strings ignored)."""
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _encodable(value) -> bool:
+    """Whether every string in the parsed JSON can be written as UTF-8 (no lone surrogates)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
+def parsed_json():
+    """The request body parsed as JSON, its depth bounded before parsing and its text checked after."""
+    if not request.is_json:
+        raise bad_request("Request body must be a JSON object (Content-Type: application/json).")
+    try:
+        text = request.get_data(cache=True).decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("Request body is not valid UTF-8.") from None
+    if too_deep(text):
+        raise bad_request(f"Request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep.")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise bad_request("Request body is not valid JSON.") from None
+    except RecursionError:  # a backstop: too_deep refuses what could get here
+        raise bad_request(f"Request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep.") from None
+    if not _encodable(value):
+        raise bad_request("Request body holds text that is not valid Unicode (a lone surrogate such as \\ud800).")
     return value
 
 
@@ -25,7 +98,7 @@ def json_body(allowed: set[str], *, optional: bool = False) -> dict:
     """The request's JSON object, refusing fields this route does not take."""
     if optional and not request.get_data(cache=True):
         return {}
-    body = request.get_json(silent=True)
+    body = parsed_json()
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object (Content-Type: application/json).")
     unknown = sorted(set(body) - allowed)
@@ -87,14 +160,26 @@ def message_page() -> MessagePage:
     unknown = sorted(set(args) - {"limit", "order", "after", "before", "run_id"})
     if unknown:
         raise bad_request(f"Unknown query parameter(s): {', '.join(unknown)}.")
+    for name in args:
+        if len(args.getlist(name)) > 1:
+            raise bad_request(f"Query parameter '{name}' is given more than once.")
     raw_limit = args.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-        raise bad_request("'limit' must be a whole number from 1 to 100.")
+    if not LIMIT_PATTERN.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= 100:
+        raise bad_request("'limit' must be a whole number from 1 to 100 (ASCII digits only).")
     order = args.get("order", "desc")
     if order not in ("asc", "desc"):
         raise bad_request("'order' must be 'asc' or 'desc'.")
-    cursors = {name: checked_id(args[name], name) if name in args else None for name in ("after", "before", "run_id")}
+    cursors = {name: _query_id(args[name], name) if name in args else None for name in ("after", "before", "run_id")}
     return MessagePage(limit=int(raw_limit), order=order, **cursors)
+
+
+def _query_id(value: str, name: str) -> str:
+    """A query parameter that names an object: an ID, matched whole."""
+    if not ID_PATTERN.fullmatch(value):
+        raise bad_request(
+            f"Invalid '{name}' query parameter: expected an ID of 1-128 characters of A-Z, a-z, 0-9, '_' or '-'."
+        )
+    return value
 
 
 def stream_flag(body: dict) -> bool:
