@@ -97,10 +97,22 @@ class UpstreamHTTP:
     def delete(self, path: str, *, timeout: float = 10.0, what: str = "") -> tuple:
         return self._call("DELETE", path, None, None, timeout, what)
 
+    def upload(self, path: str, fields: dict, file: tuple, *, timeout: float = 60.0, what: str = "") -> tuple:
+        """A multipart/form-data POST of `fields` and `file` (filename, binary stream, content type),
+        the stream sent in chunks as it is read; the JSON answer and its headers."""
+        what = what or f"POST {path} (upload)"
+        with self._translated(what):
+            response = self._client.post(path, data=fields, files={"file": file}, timeout=_timeout(timeout))
+        return self._answer(response, what)
+
     def _call(self, method, path, body, params, timeout, what):
         what = what or f"{method} {path}"
         with self._translated(what):
             response = self._client.request(method, path, json=body, params=params, timeout=_timeout(timeout))
+        return self._answer(response, what)
+
+    def _answer(self, response, what):
+        """The JSON answer and its headers, or the engine error of a failed one."""
         if response.status_code >= 400:
             self._raise_status(response, what)
         try:
