@@ -7,7 +7,7 @@ import secrets
 from flask import Flask, Response, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
-from . import assistants, control, responses, streaming
+from . import assistants, control, knowledge_api, responses, streaming
 from .errors import ApiError, bad_request, transient
 from .listing import parse_list_params
 from .state import FakeState
@@ -214,5 +214,6 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
     def cancel_response(response_id):
         return locked(responses.cancel_response, response_id)
 
+    knowledge_api.register(app, fake, body)
     control.register(app, fake, body)
     return app

@@ -3,10 +3,10 @@
 from .errors import bad_request, invalid_value
 
 
-def parse_list_params(args, allow_before=True):
-    """Validate `limit` (1-100, default 20), `order` (default desc), `after` and `before`."""
+def parse_list_params(args, allow_before=True, max_limit=100, default_limit=20):
+    """Validate `limit` (1-max_limit, default default_limit), `order` (default desc), `after` and `before`."""
     raw_limit = args.get("limit")
-    limit = 20
+    limit = default_limit
     if raw_limit is not None:
         try:
             limit = int(raw_limit)
@@ -22,9 +22,10 @@ def parse_list_params(args, allow_before=True):
                 param="limit",
                 code="integer_below_min_value",
             )
-        if limit > 100:
+        if limit > max_limit:
             raise bad_request(
-                f"Invalid 'limit': integer above maximum value. Expected a value <= 100, but got {limit} instead.",
+                f"Invalid 'limit': integer above maximum value. Expected a value <= {max_limit}, "
+                f"but got {limit} instead.",
                 param="limit",
                 code="integer_above_max_value",
             )

@@ -52,6 +52,7 @@ class Config:
         self.run_expiry_seconds = 600.0  # an Assistants run waiting for tool outputs expires then
         self.retry_after = "0"  # the Retry-After header of a 429
         self.stuck_if_aborted = False  # a creation stream closed before the start leaves it queued
+        self.file_processing_seconds = 0.3  # a file added to a vector store is in_progress this long
 
     def update(self, values):
         """Set knobs from a JSON object, validating each; unknown names are an error."""
@@ -67,6 +68,7 @@ class Config:
             "keepalive_seconds": lambda v: None if v is None else _positive_float(v),
             "run_expiry_seconds": _non_negative_float,
             "stuck_if_aborted": _boolean,
+            "file_processing_seconds": _non_negative_float,
             "retry_after": lambda v: str(_non_negative_float(v)).removesuffix(".0"),
         }
         parsed = {}
@@ -95,6 +97,7 @@ class Config:
             "run_expiry_seconds": self.run_expiry_seconds,
             "retry_after": self.retry_after,
             "stuck_if_aborted": self.stuck_if_aborted,
+            "file_processing_seconds": self.file_processing_seconds,
         }
 
     @staticmethod
@@ -241,6 +244,8 @@ class FakeState:
         self.runs = {}
         self.conversations = {}
         self.responses = {}
+        self.files = {}
+        self.vector_stores = {}
         self.jobs = {}  # every run and response ever created, even forgotten ones
         self.request_counts = {}
         self.polls = 0
