@@ -99,19 +99,19 @@ def list_vector_stores():
     return jsonify(knowledge.list_vector_stores(services(), g.user, **page))
 
 
-@bp.get("/vector_stores/<store_id>")
-def retrieve_vector_store(store_id):
-    return jsonify(knowledge.retrieve_vector_store(services(), g.user, v.checked_id(store_id, "vector store")))
+@bp.get("/vector_stores/<vector_store_id>")
+def retrieve_vector_store(vector_store_id):
+    return jsonify(knowledge.retrieve_vector_store(services(), g.user, v.checked_id(vector_store_id, "vector store")))
 
 
-@bp.delete("/vector_stores/<store_id>")
-def delete_vector_store(store_id):
-    return jsonify(knowledge.delete_vector_store(services(), g.user, v.checked_id(store_id, "vector store")))
+@bp.delete("/vector_stores/<vector_store_id>")
+def delete_vector_store(vector_store_id):
+    return jsonify(knowledge.delete_vector_store(services(), g.user, v.checked_id(vector_store_id, "vector store")))
 
 
-@bp.post("/vector_stores/<store_id>/files")
-def add_vector_store_file(store_id):
-    store_id = v.checked_id(store_id, "vector store")
+@bp.post("/vector_stores/<vector_store_id>/files")
+def add_vector_store_file(vector_store_id):
+    store_id = v.checked_id(vector_store_id, "vector store")
     body = v.json_body({"file_id", "attributes", "chunking_strategy"})
     if not isinstance(body.get("file_id"), str):
         raise bad_request("'file_id' is required: the ID of one of your files.")
@@ -121,9 +121,9 @@ def add_vector_store_file(store_id):
     return _polled(*knowledge.add_vector_store_file(services(), g.user, store_id, body))
 
 
-@bp.get("/vector_stores/<store_id>/files")
-def list_vector_store_files(store_id):
-    store_id = v.checked_id(store_id, "vector store")
+@bp.get("/vector_stores/<vector_store_id>/files")
+def list_vector_store_files(vector_store_id):
+    store_id = v.checked_id(vector_store_id, "vector store")
     page = kv.list_args({"limit", "order", "after", "before", "filter"}, max_limit=100, default_limit=20)
     status = request.args.get("filter")
     if status is not None and status not in kv.VECTOR_STORE_FILE_FILTERS:
@@ -132,15 +132,15 @@ def list_vector_store_files(store_id):
     return jsonify(knowledge.list_vector_store_files(services(), g.user, store_id, params))
 
 
-@bp.get("/vector_stores/<store_id>/files/<file_id>")
-def retrieve_vector_store_file(store_id, file_id):
-    store_id, file_id = v.checked_id(store_id, "vector store"), v.checked_id(file_id, "file")
+@bp.get("/vector_stores/<vector_store_id>/files/<file_id>")
+def retrieve_vector_store_file(vector_store_id, file_id):
+    store_id, file_id = v.checked_id(vector_store_id, "vector store"), v.checked_id(file_id, "file")
     return _polled(*knowledge.retrieve_vector_store_file(services(), g.user, store_id, file_id))
 
 
-@bp.delete("/vector_stores/<store_id>/files/<file_id>")
-def delete_vector_store_file(store_id, file_id):
-    store_id, file_id = v.checked_id(store_id, "vector store"), v.checked_id(file_id, "file")
+@bp.delete("/vector_stores/<vector_store_id>/files/<file_id>")
+def delete_vector_store_file(vector_store_id, file_id):
+    store_id, file_id = v.checked_id(vector_store_id, "vector store"), v.checked_id(file_id, "file")
     return jsonify(knowledge.delete_vector_store_file(services(), g.user, store_id, file_id))
 
 
