@@ -7,13 +7,16 @@ exist, and nothing reaches the upstream for it.
 
 from __future__ import annotations
 
+import logging
 from typing import BinaryIO
 
 from app.assistant_types import AssistantType
-from app.contract import UpstreamNotFound, list_page
+from app.contract import UpstreamError, UpstreamNotFound, list_page
 from app.errors import bad_request, not_found
 from app.services import Services
 from app.settings import MAX_VECTOR_STORES_PER_SEARCH
+
+log = logging.getLogger("app.knowledge")
 
 
 def type_vector_store_ids(services: Services, assistant_type: AssistantType) -> list[str]:
@@ -49,7 +52,7 @@ def set_type_vector_stores(services: Services, admin: str, assistant_type: Assis
 def upload_file(services: Services, user: str, filename: str, stream: BinaryIO, content_type: str, purpose: str):
     """Send the file upstream and record it as the user's."""
     file = services.knowledge_upstream.upload_file(filename, stream, content_type, purpose)
-    services.knowledge.add_file(file, user)
+    _recorded_or_undone(lambda: services.knowledge.add_file(file, user), services.knowledge_upstream.delete_file, file)
     return file
 
 
@@ -96,7 +99,8 @@ def create_vector_store(services: Services, user: str, body: dict) -> dict:
     """Create a vector store upstream, its files all the user's, and record it as theirs."""
     check_files(services, user, body.get("file_ids") or [])
     store = services.knowledge_upstream.create_vector_store(body)
-    services.knowledge.add_vector_store(store["id"], user)
+    undo = services.knowledge_upstream.delete_vector_store
+    _recorded_or_undone(lambda: services.knowledge.add_vector_store(store["id"], user), undo, store)
     return store
 
 
@@ -150,6 +154,19 @@ def delete_vector_store_file(services: Services, user: str, store_id: str, file_
     """Take a file out of the user's store; the file itself stays."""
     _own_store(services, user, store_id)
     return services.knowledge_upstream.delete_vector_store_file(store_id, file_id)
+
+
+def _recorded_or_undone(record, undo, created: dict) -> None:
+    """Record what was just made upstream; if the record fails, delete it upstream again (best effort),
+    so that nothing is left there that no user owns."""
+    try:
+        record()
+    except Exception:
+        try:
+            undo(created["id"])
+        except UpstreamError:
+            log.warning("could not delete unrecorded %s upstream", created["id"])
+        raise
 
 
 def _upstream_or_404(call, kind: str, object_id: str):

@@ -80,6 +80,7 @@ def test_the_list_pages_in_order_and_filters_by_purpose(api):
         ({"purpose": "assistants", "file": (io.BytesIO(b""), "a.txt")}, "The file is empty"),
         ({"purpose": "assistants", "file": (io.BytesIO(b"abc"), "")}, "needs a filename"),
         ({"purpose": "assistants", "file": "not a file part"}, "'file' is required"),
+        ({"purpose": "assistants", "file": (io.BytesIO(b"abc"), "a.txt"), "expires_after[seconds]": "3600"}, "Unknown"),
     ],
 )
 def test_a_malformed_upload_is_a_400_that_never_reaches_the_upstream(api, fake, form, message):
@@ -175,7 +176,10 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(mak
                 "Content-Length: 104857600\r\n\r\n"
             )
             sock.sendall(request.encode())  # headers only: 100 MB announced, none sent
-            answer = sock.recv(65536).decode()
+            received = b""
+            while chunk := sock.recv(65536):  # the server closes the connection after its answer
+                received += chunk
+            answer = received.decode()
         assert answer.startswith("HTTP/1.1 413") and "FILE_MAX_BYTES" in answer
     finally:
         server.stop()
@@ -212,3 +216,15 @@ def test_the_sdk_uploads_lists_retrieves_and_deletes(live_server, fake, engine_n
             bob.files.delete(kept.id)
         assert bob.files.list().data == []
     assert upstream_calls(fake) == before and kept.id in fake.files
+
+
+@one_engine
+def test_an_upload_the_record_cannot_keep_is_deleted_upstream_again(api, app, fake, monkeypatch):
+    def broken(file, owner):
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(app.extensions["services"].knowledge, "add_file", broken)
+    answer = upload(api)
+    assert answer.status_code == 500
+    assert upstream_calls(fake, UPLOAD) == 1 and upstream_calls(fake, "DELETE /v1/files/{file_id}") == 1
+    assert fake.files == {}  # nothing left upstream that no user owns

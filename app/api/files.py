@@ -36,6 +36,9 @@ def _upload():
         form, uploads = request.form, request.files
     except RequestEntityTooLarge:
         raise _too_large(limit) from None
+    unknown = sorted((set(form) | set(uploads)) - {"file", "purpose"})
+    if unknown:
+        raise bad_request(f"Unknown field(s): {', '.join(unknown)}. This route takes: file, purpose.")
     upload = uploads.get("file")
     if upload is None:
         raise bad_request("'file' is required: a multipart file field with a filename.")
