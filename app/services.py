@@ -83,6 +83,6 @@ def build_services(settings: Settings) -> Services:
         capacity=Capacity(settings.max_inflight_runs),
         knowledge=KnowledgeRecords(database),
         knowledge_upstream=KnowledgeUpstream(
-            make_upstream(settings, offline), settings.upstream_timeout_seconds, upload_timeout
+            make_upstream(settings, offline, stream_pools=1), settings.upstream_timeout_seconds, upload_timeout
         ),
     )

@@ -214,10 +214,16 @@ def _marked(exc: UpstreamError, maybe_sent: bool) -> UpstreamError:
     return exc
 
 
-def make_upstream(settings: Settings, offline: httpx2.WSGITransport | None = None) -> UpstreamHTTP:
-    """The client for the configured upstream; `offline`: the transport the SDK client uses offline."""
+def make_upstream(
+    settings: Settings, offline: httpx2.WSGITransport | None = None, *, stream_pools: int = STREAM_POOLS
+) -> UpstreamHTTP:
+    """The client for the configured upstream; `offline`: the transport the SDK client uses offline;
+    `stream_pools`: 1 for a client that never streams."""
     if settings.offline:
-        return UpstreamHTTP("http://offline.invalid/v1", "offline", transport=offline or offline_transport())
+        transport = offline or offline_transport()
+        return UpstreamHTTP("http://offline.invalid/v1", "offline", transport=transport, stream_pools=stream_pools)
     return UpstreamHTTP(
-        settings.openai_base_url or DEFAULT_BASE_URL, settings.openai_api_key or "unused-local-upstream"
+        settings.openai_base_url or DEFAULT_BASE_URL,
+        settings.openai_api_key or "unused-local-upstream",
+        stream_pools=stream_pools,
     )
