@@ -5,7 +5,8 @@
 
 Directives in the latest user message script a run (see `scripting`):
 `[fake status=<outcome> duration=<seconds>]`, and tool calls with
-`[fake call=<tool> args=<JSON object> rounds=<n>]`. What the fake does, and which of it
+`[fake call=<tool> args=<JSON object> rounds=<n>]`. File contents script vector stores:
+`[fake unsupported]` (processing fails), `[fake processing=<seconds>]`. What the fake does, and which of it
 is documented OpenAI behaviour and which a guess: docs/fake-upstream.md.
 Serve it with `python -m fake_openai --host 127.0.0.1 --port 9000`.
 """

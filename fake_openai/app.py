@@ -7,8 +7,9 @@ import secrets
 from flask import Flask, Response, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
-from . import assistants, control, knowledge_api, responses, streaming
+from . import assistants, control, responses, streaming
 from .errors import ApiError, bad_request, transient
+from .knowledge_api import register as register_knowledge
 from .listing import parse_list_params
 from .state import FakeState
 
@@ -123,6 +124,8 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
             message = error.description
         return ApiError(error.code, message).body(), error.code
 
+    register_knowledge(app, fake, body)  # files, vector stores, run steps
+
     # Assistants v2
     @app.post("/v1/threads")
     def create_thread():
@@ -214,6 +217,5 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
     def cancel_response(response_id):
         return locked(responses.cancel_response, response_id)
 
-    knowledge_api.register(app, fake, body)
     control.register(app, fake, body)
     return app

@@ -1,7 +1,7 @@
 """Assistants v2: threads, messages and runs. Every function expects `fake.lock` to be held."""
 
-from . import scripting, tools
-from .errors import bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
+from . import attachments, knowledge, run_steps, scripting, tools
+from .errors import ApiError, bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
 from .listing import list_body, paginate
 from .state import FAILURE_MESSAGE, Holder, Job, alnum_id, epoch
 
@@ -34,6 +34,9 @@ class Thread(Holder):
     def __init__(self, now, metadata):
         super().__init__(alnum_id("thread_"), now, metadata)
         self.messages = []
+        self.vector_store_id = None  # its file_search store (see `attachments`)
+        self.owns_store = False
+        self.code_file_ids = []
 
     def to_api(self):
         """The OpenAI `thread` object."""
@@ -42,7 +45,7 @@ class Thread(Holder):
             "object": "thread",
             "created_at": self.created_at,
             "metadata": dict(self.metadata),
-            "tool_resources": {},
+            "tool_resources": attachments.shown(self),
         }
 
     def latest_user_text(self):
@@ -99,6 +102,15 @@ class Run(Job):
         self.incomplete_details = None
         self.usage = None
         self.completed_at = self.failed_at = self.cancelled_at = self.expired_at = None
+        self.search = None  # a knowledge.RunSearch when the run has file_search
+        self.steps = []  # run steps, oldest first (see `run_steps`)
+
+    def on_start(self):
+        run_steps.started(self, self.start_at)
+
+    def settle(self, outcome, at):
+        super().settle(outcome, at)
+        run_steps.settled(self, at)
 
     def advance(self, now):
         """As a job does; a run left waiting for tool outputs expires at `expires_at`."""
@@ -120,10 +132,11 @@ class Run(Job):
         reply = ""
         if outcome in ("completed", "incomplete"):
             partial = outcome == "incomplete"
-            reply = scripting.reply_text(self.script, self.label, partial=partial, results=self.results)
-            self.thread.messages.append(
-                make_message(self.thread.id, "assistant", [reply], at, run=self, incomplete=partial)
-            )
+            results = self.results + knowledge.results(self.search, markers=True)
+            reply = scripting.reply_text(self.script, self.label, partial=partial, results=results)
+            message = make_message(self.thread.id, "assistant", [reply], at, run=self, incomplete=partial)
+            message["content"][0]["text"]["annotations"] = knowledge.message_annotations(self.search, reply)
+            self.thread.messages.append(message)
             self.completed_at = at
             if partial:
                 self.incomplete_details = {"reason": "max_completion_tokens"}
@@ -223,7 +236,10 @@ def _add_user_message(fake, thread, body, param_prefix=""):
     if "content" not in body:
         raise missing_param(param_prefix + "content")
     texts = _message_texts(body["content"], param_prefix + "content")
+    attached = attachments.check_attachments(fake, body.get("attachments"), param_prefix + "attachments")
     message = make_message(thread.id, role, texts, fake.now(), metadata=_metadata(body))
+    message["attachments"] = attached
+    attachments.attach(fake, thread, attached)
     thread.messages.append(message)
     return message
 
@@ -234,9 +250,15 @@ def create_thread(fake, body):
     messages = body.get("messages") or []
     if not isinstance(messages, list):
         raise invalid_type("messages", "an array", messages)
+    resources = attachments.check_tool_resources(fake, body.get("tool_resources"))
     thread = Thread(fake.now(), _metadata(body))
-    for index, message in enumerate(messages):
-        _add_user_message(fake, thread, message, f"messages[{index}].")
+    try:
+        attachments.apply_tool_resources(fake, thread, resources)
+        for index, message in enumerate(messages):
+            _add_user_message(fake, thread, message, f"messages[{index}].")
+    except ApiError:
+        attachments.discard(fake, thread)
+        raise
     fake.threads[thread.id] = thread
     return thread.to_api()
 
@@ -309,9 +331,11 @@ def create_run(fake, thread_id, body):
         _add_user_message(fake, thread, message, f"additional_messages[{index}].")
     script = scripting.parse(thread.latest_user_text(), fake.config.default_duration)
     run = Run(thread, body, script, fake.now(), fake.label, fake.config.run_expiry_seconds)
+    run.tools = knowledge.run_tools(fake, assistant_id, body)
     if run.calls and not script.legacy_call and body.get("tools") is not None:
         # Without `tools` the run uses the assistant's own tools, which the fake cannot see.
         tools.check_declared(script, tools.function_names(body["tools"]))
+    run.search = knowledge.run_search(fake, assistant_id, thread, run.tools)
     fake.runs[run.id] = run
     fake.add_job(run)
     thread.active = run
@@ -362,6 +386,7 @@ def submit_tool_outputs(fake, thread_id, run_id, body):
     for output in outputs:
         name = run.open_calls[output["tool_call_id"]][0]
         run.results.append((name, tools.output_text(output.get("output", ""))))
+    run_steps.outputs_given(run, outputs, fake.now())
     run.done_calls += len(run.open_calls)
     run.open_calls = {}
     run.required_action = None

@@ -35,15 +35,27 @@ def started(response):
 
 
 class Writing:
-    """A reply being written: its message item, its words, and when each is due."""
+    """A reply being written: its message item, its words, and when each is due.
 
-    def __init__(self, item, start, end):
+    The words are cut at each annotation's `index`, so a `response.output_text.annotation.added`
+    can come between the deltas exactly where its citation points.
+    """
+
+    def __init__(self, item, start, end, index=0):
         self.item = item
-        self.pieces = re.findall(r"\S+\s*|\s+", item["content"][0]["text"])
+        part = item["content"][0]
+        self.annotations = part.get("annotations") or []
+        self.pieces, cut = [], 0
+        for point in sorted(a["index"] for a in self.annotations) + [len(part["text"])]:
+            self.pieces.extend(re.findall(r"\S+\s*|\s+", part["text"][cut:point]))
+            cut = point
         self.start = start
         self.end = end
+        self.index = index  # the item's output_index
         self.opened = False
         self.written = 0
+        self.characters = 0  # of the text written so far
+        self.annotated = 0  # annotations already announced
 
     def next_due(self):
         """When the next word is due (infinity once all are written)."""
@@ -52,24 +64,44 @@ class Writing:
         return self.start + (self.end - self.start) * (self.written + 1) / (len(self.pieces) + 1)
 
 
-def write_due(response, now, index=0):
+def write_due(response, now):
     """Log the words of the reply that are due by `now` (all of them with now=inf)."""
     writing = response.writing
     if writing is None:
         return
-    where = {"item_id": writing.item["id"], "output_index": index, "content_index": 0}
+    where = {"item_id": writing.item["id"], "output_index": writing.index, "content_index": 0}
     if not writing.opened:
         writing.opened = True
         log(
             response,
             "response.output_item.added",
-            output_index=index,
+            output_index=writing.index,
             item={**writing.item, "status": "in_progress", "content": []},
         )
         log(response, "response.content_part.added", **where, part=_EMPTY_PART)
+        _annotations_due(response, writing, where)
     while writing.written < len(writing.pieces) and writing.next_due() <= now:
-        log(response, "response.output_text.delta", **where, delta=writing.pieces[writing.written], logprobs=[])
+        piece = writing.pieces[writing.written]
+        log(response, "response.output_text.delta", **where, delta=piece, logprobs=[])
         writing.written += 1
+        writing.characters += len(piece)
+        _annotations_due(response, writing, where)
+
+
+def _annotations_due(response, writing, where):
+    """Announce the annotations whose index the written text has reached."""
+    while writing.annotated < len(writing.annotations):
+        annotation = writing.annotations[writing.annotated]
+        if annotation["index"] > writing.characters:
+            return
+        log(
+            response,
+            "response.output_text.annotation.added",
+            **where,
+            annotation_index=writing.annotated,
+            annotation=annotation,
+        )
+        writing.annotated += 1
 
 
 def finished(response):
@@ -90,11 +122,11 @@ _EMPTY_PART = {"type": "output_text", "text": "", "annotations": [], "logprobs":
 def _message_events(response, index, item):
     text = item["content"][0]["text"] if item["content"] else ""
     if response.writing is None or response.writing.item["id"] != item["id"]:
-        response.writing = Writing(item, 0, 0)
-    write_due(response, float("inf"), index)
+        response.writing = Writing(item, 0, 0, index)
+    write_due(response, float("inf"))
     where = {"item_id": item["id"], "output_index": index, "content_index": 0}
     log(response, "response.output_text.done", **where, text=text, logprobs=[])
-    log(response, "response.content_part.done", **where, part={**_EMPTY_PART, "text": text})
+    log(response, "response.content_part.done", **where, part=item["content"][0] if item["content"] else _EMPTY_PART)
     log(response, "response.output_item.done", output_index=index, item=item)
 
 

@@ -1,12 +1,12 @@
-"""The HTTP routes of the Files API and vector stores (the logic lives in `files` and `vector_stores`)."""
+"""The HTTP routes of files, vector stores, run steps and the fake's assistants (logic in their modules)."""
 
 from flask import Response, request
 
-from . import files, vector_stores
+from . import files, knowledge, run_steps, vector_stores
 
 
 def register(app, fake, read_body):
-    """Add the /v1/files and /v1/vector_stores routes to `app`; `read_body` parses a JSON object."""
+    """Add the /v1/files, /v1/vector_stores and run steps routes, and /_fake/assistants, to `app`."""
 
     def locked(operation, *args):
         with fake.lock:
@@ -71,3 +71,19 @@ def register(app, fake, read_body):
     @app.post("/v1/vector_stores/<store_id>/search")
     def search_store(store_id):
         return locked(vector_stores.search_store, store_id, read_body())
+
+    @app.get("/v1/threads/<thread_id>/runs/<run_id>/steps")
+    def list_steps(thread_id, run_id):
+        return locked(run_steps.list_steps, thread_id, run_id, request.args)
+
+    @app.get("/v1/threads/<thread_id>/runs/<run_id>/steps/<step_id>")
+    def get_step(thread_id, run_id, step_id):
+        return locked(run_steps.get_step, thread_id, run_id, step_id, request.args)
+
+    @app.post("/_fake/assistants/<assistant_id>")
+    def fake_set_assistant(assistant_id):
+        return locked(knowledge.set_assistant, assistant_id, read_body())
+
+    @app.get("/_fake/assistants/<assistant_id>")
+    def fake_get_assistant(assistant_id):
+        return locked(knowledge.get_assistant, assistant_id)

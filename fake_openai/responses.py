@@ -2,7 +2,7 @@
 
 import math
 
-from . import events, scripting, tools
+from . import events, knowledge, scripting, tools
 from .errors import ApiError, bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
 from .listing import list_body, paginate, parse_list_params
 from .state import FAILURE_MESSAGE, Holder, Job, epoch, hex_id
@@ -155,8 +155,9 @@ class Response(Job):
     incomplete). A turn that calls tools ends `completed` with `function_call` items.
     """
 
-    def __init__(self, conversation, body, script, items, history, now, label):
+    def __init__(self, conversation, body, script, items, history, now, label, search=None):
         super().__init__(hex_id("resp_"), script, now)
+        self.search = search  # a knowledge.ResponseSearch when the request has a file_search tool
         self.conversation = conversation
         self.input_items = items
         self.label = label
@@ -193,10 +194,20 @@ class Response(Job):
 
     def on_start(self):
         events.started(self)
+        if self.search is not None and not self.calls:
+            self.search.start(self, self.script.text)
         if not self.calls and self.outcome in ("completed", "incomplete"):
-            partial = self.outcome == "incomplete"
-            reply = scripting.reply_text(self.script, self.label, partial=partial, results=self.results)
-            self.writing = events.Writing(message_item("assistant", reply), self.start_at, self.end_at)
+            _, item = self._answer(partial=self.outcome == "incomplete")
+            index = len(self.search.output()) if self.search else 0
+            self.writing = events.Writing(item, self.start_at, self.end_at, index)
+
+    def _answer(self, partial):
+        """The reply text and its message item, quoting and citing what a file search found."""
+        results = self.results + knowledge.results(self.search)
+        reply = scripting.reply_text(self.script, self.label, partial=partial, results=results)
+        item = message_item("assistant", reply)
+        item["content"][0]["annotations"] = knowledge.output_text_annotations(self.search, reply)
+        return reply, item
 
     def advance(self, now):
         super().advance(now)
@@ -210,12 +221,12 @@ class Response(Job):
             outcome = "completed"
         elif outcome in ("completed", "incomplete", "requires_action"):
             partial = outcome == "incomplete"
-            reply = scripting.reply_text(self.script, self.label, partial=partial, results=self.results)
-            item = self.writing.item if self.writing else message_item("assistant", reply)
+            reply, item = self._answer(partial)
+            item = self.writing.item if self.writing else item
             if partial:
                 item["status"] = "incomplete"
                 self.incomplete_details = {"reason": "max_output_tokens"}
-            self.output = [item]
+            self.output = (self.search.output() if self.search else []) + [item]
             outcome = "incomplete" if partial else "completed"
         elif outcome in ("failed", "expired"):
             code = "server_error" if outcome == "failed" else "expired"
@@ -236,6 +247,7 @@ class Response(Job):
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": prompt + completion,
             }
+        knowledge.add_usage(self.search, self.usage, "input_tokens")
         events.finished(self)
 
     def to_api(self):
@@ -376,7 +388,8 @@ def create_response(fake, body):
     if open_call is not None:
         raise bad_request(f"No tool output found for function call {open_call}.", param="input")
     script = scripting.parse(_latest_user_text(history), fake.config.default_duration)
-    response = Response(conversation, body, script, items, history, fake.now(), fake.label)
+    search = knowledge.response_search(fake, body)
+    response = Response(conversation, body, script, items, history, fake.now(), fake.label, search)
     if response.calls and not script.legacy_call:
         tools.check_declared(script, tools.function_names(response.tools))
     if conversation is not None:

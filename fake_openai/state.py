@@ -246,6 +246,7 @@ class FakeState:
         self.responses = {}
         self.files = {}
         self.vector_stores = {}
+        self.assistants = {}  # assistant id -> {"tools", "tool_resources"}, set through /_fake/assistants
         self.jobs = {}  # every run and response ever created, even forgotten ones
         self.request_counts = {}
         self.polls = 0

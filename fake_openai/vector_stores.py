@@ -175,7 +175,7 @@ def _find_store_file(fake, store_id, file_id):
     return store, found
 
 
-def _chunking_strategy(value):
+def chunking_strategy(value):
     """None for auto, or the validated static strategy."""
     if value is None:
         return None
@@ -278,7 +278,7 @@ def create_store(fake, body):
         "metadata": _metadata(body),
         "expires_after": _expires_after(body.get("expires_after")),
     }
-    strategy = _chunking_strategy(body.get("chunking_strategy"))
+    strategy = chunking_strategy(body.get("chunking_strategy"))
     file_ids = check_file_ids(fake, body.get("file_ids") or [])
     return new_store(fake, file_ids, strategy, **fields).to_api(fake.now())
 
@@ -323,7 +323,7 @@ def create_store_file(fake, store_id, body):
         raise missing_param("file_id")
     stored = require_file(fake, body["file_id"], "file_id")
     attributes = _attributes(body.get("attributes"))
-    strategy = _chunking_strategy(body.get("chunking_strategy"))
+    strategy = chunking_strategy(body.get("chunking_strategy"))
     return add_file(fake, store, stored, attributes, strategy).to_api(fake.now())
 
 

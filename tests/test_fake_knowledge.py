@@ -449,3 +449,372 @@ def test_stats_count_every_route(raw, fake):
     assert requests["POST /v1/vector_stores/{store_id}/search"] == 1
     assert "DELETE /v1/files/{file_id}" not in requests
     json.dumps(fake.stats())
+
+
+# --- file_search in Responses ----------------------------------------------------------------
+
+QUESTION = "What is Travis's favorite food?"
+INCLUDE_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
+
+
+def file_search(store_id, **extra):
+    return {"type": "file_search", "vector_store_ids": [store_id], **extra}
+
+
+def ask(client, text, tools, **extra):
+    created = client.responses.create(model="gpt-4o", input=text, background=True, tools=tools, **extra)
+    deadline = time.time() + 3
+    while True:
+        response = client.responses.retrieve(created.id)
+        if response.status not in ("queued", "in_progress") or time.time() > deadline:
+            return response
+
+
+def test_a_response_searches_its_stores_and_cites_without_a_marker(client):
+    store, (file_id,) = ready_store(client, FOODS)
+    response = ask(client, QUESTION, [file_search(store.id)])
+    assert response.status == "completed" and [item.type for item in response.output] == ["file_search_call", "message"]
+    call = response.output[0]
+    assert call.id.startswith("fs_") and call.status == "completed"
+    assert call.queries == [QUESTION] and call.results is None
+    part = response.output[1].content[0]
+    assert part.text == f"Echo: {QUESTION} | file_search -> Travis's favorite food is pizza."
+    assert "【" not in part.text
+    (annotation,) = part.annotations
+    assert (annotation.type, annotation.file_id, annotation.filename) == ("file_citation", file_id, "doc0.txt")
+    assert annotation.index == len(part.text) - 1 and part.text[annotation.index] == "."
+    assert response.tools[0].model_dump() == {
+        "type": "file_search",
+        "vector_store_ids": [store.id],
+        "filters": None,
+        "max_num_results": 20,
+        "ranking_options": {"ranker": "auto", "score_threshold": 0.0, "hybrid_search": None},
+    }
+
+
+def test_include_gives_the_results_and_the_search_counts_as_input(client):
+    store, (file_id,) = ready_store(client, FOODS)
+    plain = ask(client, QUESTION, [])
+    searched = ask(client, QUESTION, [file_search(store.id)], include=["file_search_call.results"])
+    results = searched.output[0].results
+    assert [r.text for r in results] == ["Travis's favorite food is pizza.", "Filip's favorite food is cake."]
+    assert all(r.file_id == file_id and r.filename == "doc0.txt" and 0 < r.score <= 1 for r in results)
+    assert results[0].score > results[1].score
+    assert searched.usage.input_tokens == plain.usage.input_tokens + 10
+    again = ask(client, QUESTION, [file_search(store.id)], include=["file_search_call.results"])
+    assert again.usage == searched.usage
+    limited = ask(client, QUESTION, [file_search(store.id, max_num_results=1)], include=["file_search_call.results"])
+    assert len(limited.output[0].results) == 1 and limited.usage.input_tokens == plain.usage.input_tokens + 5
+
+
+def test_two_files_give_two_citations_each_before_its_period(client):
+    store, ids = ready_store(client, "Travis likes pizza with olives.", "Travis also likes pizza on Fridays!")
+    response = ask(client, "does travis like pizza", [file_search(store.id)])
+    part = response.output[1].content[0]
+    assert part.text.endswith("| file_search -> Travis likes pizza with olives. Travis also likes pizza on Fridays.")
+    assert [a.file_id for a in part.annotations] == ids
+    for annotation in part.annotations:
+        assert part.text[annotation.index] == "." and part.text[annotation.index - 1].isalpha()
+
+
+def test_nothing_found_answers_without_citation(client, fake):
+    store, _ = ready_store(client, FOODS)
+    fake.config.file_processing_seconds = 5
+    slow = client.files.create(file=("slow.txt", b"quantum chromodynamics"), purpose="assistants")
+    client.vector_stores.files.create(vector_store_id=store.id, file_id=slow.id)
+    response = ask(client, "quantum chromodynamics", [file_search(store.id)], include=["file_search_call.results"])
+    assert response.output[0].queries == ["quantum chromodynamics"] and response.output[0].results == []
+    part = response.output[1].content[0]
+    assert part.text == "Echo: quantum chromodynamics" and part.annotations == []
+
+
+def test_the_search_joins_the_conversation(client):
+    store, _ = ready_store(client, FOODS)
+    conversation = client.conversations.create()
+    created = client.responses.create(
+        model="gpt-4o", input=QUESTION, background=True, conversation=conversation.id, tools=[file_search(store.id)]
+    )
+    deadline = time.time() + 3
+    while client.responses.retrieve(created.id).status != "completed" and time.time() < deadline:
+        time.sleep(0.01)
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    assert [item.type for item in items] == ["message", "file_search_call", "message"]
+    assert items[2].content[0].annotations[0].type == "file_citation"
+
+
+def test_a_bad_file_search_tool_is_refused_before_anything_starts(raw, fake):
+    store = raw.post("/v1/vector_stores", json={}).json()
+    cases = [
+        ({"type": "file_search"}, 400, "tools[0].vector_store_ids"),
+        ({"type": "file_search", "vector_store_ids": "vs_x"}, 400, "tools[0].vector_store_ids"),
+        (
+            {"type": "file_search", "vector_store_ids": [store["id"]], "max_num_results": 0},
+            400,
+            "tools[0].max_num_results",
+        ),
+        (
+            {"type": "file_search", "vector_store_ids": [store["id"]], "ranking_options": {"ranker": "fast"}},
+            400,
+            "tools[0].ranking_options.ranker",
+        ),
+        ({"type": "file_search", "vector_store_ids": ["vs_missing"]}, 404, "vector_store_id"),
+    ]
+    for tool, status, param in cases:
+        body = {"model": "gpt-4o", "background": True, "input": "hi", "tools": [tool]}
+        assert error_of(raw.post("/v1/responses", json=body), status)["param"] == param
+    assert fake.responses == {} and fake.stats()["runs_created"] == 0
+
+
+def sse_events(answer):
+    assert answer.status_code == 200, answer.text
+    return [json.loads(line[5:]) for line in answer.text.splitlines() if line.startswith("data:")]
+
+
+def test_a_streamed_search_sends_the_call_then_the_annotation_between_deltas(raw, client):
+    store, (file_id,) = ready_store(client, FOODS)
+    body = {"model": "gpt-4o", "background": True, "stream": True, "input": QUESTION, "tools": [file_search(store.id)]}
+    events = sse_events(raw.post("/v1/responses", json=body))
+    kinds = [e["type"] for e in events]
+    assert kinds[:8] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.file_search_call.in_progress",
+        "response.file_search_call.searching",
+        "response.file_search_call.completed",
+        "response.output_item.done",
+    ]
+    added, done = events[3], events[7]
+    assert (
+        added["item"]["type"] == "file_search_call"
+        and added["item"]["queries"] == []
+        and added["item"]["results"] is None
+    )
+    assert done["item"]["queries"] == [QUESTION] and done["item"]["status"] == "completed"
+    assert all(e["item_id"] == added["item"]["id"] and e["output_index"] == 0 for e in events[4:7])
+    assert kinds[8:10] == ["response.output_item.added", "response.content_part.added"]
+    assert events[8]["output_index"] == 1 and kinds[-1] == "response.completed"
+    at = kinds.index("response.output_text.annotation.added")
+    annotation = events[at]
+    assert kinds[at - 1] == kinds[at + 1] == "response.output_text.delta"
+    streamed = "".join(e["delta"] for e in events[:at] if e["type"] == "response.output_text.delta")
+    assert streamed.endswith("pizza") and events[at + 1]["delta"] == "."
+    assert annotation["annotation"] == {
+        "type": "file_citation",
+        "file_id": file_id,
+        "filename": "doc0.txt",
+        "index": len(streamed),
+    }
+    assert (annotation["annotation_index"], annotation["content_index"], annotation["output_index"]) == (0, 0, 1)
+    part_done = next(e for e in events if e["type"] == "response.content_part.done")
+    assert part_done["part"]["annotations"] == [annotation["annotation"]]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    final = events[-1]["response"]
+    assert [item["type"] for item in final["output"]] == ["file_search_call", "message"]
+    assert final["usage"]["input_tokens"] > 5
+
+
+def test_the_sdk_reads_a_streamed_search(client):
+    store, _ = ready_store(client, FOODS)
+    stream = client.responses.create(
+        model="gpt-4o", input=QUESTION, background=True, stream=True, tools=[file_search(store.id)]
+    )
+    events = list(stream)
+    kinds = [e.type for e in events]
+    assert "response.file_search_call.searching" in kinds and "response.output_text.annotation.added" in kinds
+    assert events[-1].response.output[1].content[0].annotations[0].index == len(events[-1].response.output_text) - 1
+
+
+# --- file_search and attachments in Assistants -----------------------------------------------
+
+
+def wait_run(client, thread_id, run_id, timeout=3.0):
+    deadline = time.time() + timeout
+    while True:
+        run = client.beta.threads.runs.retrieve(run_id, thread_id=thread_id)
+        if run.status not in ("queued", "in_progress", "cancelling") or time.time() > deadline:
+            return run
+        time.sleep(0.01)
+
+
+def attach(file_id, *kinds):
+    return {"file_id": file_id, "tools": [{"type": kind} for kind in kinds or ("file_search",)]}
+
+
+def test_attachments_make_and_extend_the_thread_store(client, raw):
+    first = upload(raw, FOODS.encode(), "favorite_foods.txt")
+    second = upload(raw, b"Anna's favorite food is soup.", "more_foods.txt")
+    code = upload(raw, b"1,2,3", "numbers.csv")
+    thread = client.beta.threads.create(
+        messages=[
+            {
+                "role": "user",
+                "content": "hi",
+                "attachments": [attach(first["id"]), attach(code["id"], "code_interpreter")],
+            }
+        ]
+    )
+    (store_id,) = thread.tool_resources.file_search.vector_store_ids
+    store = client.vector_stores.retrieve(store_id)
+    assert (
+        store.file_counts.total == 1
+        and store.expires_after.days == 7
+        and store.expires_after.anchor == "last_active_at"
+    )
+    message = client.beta.threads.messages.create(
+        thread.id, role="user", content="more", attachments=[attach(second["id"])]
+    )
+    assert message.attachments[0].file_id == second["id"]
+    assert client.beta.threads.retrieve(thread.id).tool_resources.file_search.vector_store_ids == [store_id]
+    assert client.vector_stores.retrieve(store_id).file_counts.total == 2
+    listed = client.beta.threads.messages.list(thread.id, order="asc").data
+    assert [[a.file_id for a in m.attachments] for m in listed] == [[first["id"], code["id"]], [second["id"]]]
+    plain = client.beta.threads.create(
+        messages=[{"role": "user", "content": "x", "attachments": [attach(code["id"], "code_interpreter")]}]
+    )
+    assert plain.tool_resources.model_dump(exclude_none=True) == {}
+
+
+def test_bad_attachments_and_resources_create_nothing(raw, fake):
+    stored = upload(raw, b"words")
+    stores = [raw.post("/v1/vector_stores", json={}).json()["id"] for _ in range(2)]
+    known = set(fake.vector_stores)
+    cases = [
+        ({"messages": [{"role": "user", "content": "x", "attachments": [attach("file-nope")]}]}, 404),
+        ({"messages": [{"role": "user", "content": "x", "attachments": [attach(stored["id"], "retrieval")]}]}, 400),
+        ({"messages": [{"role": "user", "content": "x", "attachments": [{"tools": []}]}]}, 400),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x", "attachments": [attach(stored["id"])]},
+                    {"role": "user", "content": "y", "attachments": [attach("file-nope")]},
+                ]
+            },
+            404,
+        ),
+        ({"tool_resources": {"file_search": {"vector_store_ids": stores}}}, 400),
+        ({"tool_resources": {"file_search": {"vector_store_ids": ["vs_nope"]}}}, 404),
+    ]
+    for body, status in cases:
+        error_of(raw.post("/v1/threads", json=body), status)
+    assert fake.threads == {} and set(fake.vector_stores) == known
+
+
+def test_thread_store_helper_and_given_store_show_in_tool_resources(client, raw):
+    stored = upload(raw, FOODS.encode())
+    made = client.beta.threads.create(tool_resources={"file_search": {"vector_stores": [{"file_ids": [stored["id"]]}]}})
+    (store_id,) = made.tool_resources.file_search.vector_store_ids
+    assert client.vector_stores.retrieve(store_id).file_counts.total == 1
+    given = client.beta.threads.create(tool_resources={"file_search": {"vector_store_ids": [store_id]}})
+    assert given.tool_resources.file_search.vector_store_ids == [store_id]
+
+
+def test_a_run_cites_an_attached_file_with_the_marker_in_the_text(client, raw):
+    stored = upload(raw, FOODS.encode(), "favorite_foods.txt")
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "What is Filip's favorite food?", "attachments": [attach(stored["id"])]}]
+    )
+    time.sleep(0.1)
+    run = client.beta.threads.runs.create(thread.id, assistant_id="asst_test")
+    assert wait_run(client, thread.id, run.id).status == "completed"
+    text = client.beta.threads.messages.list(thread.id).data[0].content[0].text
+    marker = "【4:0†favorite_foods.txt】"
+    assert text.value.endswith(f"| file_search -> Filip's favorite food is cake{marker}.")
+    (annotation,) = text.annotations
+    assert annotation.type == "file_citation" and annotation.file_citation.file_id == stored["id"]
+    assert text.value[annotation.start_index : annotation.end_index] == annotation.text == marker
+    assert annotation.end_index - annotation.start_index == 24 and text.value[annotation.end_index] == "."
+
+
+def test_run_steps_show_the_search_then_the_message(client, raw):
+    stored = upload(raw, FOODS.encode(), "favorite_foods.txt")
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": QUESTION, "attachments": [attach(stored["id"])]}]
+    )
+    time.sleep(0.1)
+    run = client.beta.threads.runs.create(thread.id, assistant_id="asst_test")
+    done = wait_run(client, thread.id, run.id)
+    steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data
+    assert [s.type for s in steps] == ["message_creation", "tool_calls"]
+    message, search = steps
+    reply = client.beta.threads.messages.list(thread.id).data[0]
+    assert message.step_details.message_creation.message_id == reply.id and message.status == "completed"
+    (call,) = search.step_details.tool_calls
+    assert call.type == "file_search" and call.id.startswith("call_")
+    assert call.file_search.ranking_options.model_dump() == {"ranker": "default_2024_08_21", "score_threshold": 0.0}
+    assert [r.file_name for r in call.file_search.results] == ["favorite_foods.txt"] * 2
+    assert all(r.content is None for r in call.file_search.results)
+    assert all(s.usage is not None and s.run_id == run.id and s.thread_id == thread.id for s in steps)
+    assert done.usage.prompt_tokens == sum(s.usage.prompt_tokens for s in steps)
+    with_content = client.beta.threads.runs.steps.retrieve(
+        search.id, thread_id=thread.id, run_id=run.id, include=[INCLUDE_CONTENT]
+    )
+    texts = [r.content[0].text for r in with_content.step_details.tool_calls[0].file_search.results]
+    assert texts == ["Travis's favorite food is pizza.", "Filip's favorite food is cake."]
+    oldest = client.beta.threads.runs.steps.list(
+        run.id, thread_id=thread.id, order="asc", limit=1, include=[INCLUDE_CONTENT]
+    )
+    assert oldest.data[0].id == search.id and oldest.has_more is True
+    assert oldest.data[0].step_details.tool_calls[0].file_search.results[0].content[0].type == "text"
+    url = f"/v1/threads/{thread.id}/runs/{run.id}/steps"
+    assert error_of(raw.get(url, params={"include[]": "everything"}), 400)["param"] == "include[]"
+    error_of(raw.get(f"{url}/step_nope"), 404)
+    assert raw.get(url, headers={"OpenAI-Beta": ""}).status_code == 400
+
+
+def test_an_assistant_with_knowledge_cites_without_attachments(client, raw):
+    store, (file_id,) = ready_store(client, FOODS)
+    search_tool = {"type": "file_search", "file_search": {"max_num_results": 1}}
+    answer = raw.post(
+        "/_fake/assistants/asst_curator",
+        json={"tools": [search_tool], "tool_resources": {"file_search": {"vector_store_ids": [store.id]}}},
+    )
+    assert answer.json()["tool_resources"]["file_search"]["vector_store_ids"] == [store.id]
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": QUESTION}])
+    run = client.beta.threads.runs.create(thread.id, assistant_id="asst_curator")
+    assert [t.type for t in run.tools] == ["file_search"]
+    wait_run(client, thread.id, run.id)
+    text = client.beta.threads.messages.list(thread.id).data[0].content[0].text
+    assert text.annotations[0].file_citation.file_id == file_id and "pizza【4:0†doc0.txt】." in text.value
+    search = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data[1]
+    assert len(search.step_details.tool_calls[0].file_search.results) == 1
+    other = client.beta.threads.create(messages=[{"role": "user", "content": QUESTION}])
+    plain = client.beta.threads.runs.create(other.id, assistant_id="asst_other")
+    wait_run(client, other.id, plain.id)
+    assert client.beta.threads.messages.list(other.id).data[0].content[0].text.annotations == []
+    assert [s.type for s in client.beta.threads.runs.steps.list(plain.id, thread_id=other.id).data] == [
+        "message_creation"
+    ]
+
+
+def test_function_rounds_get_tool_calls_steps(client):
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": 'time? [fake call=now args={"tz": "UTC"}]'}]
+    )
+    run = client.beta.threads.runs.create(thread.id, assistant_id="asst_test")
+    waiting = wait_run(client, thread.id, run.id)
+    assert waiting.status == "requires_action"
+    (step,) = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data
+    (call,) = step.step_details.tool_calls
+    assert step.status == "in_progress" and step.usage is None and step.expires_at == waiting.expires_at
+    assert call.type == "function" and call.function.name == "now" and call.function.output is None
+    assert call.id == waiting.required_action.submit_tool_outputs.tool_calls[0].id
+    client.beta.threads.runs.submit_tool_outputs(
+        run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": call.id, "output": "noon"}]
+    )
+    wait_run(client, thread.id, run.id)
+    steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc").data
+    assert [s.type for s in steps] == ["tool_calls", "message_creation"]
+    assert steps[0].status == "completed" and steps[0].usage is not None
+    assert steps[0].step_details.tool_calls[0].function.output == "noon"
+
+
+def test_a_cancelled_run_cancels_its_open_step(client, fake):
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "[fake call=lookup]"}])
+    run = client.beta.threads.runs.create(thread.id, assistant_id="asst_test")
+    assert wait_run(client, thread.id, run.id).status == "requires_action"
+    client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    assert wait_run(client, thread.id, run.id).status == "cancelled"
+    (step,) = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data
+    assert step.status == "cancelled" and step.cancelled_at is not None and step.usage is None
