@@ -7,7 +7,7 @@ import io
 import openai
 import pytest
 
-from tests.helpers import TOKENS, upstream_calls
+from tests.helpers import TOKENS, Api, upstream_calls
 
 KNOWLEDGE = b"Travis's favorite food is pizza.\n\nFilip's favorite food is cake.\n"
 one_engine = pytest.mark.parametrize("engine_name", ["responses"])
@@ -196,3 +196,28 @@ def test_the_sdk_builds_a_store_as_a_frontend_would(live_server, quick, engine_n
         assert upstream_calls(quick) == before
     with openai.OpenAI(api_key=TOKENS["alice"], base_url=f"{live_server.url}/v1", max_retries=0) as sdk:
         assert sdk.vector_stores.delete(store.id).deleted is True
+
+
+@one_engine
+def test_files_stores_and_a_types_stores_are_kept_on_postgresql(make_app, postgres_url, quick):
+    app = make_app(DATABASE_URL=postgres_url, ADMIN_USERS="alice")
+    try:
+        kept_on(app)
+    finally:
+        app.extensions["services"].records.db.dispose()  # a connection left to the GC is a ResourceWarning
+
+
+def kept_on(app):
+    api = Api(app.test_client(), TOKENS["alice"])
+    file_id = upload(api)
+    store_id = api.post("/vector_stores", json={"file_ids": [file_id]}).json["id"]
+    assert [f["id"] for f in api.get("/files").json["data"]] == [file_id]
+    assert [s["id"] for s in api.get("/vector_stores").json["data"]] == [store_id]
+    assert api.as_user("bob").get(f"/vector_stores/{store_id}").status_code == 404
+    body = {"tool_resources": {"file_search": {"vector_store_ids": [store_id]}}}
+    resources = api.post("/assistants/curator", json=body).json["tool_resources"]
+    assert resources["file_search"]["vector_store_ids"] == [store_id]
+    assert api.delete(f"/vector_stores/{store_id}").json["deleted"] is True
+    assert api.get("/assistants/curator").json["tool_resources"] == {}
+    assert api.delete(f"/files/{file_id}").json["deleted"] is True
+    assert api.get("/files").json["data"] == []
