@@ -32,6 +32,8 @@ def check_tool_resources(fake, value, param="tool_resources"):
         raise invalid_type(param, "an object", value)
     check_known_params(value, {"file_search", "code_interpreter"})
     code = value.get("code_interpreter") or {}
+    if not isinstance(code, dict):
+        raise invalid_type(f"{param}.code_interpreter", "an object", code)
     code_ids = vector_stores.check_file_ids(
         fake, code.get("file_ids") or [], f"{param}.code_interpreter.file_ids", MAX_CODE_FILES
     )

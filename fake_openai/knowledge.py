@@ -133,10 +133,8 @@ class ResponseSearch(Search):
     """The file_search tool of one response: the `file_search_call` output item and its events."""
 
     def __init__(self, fake, tool, with_results):
-        super().__init__(
-            fake, tool["vector_store_ids"], tool["max_num_results"], tool["ranking_options"]["score_threshold"]
-        )
-        self.filters = tool["filters"]
+        threshold = tool["ranking_options"]["score_threshold"]
+        super().__init__(fake, tool["vector_store_ids"], tool["max_num_results"], threshold, tool["filters"])
         self.with_results = with_results
         self.item = None
 

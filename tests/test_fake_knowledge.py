@@ -199,7 +199,7 @@ def test_deleting_a_file_removes_it_from_every_vector_store(raw):
 
 
 def test_a_store_indexes_its_files_over_time(raw, fake):
-    fake.config.file_processing_seconds = 0.2
+    fake.config.file_processing_seconds = 0.5
     stored = upload(raw, FOODS.encode(), "favorite_foods.txt")
     created = raw.post("/v1/vector_stores", json={"name": "foods", "file_ids": [stored["id"]]}).json()
     VectorStore.model_validate(created)
@@ -260,7 +260,7 @@ def test_a_file_that_cannot_be_processed_ends_failed(client, raw, content, code)
 
 
 def test_a_processing_directive_slows_one_file(raw):
-    slow = upload(raw, b"slow words here [fake processing=0.4]")
+    slow = upload(raw, b"slow words here [fake processing=1.5]")
     quick = upload(raw, b"quick words here")
     store = raw.post("/v1/vector_stores", json={"file_ids": [slow["id"], quick["id"]]}).json()
     time.sleep(0.15)
@@ -517,6 +517,24 @@ def test_two_files_give_two_citations_each_before_its_period(client):
         assert part.text[annotation.index] == "." and part.text[annotation.index - 1].isalpha()
 
 
+def test_a_turn_that_calls_a_function_searches_only_when_it_answers(client):
+    store, _ = ready_store(client, FOODS)
+    tools = [
+        file_search(store.id),
+        {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}},
+    ]
+    conversation = client.conversations.create()
+    text = f"{QUESTION} [fake call=lookup]"
+    first = ask(client, text, tools, conversation=conversation.id)
+    assert [item.type for item in first.output] == ["function_call"]
+    output = {"type": "function_call_output", "call_id": first.output[0].call_id, "output": "done"}
+    second = ask(client, [output], tools, conversation=conversation.id)
+    assert [item.type for item in second.output] == ["file_search_call", "message"]
+    assert second.output[0].queries == [QUESTION]
+    assert second.output_text.endswith("| lookup -> done | file_search -> Travis's favorite food is pizza.")
+    assert second.output[1].content[0].annotations[0].index == len(second.output_text) - 1
+
+
 def test_nothing_found_answers_without_citation(client, fake):
     store, _ = ready_store(client, FOODS)
     fake.config.file_processing_seconds = 5
@@ -695,6 +713,8 @@ def test_bad_attachments_and_resources_create_nothing(raw, fake):
         ),
         ({"tool_resources": {"file_search": {"vector_store_ids": stores}}}, 400),
         ({"tool_resources": {"file_search": {"vector_store_ids": ["vs_nope"]}}}, 404),
+        ({"tool_resources": {"code_interpreter": "file-x"}}, 400),
+        ({"tool_resources": {"code_interpreter": {"file_ids": [stored["id"]] * 21}}}, 400),
     ]
     for body, status in cases:
         error_of(raw.post("/v1/threads", json=body), status)
