@@ -22,6 +22,9 @@ class AssistantType:
     temperature: float | None = None
     top_p: float | None = None
     tools: tuple[Tool, ...] = ()  # server tools, run by the backend
+    description: str | None = None
+    vector_store_ids: tuple[str, ...] = ()  # file_search stores of ASSISTANT_<TYPE>_VECTOR_STORE_IDS
+    file_search_max_results: int | None = None  # 1-50; None: the upstream's default
 
 
 def lookup(types: tuple[AssistantType, ...], name: str) -> AssistantType | None:

@@ -74,3 +74,15 @@ def authenticate(settings: Settings) -> str:
         user = _jwt_user(settings, _bearer())
     g.user = user
     return user
+
+
+def require_admin(settings: Settings | None = None) -> str:
+    """The calling user when they are an administrator (ADMIN_USERS); 403 for anyone else."""
+    if settings is None:
+        from app.api import services  # here, not above: app.api imports this module
+
+        settings = services().settings
+    user = g.user if "user" in g else authenticate(settings)
+    if user not in settings.admin_users:
+        raise ApiError(403, "This needs an administrator (ADMIN_USERS).", headers={"x-should-retry": "false"})
+    return user

@@ -120,6 +120,13 @@ DATABASE_URL = Text("DATABASE_URL", "sqlite:///instance/backend.db")
 DATABASE_AUTO_MIGRATE = Flag("DATABASE_AUTO_MIGRATE", True)
 CORS_ORIGINS = Text("CORS_ORIGINS", "http://localhost:8080")
 MAX_BODY_BYTES = Number("MAX_BODY_BYTES", 1_048_576, int, low=1024, high=100 * 1_048_576)
+# An uploaded file's size limit; OpenAI's own is 512 MB per file. Uploads are the only bodies
+# above MAX_BODY_BYTES the backend reads, and it stops reading at this limit.
+FILE_MAX_BYTES = Number("FILE_MAX_BYTES", 20 * 1_048_576, int, low=1, high=512 * 1_048_576)
+# Comma-separated user IDs (token-mode user names or JWT `sub`) that may change assistant types.
+ADMIN_USERS = Text("ADMIN_USERS", "")
+# Whether GET .../assistants shows the types' instructions to every caller.
+ASSISTANT_INSTRUCTIONS_VISIBLE = Flag("ASSISTANT_INSTRUCTIONS_VISIBLE", False)
 MAX_MESSAGE_CHARS = Number("MAX_MESSAGE_CHARS", 32_768, int, low=1, high=1_048_576)
 # 0: no limit of its own; under gunicorn the default comes from WORKER_THREADS or
 # WORKER_CONNECTIONS, which gunicorn.conf.py exports (see Settings).

@@ -8,17 +8,23 @@ from dataclasses import dataclass, replace
 from app.engines.assistants import AssistantsEngine
 from app.engines.base import Engine
 from app.engines.client import make_client, offline_transport
+from app.engines.knowledge import KnowledgeUpstream
 from app.engines.responses import ResponsesEngine
 from app.engines.upstream_http import make_upstream
 from app.runs.polling import LookBudget, PollSchedule
 from app.settings import Settings
 from app.store.db import make_database
+from app.store.knowledge import KnowledgeRecords
 from app.store.records import Records
 
+# Sending a file upstream takes longer than a JSON call: at least this long.
+UPLOAD_TIMEOUT_SECONDS = 60.0
 
-def make_upstream_engine(settings: Settings) -> Engine:
-    """The configured upstream engine; runs on the Responses API go through the lean client."""
-    offline = offline_transport() if settings.offline else None
+
+def make_upstream_engine(settings: Settings, offline=None) -> Engine:
+    """The configured upstream engine; runs on the Responses API go through the lean client.
+    `offline`: the offline upstream's transport, when other clients must share it."""
+    offline = offline or (offline_transport() if settings.offline else None)
     if settings.engine == "responses":
         return ResponsesEngine(make_client(settings, offline), make_upstream(settings, offline))
     return AssistantsEngine(make_client(settings, offline))
@@ -53,6 +59,8 @@ class Services:
     records: Records
     schedule: PollSchedule
     capacity: Capacity
+    knowledge: KnowledgeRecords
+    knowledge_upstream: KnowledgeUpstream
 
 
 def build_services(settings: Settings) -> Services:
@@ -63,10 +71,17 @@ def build_services(settings: Settings) -> Services:
         schedule = PollSchedule(first_ms=settings.poll_first_ms, max_ms=settings.poll_max_ms)
     if settings.poll_budget:
         schedule = replace(schedule, pace=LookBudget(settings.poll_budget).delay)
+    offline = offline_transport() if settings.offline else None
+    database = make_database(settings.database_url)
+    upload_timeout = max(UPLOAD_TIMEOUT_SECONDS, settings.upstream_timeout_seconds)
     return Services(
         settings=settings,
-        engine=make_upstream_engine(settings),
-        records=Records(make_database(settings.database_url)),
+        engine=make_upstream_engine(settings, offline),
+        records=Records(database),
         schedule=schedule,
         capacity=Capacity(settings.max_inflight_runs),
+        knowledge=KnowledgeRecords(database),
+        knowledge_upstream=KnowledgeUpstream(
+            make_upstream(settings, offline, stream_pools=1), settings.upstream_timeout_seconds, upload_timeout
+        ),
     )

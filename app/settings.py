@@ -26,9 +26,16 @@ from app.tools import ToolError, load_tools
 OFFLINE = var.OFFLINE
 RATELIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
 _TYPE_VARIABLE = re.compile(
-    r"^ASSISTANT_([A-Z0-9_]+?)_(ID|MODEL|INSTRUCTIONS_FILE|INSTRUCTIONS|TEMPERATURE|TOP_P|TOOLS)$"
+    r"^ASSISTANT_([A-Z0-9_]+?)_(ID|MODEL|INSTRUCTIONS_FILE|INSTRUCTIONS|TEMPERATURE|TOP_P|TOOLS|DESCRIPTION|VECTOR_STORE_IDS|"
+    r"FILE_SEARCH_MAX_RESULTS)$"
 )
 _TYPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_VECTOR_STORE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# file_search's documented range of max_num_results.
+FILE_SEARCH_MAX_RESULTS = 50
+# file_search on the Responses API searches at most this many vector stores per call: a
+# larger list is refused with a 400 ("maximum of 2 vector stores allowed"; observed, not documented).
+MAX_VECTOR_STORES_PER_SEARCH = 2
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,9 @@ class Settings:
     ratelimit_default: str | None = var.RATELIMIT_DEFAULT.default  # per user, every API call; None: no limit
     ratelimit_storage_uri: str = var.RATELIMIT_STORAGE_URI.default
     chat_page: bool = var.CHAT_PAGE.default  # serve the chat page at `/`
+    file_max_bytes: int = var.FILE_MAX_BYTES.default
+    admin_users: frozenset[str] = frozenset()
+    assistant_instructions_visible: bool = var.ASSISTANT_INSTRUCTIONS_VISIBLE.default
 
     @property
     def offline(self) -> bool:
@@ -137,6 +147,11 @@ def _assistant_types(env) -> tuple[AssistantType, ...]:
             raise ConfigError(f"{prefix}TOOLS: {exc}") from None
         types.append(
             AssistantType(
+                description=values.get("DESCRIPTION"),
+                vector_store_ids=_vector_store_ids(prefix + "VECTOR_STORE_IDS", values.get("VECTOR_STORE_IDS", "")),
+                file_search_max_results=var.Number(
+                    prefix + "FILE_SEARCH_MAX_RESULTS", None, int, low=1, high=FILE_SEARCH_MAX_RESULTS
+                ).read(env),
                 name=name,
                 assistant_id=assistant_id,
                 model=values.get("MODEL"),
@@ -149,11 +164,29 @@ def _assistant_types(env) -> tuple[AssistantType, ...]:
     return tuple(types)
 
 
+def _vector_store_ids(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of vector store IDs, each once."""
+    ids = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    for store_id in ids:
+        if not _VECTOR_STORE_ID.match(store_id):
+            raise ConfigError(f"{name}: {store_id!r} is not a vector store ID")
+    return ids
+
+
+def _admin_users(env) -> frozenset[str]:
+    return frozenset(user.strip() for user in var.ADMIN_USERS.read(env).split(",") if user.strip())
+
+
 def _check_types(types, engine):
     if not types:
         raise ConfigError("ASSISTANT_<TYPE>_*: no assistant type is configured (e.g. ASSISTANT_CURATOR_MODEL)")
     for t in types:
         prefix = f"ASSISTANT_{t.name.upper()}_"
+        if len(t.vector_store_ids) > MAX_VECTOR_STORES_PER_SEARCH:
+            raise ConfigError(
+                f"{prefix}VECTOR_STORE_IDS: at most {MAX_VECTOR_STORES_PER_SEARCH} vector stores "
+                "(file_search searches no more in one call)"
+            )
         if engine == "assistants" and not t.assistant_id:
             raise ConfigError(f"{prefix}ID: required by OPENAI_ENGINE=assistants")
         if engine == "responses" and not t.model:
@@ -271,4 +304,7 @@ def load_settings(env=None) -> Settings:
         ratelimit_default=_rate_limit(env, var.RATELIMIT_DEFAULT),
         ratelimit_storage_uri=_storage_uri(env, var.RATELIMIT_STORAGE_URI),
         chat_page=var.CHAT_PAGE.read(env),
+        file_max_bytes=var.FILE_MAX_BYTES.read(env),
+        admin_users=_admin_users(env),
+        assistant_instructions_visible=var.ASSISTANT_INSTRUCTIONS_VISIBLE.read(env),
     )

@@ -1,9 +1,9 @@
 """Render deploy/nginx.conf for this environment: `python -m deploy.nginx_site > /etc/nginx/sites-available/backend`.
 
-It reads RUN_TIMEOUT_SECONDS, MAX_BODY_BYTES, HEADER_TIMEOUT_SECONDS and
+It reads RUN_TIMEOUT_SECONDS, MAX_BODY_BYTES, FILE_MAX_BYTES, HEADER_TIMEOUT_SECONDS and
 gunicorn's address (BIND, or HOST and PORT) from the environment and `.env` with
 the parsers and defaults of app/environment.py, as the backend and
-gunicorn.conf.py do, so that nginx's timeouts and body limit agree with theirs.
+gunicorn.conf.py do, so that nginx's timeouts and body limits agree with theirs.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ SITE = Path(__file__).resolve().with_name("nginx.conf")
 # nginx waits this much longer than the backend's deadline, which covers the
 # cancel after a timeout and gunicorn's graceful_timeout.
 READ_TIMEOUT_MARGIN_SECONDS = 30
+# An upload's body is its file plus the multipart framing around it (app/api/files.py).
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 def read_timeout(run_timeout: float) -> int:
@@ -42,6 +44,7 @@ def render(
     run_timeout: float = var.RUN_TIMEOUT_SECONDS.default,
     max_body_bytes: int = var.MAX_BODY_BYTES.default,
     header_timeout: float = var.HEADER_TIMEOUT_SECONDS.default,
+    file_max_bytes: int = var.FILE_MAX_BYTES.default,
     upstream: str = f"{var.HOST.default}:{var.PORT.default}",
     listen: str = "80",
     log_dir: str = "/var/log/nginx",
@@ -58,6 +61,7 @@ def render(
         (r"^(\s*client_max_body_size) 1m;", rf"\g<1> {_size(max_body_bytes)};", 1),
         (r"^(\s*client_header_timeout) 20s;", rf"\g<1> {math.ceil(header_timeout)}s;", 1),
         (r"^(\s*client_body_timeout) 20s;", rf"\g<1> {math.ceil(header_timeout)}s;", 1),
+        (r"^(\s*client_max_body_size) 20544k;", rf"\g<1> {_size(file_max_bytes + MULTIPART_OVERHEAD_BYTES)};", 1),
         (r" /var/log/nginx/", f" {log_dir.rstrip('/')}/", 2),
     ]
     for pattern, replacement, expected in substitutions:
@@ -66,7 +70,8 @@ def render(
             raise ValueError(f"deploy/nginx.conf: expected {expected} match(es) of {pattern!r}, found {count}")
     header = (
         f"# Rendered by deploy/nginx_site.py for RUN_TIMEOUT_SECONDS={run_timeout:g}, "
-        f"MAX_BODY_BYTES={max_body_bytes}, HEADER_TIMEOUT_SECONDS={header_timeout:g}, gunicorn at {upstream}\n"
+        f"MAX_BODY_BYTES={max_body_bytes}, FILE_MAX_BYTES={file_max_bytes}, "
+        f"HEADER_TIMEOUT_SECONDS={header_timeout:g}, gunicorn at {upstream}\n"
         "# (the numbers in the comments below are those of the defaults).\n"
     )
     return header + text
@@ -96,6 +101,7 @@ def main(argv=None) -> None:
             run_timeout=var.RUN_TIMEOUT_SECONDS.read(env),
             max_body_bytes=var.MAX_BODY_BYTES.read(env),
             header_timeout=var.HEADER_TIMEOUT_SECONDS.read(env),
+            file_max_bytes=var.FILE_MAX_BYTES.read(env),
             upstream=_upstream(env),
             listen=args.listen,
             log_dir=args.log_dir,

@@ -200,6 +200,8 @@ def test_the_shipped_files_match_the_defaults(monkeypatch):
     conf = _gunicorn_conf(monkeypatch, defaults.run_timeout_seconds)
     assert f"proxy_read_timeout {read_timeout(defaults.run_timeout_seconds)}s;" in site
     assert defaults.max_body_bytes == 1024 * 1024 and "client_max_body_size 1m;" in site
+    # Uploads: FILE_MAX_BYTES (20 MiB) and the multipart framing the backend allows around it.
+    assert defaults.file_max_bytes == 20 * 1024 * 1024 and "client_max_body_size 20544k;" in site
     assert all("non_idempotent" not in line for line in re.findall(r"^\s*proxy_next_upstream .*$", site, re.MULTILINE))
     # Upstream keep-alive is off; the commented-out timeout for it stays below gunicorn's keepalive.
     assert not re.search(r"^\s*keepalive \d+;", site, re.MULTILINE)
@@ -322,6 +324,27 @@ def test_a_never_ending_run_gets_the_apps_408_not_nginxs_504(stack):
     assert headers["x-should-retry"] == "false"
     assert headers["Access-Control-Allow-Origin"] == "http://localhost:8080"
     assert seconds >= RUN_TIMEOUT
+
+
+def _multipart_upload(size: int) -> tuple[bytes, dict]:
+    boundary = "deploy-test-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+    body += b"a" * size + f"\r\n--{boundary}--\r\n".encode()
+    return body, {**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_an_upload_over_max_body_bytes_passes_nginx_up_to_file_max_bytes(stack):
+    body, headers = _multipart_upload(2 * 1024 * 1024)
+    status, _, answer = call("POST", f"{stack.api}/files", body, headers)
+    assert status == 200 and answer["bytes"] == 2 * 1024 * 1024
+    # Past FILE_MAX_BYTES but inside nginx's allowance for the framing: the backend's own 413.
+    body, headers = _multipart_upload(20 * 1024 * 1024 + 1)
+    status, _, answer = call("POST", f"{stack.url}/v1/files", body, headers)
+    assert status == 413 and "FILE_MAX_BYTES" in answer["error"]["message"]
 
 
 def test_a_body_over_the_limit_is_a_json_413(stack):

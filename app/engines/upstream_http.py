@@ -96,10 +96,22 @@ class UpstreamHTTP:
     def delete(self, path: str, *, timeout: float = 10.0, what: str = "") -> tuple:
         return self._call("DELETE", path, None, None, timeout, what)
 
+    def upload(self, path: str, fields: dict, file: tuple, *, timeout: float = 60.0, what: str = "") -> tuple:
+        """A multipart/form-data POST of `fields` and `file` (filename, binary stream, content type),
+        the stream sent in chunks as it is read; the JSON answer and its headers."""
+        what = what or f"POST {path} (upload)"
+        with self._translated(what):
+            response = self._client.post(path, data=fields, files={"file": file}, timeout=_timeout(timeout))
+        return self._answer(response, what)
+
     def _call(self, method, path, body, params, timeout, what):
         what = what or f"{method} {path}"
         with self._translated(what):
             response = self._client.request(method, path, json=body, params=params, timeout=_timeout(timeout))
+        return self._answer(response, what)
+
+    def _answer(self, response, what):
+        """The JSON answer and its headers, or the engine error of a failed one."""
         if response.status_code >= 400:
             self._raise_status(response, what)
         try:
@@ -189,10 +201,16 @@ def _timeout(seconds: float) -> httpx2.Timeout:
     return httpx2.Timeout(seconds, connect=min(seconds, CONNECT_SECONDS))
 
 
-def make_upstream(settings: Settings, offline: httpx2.WSGITransport | None = None) -> UpstreamHTTP:
-    """The client for the configured upstream; `offline`: the transport the SDK client uses offline."""
+def make_upstream(
+    settings: Settings, offline: httpx2.WSGITransport | None = None, *, stream_pools: int = STREAM_POOLS
+) -> UpstreamHTTP:
+    """The client for the configured upstream; `offline`: the transport the SDK client uses offline;
+    `stream_pools`: 1 for a client that never streams."""
     if settings.offline:
-        return UpstreamHTTP("http://offline.invalid/v1", "offline", transport=offline or offline_transport())
+        transport = offline or offline_transport()
+        return UpstreamHTTP("http://offline.invalid/v1", "offline", transport=transport, stream_pools=stream_pools)
     return UpstreamHTTP(
-        settings.openai_base_url or DEFAULT_BASE_URL, settings.openai_api_key or "unused-local-upstream"
+        settings.openai_base_url or DEFAULT_BASE_URL,
+        settings.openai_api_key or "unused-local-upstream",
+        stream_pools=stream_pools,
     )

@@ -69,6 +69,38 @@ idempotency = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+# Files uploaded through the backend, each with its owner and the File object the upstream answered.
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(128), nullable=False, unique=True),
+    sa.Column("owner", sa.String(255), nullable=False, index=True),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+# Vector stores made through the backend, each with its owner.
+vector_stores = sa.Table(
+    "vector_stores",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(128), nullable=False, unique=True),
+    sa.Column("owner", sa.String(255), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# The vector stores an administrator gave an assistant type, on top of its settings' ones.
+assistant_vector_stores = sa.Table(
+    "assistant_vector_stores",
+    metadata,
+    sa.Column("assistant_type", sa.String(64), primary_key=True),
+    sa.Column("vector_store_id", sa.String(128), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("updated_by", sa.String(255), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
