@@ -7,6 +7,7 @@ import io
 import openai
 import pytest
 
+from app.assistant_types import lookup
 from app.environment import ConfigError
 from app.knowledge import type_vector_store_ids
 from app.settings import load_settings
@@ -86,7 +87,8 @@ def test_an_admin_gives_a_type_vector_stores_kept_on_top_of_its_settings(admin_a
     assert alice.get("/assistants/curator").json["tool_resources"] == updated.json["tool_resources"]
 
     services = admin_app.extensions["services"]
-    tutor, curator = services.settings.assistant_type("tutor"), services.settings.assistant_type("curator")
+    types = services.settings.assistant_types
+    tutor, curator = lookup(types, "tutor"), lookup(types, "curator")
     assert type_vector_store_ids(services, curator) == [store_id]
     bob.post("/assistants/tutor", json=body)
     assert type_vector_store_ids(services, tutor) == ["vs_configured", store_id]
@@ -155,7 +157,7 @@ def test_creating_or_deleting_an_assistant_is_refused(admin_app):
 
 def test_type_settings_are_checked(base_env):
     settings = load_settings({**base_env, "ASSISTANT_TUTOR_VECTOR_STORE_IDS": "vs_a, vs_b,vs_a"})
-    assert settings.assistant_type("tutor").vector_store_ids == ("vs_a", "vs_b")
+    assert lookup(settings.assistant_types, "tutor").vector_store_ids == ("vs_a", "vs_b")
     assert load_settings({**base_env, "ADMIN_USERS": " bob, carol ,"}).admin_users == {"bob", "carol"}
     assert load_settings(base_env).admin_users == frozenset()
     assert load_settings(base_env).file_max_bytes == 20 * 1024 * 1024

@@ -35,6 +35,8 @@ def complete_body() -> None:
     expected = request.content_length
     if not expected and request.headers.get("Transfer-Encoding") is None:
         return
+    if request.mimetype == "multipart/form-data":
+        return  # an upload is read as it streams in, against its own limit, by the files view
     try:
         data = request.get_data(cache=True)
     except HTTPException:
