@@ -67,7 +67,7 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         engine=make_engine_for(settings),
-        records=Records(make_engine(settings.database_url)),
+        records=Records(make_engine(settings.database_url, serving=True)),
         schedule=schedule,
         capacity=Capacity(settings.max_inflight_runs),
     )

@@ -67,6 +67,9 @@ class Settings:
     ratelimit_runs: str | None = var.RATELIMIT_RUNS.default  # per user; None: no limit
     ratelimit_default: str | None = var.RATELIMIT_DEFAULT.default  # per user, every API call; None: no limit
     ratelimit_storage_uri: str = var.RATELIMIT_STORAGE_URI.default
+    ratelimit_fail: str = var.RATELIMIT_FAIL.default  # "open" or "closed" when the shared store fails
+    ratelimit_storage_timeout_seconds: float = var.RATELIMIT_STORAGE_TIMEOUT_SECONDS.default
+    ratelimit_shared_file: str | None = None  # memory:// counters shared by the workers of one master
     chat_page: bool = var.CHAT_PAGE.default  # serve the chat page at `/`
 
     @property
@@ -274,5 +277,8 @@ def load_settings(env=None) -> Settings:
         ratelimit_runs=_rate_limit(env, var.RATELIMIT_RUNS),
         ratelimit_default=_rate_limit(env, var.RATELIMIT_DEFAULT),
         ratelimit_storage_uri=_storage_uri(env, var.RATELIMIT_STORAGE_URI),
+        ratelimit_fail=var.RATELIMIT_FAIL.read(env),
+        ratelimit_storage_timeout_seconds=var.RATELIMIT_STORAGE_TIMEOUT_SECONDS.read(env),
+        ratelimit_shared_file=var.RATELIMIT_SHARED_FILE.read(env),
         chat_page=var.CHAT_PAGE.read(env),
     )
