@@ -13,12 +13,19 @@ from app.api import compat
 from app.contract import UpstreamError
 from app.errors import NO_RETRY, ApiError, from_upstream
 from app.redaction import redact
+from app.store.guard import StorageUnavailable
 
 log = logging.getLogger("app.errors")
 
 # Database failures that say the storage cannot be used now (down, read-only, deleted, full, pool exhausted),
 # not that a query is wrong: answered 503, and the pool reconnects once the storage is back.
-STORAGE_FAULTS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, sa.exc.TimeoutError)
+STORAGE_FAULTS = (
+    StorageUnavailable,
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,
+)
 STORAGE_RETRY_AFTER_SECONDS = 2
 
 

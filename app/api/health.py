@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, jsonify
 
 from app import metrics, ratelimit, schema
 from app.api import services
-from app.store.guard import write_problem
+from app.store.guard import file_problem, sqlite_path, write_problem
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("app.health")
@@ -32,6 +32,10 @@ def healthz():
 
 def _database_problem(b) -> str | None:
     """Why the database cannot be used now, or None."""
+    path = sqlite_path(b.records.db)
+    problem = file_problem(path) if path else None
+    if problem:
+        return problem
     try:
         if not schema.is_current(b.records.db):
             log.warning("readiness: the database schema is behind; run `%s`", schema.MIGRATE_COMMAND)

@@ -92,16 +92,14 @@ def make_engine(url: str, serving: bool = False) -> sa.Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, pool_size=20, max_overflow=200, pool_timeout=30)
-        sa.event.listen(engine, "connect", _enable_sqlite_wal)
         if serving and path and path != ":memory:":
             guard.watch_sqlite_file(engine, path)
+        sa.event.listen(engine, "connect", _enable_sqlite_wal)
         return engine
-    engine = sa.create_engine(
+    # pre_ping: a connection the server closed (a restart) is replaced at checkout, not used.
+    return sa.create_engine(
         url, pool_size=10, max_overflow=50, pool_pre_ping=True, connect_args=_postgres_connect_args(url)
     )
-    if serving:
-        guard.drop_connections_on_storage_errors(engine)
-    return engine
 
 
 def _postgres_connect_args(url: str) -> dict:

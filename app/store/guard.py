@@ -25,6 +25,10 @@ MIN_FREE_BYTES = 8 * 1024 * 1024
 _STORAGE_FAULTS = ("readonly", "disk i/o error", "unable to open database file", "disk is full")
 
 
+class StorageUnavailable(Exception):
+    """The database's storage cannot be written now (its SQLite file missing, read-only or on a full disk)."""
+
+
 def _file_id(path: str) -> tuple[int, int] | None:
     """The device and inode that `path` names now; None when it names nothing."""
     try:
@@ -41,6 +45,9 @@ def watch_sqlite_file(engine: sa.Engine, path: str) -> None:
 
     @sa.event.listens_for(engine, "do_connect")
     def open_read_write(_dialect, _record, cargs, cparams):
+        problem = file_problem(path)
+        if problem:  # SQLite would open a write-protected file read-only, and keep it so
+            raise StorageUnavailable(problem)
         cargs[:] = [uri]
         cparams["uri"] = True
 
@@ -50,9 +57,13 @@ def watch_sqlite_file(engine: sa.Engine, path: str) -> None:
 
     @sa.event.listens_for(engine, "checkout")
     def same_file_still(_dbapi_connection, record, _proxy):
+        # A connection opened earlier could still write (into the WAL) a file that is now read-only,
+        # or one that was deleted: it is dropped, and the request refused until the file is back.
+        problem = file_problem(path)
+        if problem:
+            raise StorageUnavailable(problem)
         if _file_id(path) != record.info.get("file_id"):
-            # The pool drops this connection and opens another; on a missing file that fails (503).
-            raise sa.exc.DisconnectionError("the SQLite file was deleted or replaced")
+            raise sa.exc.DisconnectionError("the SQLite file was replaced")  # the pool opens the new one
 
     @sa.event.listens_for(engine, "handle_error")
     def drop_after_storage_fault(context):
@@ -69,14 +80,13 @@ def sqlite_path(engine: sa.Engine) -> str | None:
     return None if not path or path == ":memory:" else path
 
 
-def _file_problem(path: str) -> str | None:
+def file_problem(path: str) -> str | None:
     """Why the SQLite file at `path` cannot be written now, or None."""
+    # Never open the file here: closing any descriptor of it would drop this process's SQLite locks.
     if not os.path.exists(path):
         return "the database file is missing"
-    try:
-        os.close(os.open(path, os.O_RDWR))
-    except OSError as exc:
-        return f"the database file cannot be opened for writing ({exc.strerror})"
+    if not os.access(path, os.W_OK):  # mode bits, a read-only mount, an immutable file (root too)
+        return "the database file is not writable"
     if shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < MIN_FREE_BYTES:
         return "the disk that holds the database is full"
     return None
@@ -86,7 +96,7 @@ def write_problem(engine: sa.Engine) -> str | None:
     """Why the database cannot take a write now, or None: the file checks (SQLite), then a
     one-row update in a transaction that is rolled back."""
     path = sqlite_path(engine)
-    problem = _file_problem(path) if path else None
+    problem = file_problem(path) if path else None
     if problem:
         return problem
     try:
