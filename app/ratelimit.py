@@ -157,12 +157,15 @@ class FileWindows:
     def reset_at(self, item: RateLimitItem, key: str) -> float:
         """When the oldest call in the window leaves it."""
         now = self.clock()
-        with self._lock:
-            (oldest,) = (
-                self._connection()
-                .execute("SELECT min(at) FROM calls WHERE key = ? AND at >= ?", (key, now - item.get_expiry()))
-                .fetchone()
-            )
+        try:
+            with self._lock:
+                (oldest,) = (
+                    self._connection()
+                    .execute("SELECT min(at) FROM calls WHERE key = ? AND at >= ?", (key, now - item.get_expiry()))
+                    .fetchone()
+                )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the shared counters file failed: {exc}") from exc
         return oldest + item.get_expiry() if oldest is not None else now
 
 

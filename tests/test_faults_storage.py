@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,11 +35,12 @@ def upstream(tmp_path_factory):
 class Served:
     """gunicorn with the shipped config and two workers on `database_url`, and a client of it."""
 
-    def __init__(self, directory: Path, upstream: str, database_url: str):
+    def __init__(self, directory: Path, upstream: str, database_url: str, prefix=()):
         metrics = directory / "metrics"
         metrics.mkdir()
         env = gunicorn_env(upstream, database_url, WEB_CONCURRENCY=2, PROMETHEUS_MULTIPROC_DIR=metrics)
-        self.gunicorn, port = start_gunicorn(directory, env)
+        command = [*prefix, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+        self.gunicorn, port = start_gunicorn(directory, env, command=command)
         self.url = f"http://127.0.0.1:{port}"
         self.workers = wait_until(
             lambda: len(children_of(self.gunicorn.pid)) == 2 and children_of(self.gunicorn.pid), 10, "two workers"
@@ -78,15 +80,28 @@ class Load:
         self._thread.join(15)
 
 
-@pytest.fixture
-def sqlite_served(tmp_path, upstream):
+# As root, file modes bind only a process without CAP_DAC_OVERRIDE: gunicorn runs without it where
+# a test makes the file read-only with chmod, as it would run as an ordinary user.
+WITHOUT_ROOT_OVERRIDE = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--")
+READ_ONLY = {
+    "chattr +i": (["chattr", "+i"], ["chattr", "-i"], ()),
+    "chmod 444": (["chmod", "444"], ["chmod", "644"], WITHOUT_ROOT_OVERRIDE),
+}
+
+
+def _sqlite_served(tmp_path, upstream, prefix=()):
     db = tmp_path / "data" / "backend.db"
     db.parent.mkdir()
     upgrade(f"sqlite:///{db}")
-    served = Served(tmp_path, upstream, f"sqlite:///{db}")
+    served = Served(tmp_path, upstream, f"sqlite:///{db}", prefix)
     served.db = db
+    return served
+
+
+@pytest.fixture
+def sqlite_served(tmp_path, upstream):
+    served = _sqlite_served(tmp_path, upstream)
     yield served
-    subprocess.run(["chattr", "-i", str(db)], capture_output=True)
     served.gunicorn.stop()
 
 
@@ -117,21 +132,31 @@ def _assert_writes_work(served: Served):
         assert served.read(body["id"]) == 200
 
 
-def test_a_read_only_sqlite_file_is_not_ready_and_writes_work_again_after(sqlite_served):
-    served = sqlite_served
+@pytest.mark.parametrize("how", sorted(READ_ONLY))
+def test_a_read_only_sqlite_file_is_not_ready_and_writes_work_again_after(tmp_path, upstream, how):
+    protect, unprotect, prefix = READ_ONLY[how]
+    served = _sqlite_served(tmp_path, upstream, prefix)
+    try:
+        _read_only_then_writable(served, protect, unprotect)
+    finally:
+        subprocess.run([*unprotect, str(served.db)], capture_output=True)
+        served.gunicorn.stop()
+
+
+def _read_only_then_writable(served, protect, unprotect):
     assert served.ready()[0] == 200 and served.write()[0] == 200
     load = Load(served)
     try:
         time.sleep(0.5)
-        done = subprocess.run(["chattr", "+i", str(served.db)], capture_output=True, text=True)
-        assert done.returncode == 0, f"chattr +i is needed to make a file read-only for root: {done.stderr}"
+        done = subprocess.run([*protect, str(served.db)], capture_output=True, text=True)
+        assert done.returncode == 0, f"{protect} failed: {done.stderr}"
         _, body = _until_ready(served, 503)
         assert body["status"] == "unavailable" and "database" in body["failing"], body
         assert body["failing"]["database"] == "the database file is not writable"
         assert "ratelimit" not in body["failing"]
         wait_until(lambda: any(s == 503 for s, _ in load.answers), FAULT_SECONDS, "a write refused with 503")
         time.sleep(1)
-        subprocess.run(["chattr", "-i", str(served.db)], check=True)
+        subprocess.run([*unprotect, str(served.db)], check=True)
         _, body = _until_ready(served, 200)
         assert body["status"] == "ok"
         _assert_writes_work(served)

@@ -1,12 +1,13 @@
 """Storage faults: connections that never outlive their SQLite file nor a storage error, and the write probe.
 
-SQLite connections are opened read-write only (`mode=rw`): SQLite would otherwise
-quietly open a file it cannot write read-only (its WAL index read-only too), keep
-that connection in the pool after the file is writable again, and create an empty
-database where the file was deleted. Each connection remembers the file it opened
-(device and inode) and is dropped at checkout when the path no longer names that
-file; a storage error drops every pooled connection, so that the next request
-opens the file afresh.
+A SQLite connection is opened only while its file is there and writable, and with
+`mode=rw`, which never creates it: SQLite would otherwise quietly open a file it
+cannot write read-only (its WAL index too), keep that connection in the pool after
+the file is writable again, and make an empty database where the file was deleted.
+At every checkout the file is checked again: missing or not writable, the request
+is refused (StorageUnavailable, a 503); replaced (another inode), the connection
+is dropped and the new file opened. A storage error drops every pooled
+connection, so that the next request opens the file afresh.
 """
 
 from __future__ import annotations
