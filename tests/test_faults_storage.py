@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,9 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from app.api.health import READY_CACHE_SECONDS
+from app.store import guard
 from app.store.db import upgrade
-from tests.helpers import DEPLOY_TOKEN, DEPLOY_UPSTREAM_KEY, call, gunicorn_env
+from tests.helpers import DEPLOY_TOKEN, DEPLOY_UPSTREAM_KEY, TOKENS, Api, call, gunicorn_env
 from tests.servers import children_of, start_fake_upstream, start_gunicorn, wait_until
 
 AUTH = {"Authorization": f"Bearer {DEPLOY_TOKEN}"}
@@ -229,3 +233,84 @@ def test_postgresql_restarted_under_load_is_not_ready_meanwhile_and_writes_work_
             load.stop()
         served.gunicorn.stop()
         shutil.rmtree(tmp_path / "metrics", ignore_errors=True)
+
+
+# --- in one process: the file replaced, the disk full, and what the operator sees --------------------------------
+
+
+@pytest.fixture
+def engine_name():
+    """Storage faults are the same on both engines: one is enough in this process."""
+    return "responses"
+
+
+def _sqlite_file(app) -> Path:
+    return Path(app.extensions["services"].records.db.url.database)
+
+
+def test_a_replaced_sqlite_file_is_opened_afresh_not_read_through_old_connections(make_app, migrated_db):
+    app = make_app()
+    alice = Api(app.test_client(), TOKENS["alice"])
+    thread = alice.new_thread()
+    db = _sqlite_file(app)
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nothing of the old file left in its WAL
+    conn.close()
+    replacement = db.with_name("replacement.db")
+    shutil.copy(migrated_db, replacement)  # an empty database, as a restore from an older backup would be
+    os.replace(replacement, db)
+    # The pooled connections read the old inode; the backend asks the new file.
+    assert alice.get(f"/threads/{thread}").status_code == 404
+    assert alice.get(f"/threads/{alice.new_thread()}").status_code == 200
+    app.extensions["services"].records.db.dispose()
+
+
+def test_a_full_disk_is_not_ready_and_writes_are_refused(make_app, monkeypatch):
+    app = make_app()
+    alice = Api(app.test_client(), TOKENS["alice"])
+    assert app.test_client().get("/readyz").status_code == 200
+    free = [guard.MIN_FREE_BYTES - 1]
+    real = guard.shutil.disk_usage
+    monkeypatch.setattr(guard.shutil, "disk_usage", lambda path: real(path)._replace(free=free[0]))
+    time.sleep(READY_CACHE_SECONDS)
+    ready = app.test_client().get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json["failing"] == {"database": "the disk that holds the database is full"}
+    refused = alice.post("/threads", json={})
+    assert refused.status_code == 503 and refused.json == {"error": "The database is unavailable; try again later."}
+    assert refused.headers["Retry-After"] == "2" and refused.headers["x-should-retry"] == "false"
+    free[0] = guard.MIN_FREE_BYTES
+    time.sleep(READY_CACHE_SECONDS)
+    assert app.test_client().get("/readyz").status_code == 200
+    assert alice.post("/threads", json={}).status_code == 200
+
+
+def test_the_operator_sees_a_storage_fault_in_metrics_and_logs(make_app, capsys):
+    app = make_app()
+    alice = Api(app.test_client(), TOKENS["alice"])
+    db = _sqlite_file(app)
+    errors_before = _metric(app, "backend_storage_errors_total")
+    not_ready_before = _metric(app, "backend_not_ready_total", dependency="database")
+    moved = db.with_name("moved.db")
+    db.rename(moved)
+    try:
+        assert alice.post("/threads", json={}).status_code == 503
+        assert app.test_client().get("/readyz").status_code == 503
+    finally:
+        moved.rename(db)
+    assert _metric(app, "backend_storage_errors_total") == errors_before + 1
+    assert _metric(app, "backend_not_ready_total", dependency="database") == not_ready_before + 1
+    err = capsys.readouterr().err
+    assert "database unavailable: StorageUnavailable: the database file is missing" in err
+    assert "readiness: database: the database file is missing" in err
+    time.sleep(READY_CACHE_SECONDS)
+    assert app.test_client().get("/readyz").status_code == 200
+
+
+def _metric(app, name: str, **labels) -> float:
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
