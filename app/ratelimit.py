@@ -119,7 +119,9 @@ class FileWindows:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            # A transaction here takes microseconds: a second's wait for the lock means a stuck worker,
+            # and the wait blocks a gevent worker whole, so it ends as a store failure (RATELIMIT_FAIL).
+            conn = sqlite3.connect(self.path, timeout=1, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")  # counters, not records: a crash may lose the last ones
             conn.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT NOT NULL, at REAL NOT NULL)")
