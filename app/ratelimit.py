@@ -204,6 +204,10 @@ class SharedWindows:
     def reset_at(self, item: RateLimitItem, key: str) -> float:
         return self._ask(lambda: self.strategy.get_window_stats(item, key).reset_time)
 
+    def close(self) -> None:
+        """Close the connections to the store."""
+        self.storage.get_connection().close()
+
     def problem(self) -> str | None:
         """Why the store does not answer a ping now, or None; a good answer ends the pause after a failure."""
         try:

@@ -35,7 +35,10 @@ def redis(tmp_path):
         server["child"], _ = start_redis(tmp_path, port=urlparse(server["url"]).port)
 
     server["restart"] = restart
+    server["apps"] = []
     yield server
+    for app in server["apps"]:
+        app.extensions["ratelimit"].close()
     server["child"].send(signal.SIGCONT)
     server["child"].stop()
 
@@ -57,6 +60,7 @@ def _timed(request):
 
 def _limited_app(make_app, redis, fail):
     app = make_app(RATELIMIT_DEFAULT="3/minute", RATELIMIT_STORAGE_URI=redis["url"], RATELIMIT_FAIL=fail)
+    redis["apps"].append(app)
     return app, Api(app.test_client(), "alice-token-0001")
 
 
