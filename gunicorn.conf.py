@@ -199,6 +199,24 @@ def _prepare_metrics_dir():
             stale.unlink()
 
 
+def _own_ratelimit_file():
+    directory = "/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()
+    return os.path.join(directory, f"backend-ratelimit-{os.getpid()}.db")
+
+
+def _prepare_ratelimit_file():
+    # With RATELIMIT_STORAGE_URI=memory://, the workers count in this one file, so that a limit
+    # holds for the machine rather than for each worker (app/ratelimit.py FileWindows).
+    path = os.environ.setdefault("RATELIMIT_SHARED_FILE", _own_ratelimit_file())
+    if "GUNICORN_PID" not in os.environ:  # not a USR2 upgrade, whose old workers still count here
+        _remove_ratelimit_file(path)
+
+
+def _remove_ratelimit_file(path):
+    for suffix in ("", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
+
+
 def _raise_open_files(server):
     # Every waiting run holds its client's connection, and with WAIT_STRATEGY=stream an
     # upstream one too: the soft limit (often 1024) would refuse connections long before
@@ -244,6 +262,7 @@ def on_starting(server):
     _check_app_settings()
     _export_threads(server.cfg)
     _prepare_metrics_dir()
+    _prepare_ratelimit_file()
     _raise_open_files(server)
 
 
@@ -263,10 +282,12 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    """Remove the metrics directory this master made for itself."""
+    """Remove the metrics directory and the rate-limit counters this master made for itself."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path == _own_metrics_dir():
         shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get("RATELIMIT_SHARED_FILE") == _own_ratelimit_file():
+        _remove_ratelimit_file(_own_ratelimit_file())
 
 
 # --- what the backend's own server answers before the app sees a request --------------------------

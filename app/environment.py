@@ -139,6 +139,12 @@ LOG_FORMAT = Choice("LOG_FORMAT", "text", ("text", "json"))
 RATELIMIT_RUNS = Text("RATELIMIT_RUNS", "30/minute")
 RATELIMIT_DEFAULT = Text("RATELIMIT_DEFAULT", "600/minute")
 RATELIMIT_STORAGE_URI = Text("RATELIMIT_STORAGE_URI", "memory://")
+# What a request gets when the shared store (Redis) does not answer: "open" passes it, "closed" a 503.
+RATELIMIT_FAIL = Choice("RATELIMIT_FAIL", "open", ("open", "closed"))
+# The longest a call to the shared store may take (connect, then each read) before it counts as failed.
+RATELIMIT_STORAGE_TIMEOUT_SECONDS = Number("RATELIMIT_STORAGE_TIMEOUT_SECONDS", 0.3, low=0.01, high=10)
+# With memory://, the counters of the workers of one gunicorn master: a SQLite file that gunicorn.conf.py names.
+RATELIMIT_SHARED_FILE = Text("RATELIMIT_SHARED_FILE")
 # The chat page at `/`; off unless enabled (`make run` turns it on: scripts/dev_env.py).
 CHAT_PAGE = Flag("CHAT_PAGE", False)
 

@@ -40,6 +40,13 @@ WAIT_SECONDS = Histogram(
 POLLS = Histogram("backend_run_polls", "Upstream polls per run", buckets=(1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144))
 IN_FLIGHT = Gauge("backend_runs_in_flight", "Runs being waited for now", multiprocess_mode="livesum")
 UPSTREAM_ERRORS = Counter("backend_upstream_errors", "Upstream errors, by kind", ["kind"])
+STORAGE_ERRORS = Counter("backend_storage_errors", "Requests answered 503 because the database failed")
+RATELIMIT_STORE_ERRORS = Counter(
+    "backend_ratelimit_store_errors",
+    "Rate-limit checks the shared store (Redis) did not answer, by outcome ('passed': failing open, 'refused': closed)",
+    ["outcome"],
+)
+NOT_READY = Counter("backend_not_ready", "Readiness checks that failed, by failing dependency", ["dependency"])
 
 # Most specific first: the first class an error is an instance of names its kind.
 _KINDS = (
@@ -70,6 +77,21 @@ def run_finished(result) -> None:
     POLLS.observe(result.polls)
     if result.transient_errors:
         UPSTREAM_ERRORS.labels("transient").inc(result.transient_errors)
+
+
+def storage_error() -> None:
+    """A request was answered 503 because the database failed."""
+    STORAGE_ERRORS.inc()
+
+
+def ratelimit_store_error(outcome: str) -> None:
+    """A rate-limit check went without the shared store: the request 'passed' or was 'refused'."""
+    RATELIMIT_STORE_ERRORS.labels(outcome).inc()
+
+
+def not_ready(dependency: str) -> None:
+    """A readiness check found `dependency` failing."""
+    NOT_READY.labels(dependency).inc()
 
 
 def upstream_error(error: UpstreamError) -> None:

@@ -72,7 +72,7 @@ def build_services(settings: Settings) -> Services:
     if settings.poll_budget:
         schedule = replace(schedule, pace=LookBudget(settings.poll_budget).delay)
     offline = offline_transport() if settings.offline else None
-    database = make_database(settings.database_url)
+    database = make_database(settings.database_url, serving=True)
     upload_timeout = max(UPLOAD_TIMEOUT_SECONDS, settings.upstream_timeout_seconds)
     return Services(
         settings=settings,

@@ -243,11 +243,12 @@ def start_nginx(directory: Path, backend_port: int, run_timeout: float, **render
 # --- Redis --------------------------------------------------------------------------------------
 
 
-def start_redis(directory: Path) -> tuple[Child, str]:
-    """A throwaway Redis server (Debian's redis-server) on a free port, nothing saved; returns it and its URL."""
+def start_redis(directory: Path, port: int | None = None) -> tuple[Child, str]:
+    """A throwaway Redis server (Debian's redis-server) on a free port (or `port`, to start one again),
+    nothing saved; returns it and its URL."""
     import redis
 
-    port = free_port()
+    port = port or free_port()
     command = [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1"]
     command += ["--save", "", "--appendonly", "no", "--dir", str(directory)]
     child = Child(command, directory / "redis.log")
@@ -313,15 +314,23 @@ class PostgresServer:
         initdb = [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust"]
         initdb += ["-E", "UTF8", "--no-sync", "--no-instructions"]
         subprocess.run([*self._as_user, *initdb], check=True, capture_output=True)
+        self._started = True
+        self.start_server()
+        self._execute(f"CREATE DATABASE {PG_TEMPLATE}")
+        upgrade(self.url(PG_TEMPLATE))
+
+    def start_server(self) -> None:
+        """`pg_ctl start` on the initialised cluster, until it accepts connections."""
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
-        self._started = True
         log = str(self.root / "server.log")
         self._pg_ctl("start", "-w", "-t", str(START_TIMEOUT_SECONDS), "-l", log, "-o", options)
-        self._execute(f"CREATE DATABASE {PG_TEMPLATE}")
-        upgrade(self.url(PG_TEMPLATE))
+
+    def stop_server(self) -> None:
+        """Fast shutdown, keeping the cluster for `start_server` (a restart, as an outage)."""
+        self._pg_ctl("stop", "-m", "fast", "-w")
 
     def _pg_ctl(self, *args: str, check: bool = True) -> None:
         command = [*self._as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), *args]

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app.api.health import READY_CACHE_SECONDS
 from app.settings import ConfigError
 from app.store.db import upgrade
 from app.store.schema import head, prepare
+from harness.servers import wait_until
 from tests.helpers import TOKENS, Api
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +63,8 @@ def test_readyz_is_503_while_the_schema_is_behind_and_200_once_migrated(make_app
     ready = client.get("/readyz")
     assert ready.status_code == 503 and "schema" in ready.json["error"]
     upgrade(url)
-    assert client.get("/readyz").status_code == 200
+    # Readiness answers are kept for READY_CACHE_SECONDS: the next check after that sees the migration.
+    wait_until(lambda: client.get("/readyz").status_code == 200, READY_CACHE_SECONDS + 1, "/readyz to answer 200")
 
 
 def test_readyz_is_503_for_a_database_at_another_revision(make_app, tmp_path):

@@ -4,15 +4,42 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from app import metrics
 from app.api import v1_dialect
 from app.contract import UpstreamError
 from app.errors import NO_RETRY, ApiError, from_upstream
 from app.redaction import redact
+from app.store.guard import StorageUnavailable
 
 log = logging.getLogger("app.errors")
+
+# Database failures that say the storage cannot be used now (down, read-only, deleted, full, pool exhausted),
+# not that a query is wrong: answered 503, and the pool reconnects once the storage is back.
+STORAGE_FAULTS = (
+    StorageUnavailable,
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,
+)
+STORAGE_RETRY_AFTER_SECONDS = 2
+
+
+def storage_unavailable(error: Exception) -> ApiError:
+    """The answer to a database failure, logged with its cause (never the statement or its values)."""
+    cause = getattr(error, "orig", None) or error
+    reason = (str(cause).strip().splitlines() or [cause.__class__.__name__])[0]
+    log.warning("database unavailable: %s: %s", cause.__class__.__name__, redact(reason))
+    metrics.storage_error()
+    return ApiError(
+        503,
+        "The database is unavailable; try again later.",
+        headers={**NO_RETRY, "Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)},
+    )
 
 
 def _answer(error: ApiError):
@@ -34,6 +61,9 @@ def init_app(app: Flask) -> None:
     def upstream_error(error: UpstreamError):
         log.warning("upstream error: %s", redact(str(error)))
         return _answer(from_upstream(error))
+
+    for fault in STORAGE_FAULTS:
+        app.register_error_handler(fault, lambda error: _answer(storage_unavailable(error)))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

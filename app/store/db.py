@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from app.store import guard
+
 metadata = sa.MetaData()
 
 threads = sa.Table(
@@ -102,6 +104,7 @@ assistant_vector_stores = sa.Table(
 )
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 
 
 def _enable_sqlite_wal(dbapi_connection, _record):
@@ -112,16 +115,32 @@ def _enable_sqlite_wal(dbapi_connection, _record):
     cursor.close()
 
 
-def make_database(url: str) -> sa.Engine:
-    """An SQLAlchemy engine for the URL; SQLite files get WAL and a busy timeout."""
+def make_database(url: str, serving: bool = False) -> sa.Engine:
+    """An SQLAlchemy engine for the URL; SQLite files get WAL and a busy timeout.
+
+    A `serving` engine (the one requests use) never creates a SQLite file, never keeps a
+    connection to a file that was deleted or replaced, and drops its connections after a
+    storage error, so that it recovers by itself once the storage is back (app/store/guard.py).
+    """
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, pool_size=20, max_overflow=200, pool_timeout=30)
+        if serving and path and path != ":memory:":
+            guard.watch_sqlite_file(engine, path)
         sa.event.listen(engine, "connect", _enable_sqlite_wal)
         return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=50, pool_pre_ping=True)
+    # pre_ping: a connection the server closed (a restart) is replaced at checkout, not used.
+    return sa.create_engine(
+        url, pool_size=10, max_overflow=50, pool_pre_ping=True, connect_args=_postgres_connect_args(url)
+    )
+
+
+def _postgres_connect_args(url: str) -> dict:
+    """A bounded connect: an unreachable server is an error within seconds, not a hang."""
+    query = sa.engine.make_url(url).query
+    return {} if "connect_timeout" in query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
 
 
 def alembic_config(url: str | None = None, connection: sa.Connection | None = None) -> Config:
