@@ -14,6 +14,7 @@ from app.api import errors as api_errors
 from app.api import types as assistant_types
 from app.api.runs import bp as runs_bp
 from app.api.threads import bp as threads_bp
+from app.api.usage import bp as usage_bp
 from app.services import build_services
 from app.settings import Settings, load_settings
 
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _register_api(app: Flask, settings: Settings) -> None:
     """The API blueprints under /api/openai (type from the body), /api/assistants/<type> (type from the URL)
     and /v1 (type from the body, for the official SDKs: see app/api/compat.py)."""
-    for bp in (threads_bp, runs_bp):
+    for bp in (threads_bp, runs_bp, usage_bp):
         app.register_blueprint(bp, name=f"openai_{bp.name}", url_prefix="/api/openai")
         app.register_blueprint(bp, name=f"v1_{bp.name}", url_prefix=compat.PREFIX)
         for assistant in settings.assistant_types:

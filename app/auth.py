@@ -6,7 +6,7 @@ import hmac
 import logging
 
 import jwt
-from flask import g, request
+from flask import current_app, g, request
 
 from app.errors import ApiError
 from app.settings import Settings
@@ -73,4 +73,13 @@ def authenticate(settings: Settings) -> str:
     else:
         user = _jwt_user(settings, _bearer())
     g.user = user
+    return user
+
+
+def require_admin() -> str:
+    """The calling user when ADMIN_USERS names them; 403 otherwise."""
+    settings = current_app.extensions["services"].settings
+    user = g.user if "user" in g else authenticate(settings)
+    if user not in settings.admin_users:
+        raise ApiError(403, "This needs an administrator (ADMIN_USERS).")
     return user

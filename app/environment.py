@@ -145,3 +145,15 @@ WEB_CONCURRENCY = Number("WEB_CONCURRENCY", 2, int, low=1)
 WEB_CONNECTIONS = Number("WEB_CONNECTIONS", 3000, int, low=1)
 WEB_THREADS = Number("WEB_THREADS", 32, int, low=1)
 KEEPALIVE = Number("KEEPALIVE", 75, int, low=1)
+
+# Usage budgets per user (app/budgets.py); 0: no budget. Days and months in BUDGET_TIMEZONE.
+BUDGET_TOKENS_PER_DAY = Number("BUDGET_TOKENS_PER_DAY", 0, int, low=0)
+BUDGET_TOKENS_PER_MONTH = Number("BUDGET_TOKENS_PER_MONTH", 0, int, low=0)
+BUDGET_USD_PER_DAY = Number("BUDGET_USD_PER_DAY", 0.0, low=0)
+BUDGET_USD_PER_MONTH = Number("BUDGET_USD_PER_MONTH", 0.0, low=0)
+BUDGET_TIMEZONE = Text("BUDGET_TIMEZONE", "UTC")
+# USD per million input / cached input / output tokens per model, as JSON, or a file of that JSON.
+PRICES = Text("PRICES")
+PRICES_FILE = Text("PRICES_FILE")
+# User IDs (as the auth layer names them), comma-separated, who may read every user's usage.
+ADMIN_USERS = Text("ADMIN_USERS", "")

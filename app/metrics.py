@@ -40,6 +40,16 @@ WAIT_SECONDS = Histogram(
 POLLS = Histogram("backend_run_polls", "Upstream polls per run", buckets=(1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144))
 IN_FLIGHT = Gauge("backend_runs_in_flight", "Runs being waited for now", multiprocess_mode="livesum")
 UPSTREAM_ERRORS = Counter("backend_upstream_errors", "Upstream errors, by kind", ["kind"])
+TOKENS = Counter(
+    "backend_tokens",
+    "Tokens the upstream reported, by assistant type, model and kind (input, cached, output, reasoning, total)",
+    ["assistant_type", "model", "kind"],
+)
+BUDGET_REFUSALS = Counter(
+    "backend_budget_refusals",
+    "Runs refused because a usage budget was used up, by type and budget",
+    ["assistant_type", "budget"],
+)
 
 # Most specific first: the first class an error is an instance of names its kind.
 _KINDS = (
@@ -70,6 +80,17 @@ def run_finished(result) -> None:
     POLLS.observe(result.polls)
     if result.transient_errors:
         UPSTREAM_ERRORS.labels("transient").inc(result.transient_errors)
+
+
+def tokens_used(assistant_type: str, model: str, tokens: dict[str, int]) -> None:
+    """Count the tokens of one recorded upstream run, by kind (`input_tokens` -> "input")."""
+    for kind, count in tokens.items():
+        TOKENS.labels(assistant_type, model, kind.removesuffix("_tokens")).inc(count)
+
+
+def budget_refused(assistant_type: str, budget: str) -> None:
+    """Count a run refused by a used-up budget."""
+    BUDGET_REFUSALS.labels(assistant_type, budget).inc()
 
 
 def upstream_error(error: UpstreamError) -> None:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from app import metrics
+from app import metrics, usage
 from app.contract import (
     MessagePage,
     Poll,
@@ -125,7 +125,7 @@ def _wait(services: Services, plan: RunPlan, started: StartedRun, deadline: floa
         emit = _as_client_run(plan, plan.emit)
         watch = watch and functools.partial(watch, emit=emit)
     try:
-        return wait_for_run(
+        result = wait_for_run(
             lambda: services.engine.get_run(plan.thread_id, upstream_id, _call_seconds(deadline)),
             started.run,
             timeout=max(0.0, deadline - time.monotonic()),
@@ -135,6 +135,8 @@ def _wait(services: Services, plan: RunPlan, started: StartedRun, deadline: floa
         )
     finally:
         started.close()
+    usage.record_run(services, plan.owner, plan.assistant.name, result.run, plan.run_id)  # usage: each round's end
+    return result
 
 
 def drive(services: Services, plan: RunPlan, started: StartedRun, deadline: float, sleep) -> WaitResult:
@@ -224,6 +226,7 @@ def _finish(services: Services, plan: RunPlan, result: WaitResult, failure: dict
         last = release_requires_action(services, plan.thread_id, result.run) or last
     elif result.timed_out and settings.run_cancel_on_timeout:
         last = cancel_and_settle(services, plan.thread_id, result.run["id"]) or Poll(result.run)
+    usage.record_run(services, plan.owner, plan.assistant.name, last.run, plan.run_id)  # usage: ended by the cancel
     # The answer shows the run as the wait saw it end; the record, as it is now upstream.
     run, recorded = present(plan, result.run), present(plan, last.run)
     if failure is not None:

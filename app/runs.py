@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from app import metrics, run_loop
+from app import metrics, run_loop, usage
 from app.assistant_types import AssistantType
 from app.contract import ACTIVE_STATUSES, Poll, StartedRun, UpstreamNotFound
 from app.environment import CANCEL_GRACE_SECONDS
@@ -57,6 +57,7 @@ def start_and_wait(
     settings = services.settings
     deadline = (time.monotonic() if arrived is None else arrived) + settings.run_timeout_seconds
     require_thread(services, owner, thread_id)
+    usage.check_budget(services, owner, assistant.name)  # usage: refused before anything is created upstream
     holder = f"starting-{uuid.uuid4().hex}"
     if not services.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
         require_thread(services, owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
@@ -111,6 +112,7 @@ def submit_tool_outputs(
     if recorded.pending is None:
         raise ApiError(400, f"Runs in status '{recorded.run['status']}' do not accept tool outputs.")
     plan = RunPlan.resumed(recorded.pending, settings.assistant_types, thread_id, emit)
+    usage.check_budget(services, owner, plan.assistant.name)  # usage: refused before the outputs go upstream
     run, server_outputs = recorded.pending["run"], recorded.pending["server_outputs"]
     answers = _checked_outputs(tool_outputs, [c["id"] for c in tool_calls(recorded.run)])
     if not services.records.take_pending(run_id, recorded.pending, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
@@ -212,6 +214,7 @@ def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tup
         return recorded.run, None  # the upstream has forgotten it; the record has not
     run = poll.run
     if recorded is not None:
+        usage.record_run(services, owner, None, run, run_id)  # usage: a run whose wait broke off, once ended
         run = _as_recorded(run, recorded)
         if run["status"] == "requires_action":  # the server is running its tools
             run.update(status="in_progress", required_action=None)

@@ -20,6 +20,7 @@ from limits import parse_many
 
 from app import environment as var
 from app.assistant_types import AssistantType
+from app.budgets import Budgets, admin_users, load_budgets
 from app.environment import ConfigError, text
 from app.tools import ToolError, load_tools
 
@@ -68,6 +69,8 @@ class Settings:
     ratelimit_default: str | None = var.RATELIMIT_DEFAULT.default  # per user, every API call; None: no limit
     ratelimit_storage_uri: str = var.RATELIMIT_STORAGE_URI.default
     chat_page: bool = var.CHAT_PAGE.default  # serve the chat page at `/`
+    budgets: Budgets = field(default_factory=Budgets)  # usage budgets and prices (app/budgets.py)
+    admin_users: frozenset[str] = frozenset()  # may read every user's usage
 
     @property
     def offline(self) -> bool:
@@ -275,4 +278,6 @@ def load_settings(env=None) -> Settings:
         ratelimit_default=_rate_limit(env, var.RATELIMIT_DEFAULT),
         ratelimit_storage_uri=_storage_uri(env, var.RATELIMIT_STORAGE_URI),
         chat_page=var.CHAT_PAGE.read(env),
+        budgets=load_budgets(env, tuple(t.name for t in types)),
+        admin_users=admin_users(env),
     )
