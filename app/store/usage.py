@@ -61,9 +61,14 @@ class UsageStore:
     def add(self, values: dict) -> bool:
         """Insert the row unless one with its upstream ID exists; whether it was inserted."""
         dialect = postgresql if self.db.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(usage).values(**values).on_conflict_do_nothing(index_elements=["upstream_id"])
+        statement = (
+            dialect.insert(usage)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["upstream_id"])
+            .returning(usage.c.upstream_id)
+        )
         with self.db.begin() as conn:
-            return conn.execute(statement).rowcount == 1
+            return conn.execute(statement).first() is not None
 
     def month_rows(self, month: str, owner: str | None = None) -> list[UsageRow]:
         """The month's sums per owner, type, model and day (of one owner, or of all)."""
