@@ -14,8 +14,16 @@ bp = Blueprint("usage", __name__)
 bp.before_request(authenticate_caller)
 
 
+def _query(allowed: set[str]) -> None:
+    """400 for a query parameter the route does not take."""
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        raise v.bad_request(f"Unknown query parameter(s): {', '.join(unknown)}.")
+
+
 @bp.get("/usage")
 def my_usage():
+    _query({"user"})
     user = request.args.get("user")
     if user is None or user == g.user:
         return jsonify(usage.report(services(), g.user))
@@ -27,5 +35,6 @@ def my_usage():
 
 @bp.get("/usage/users")
 def every_users_usage():
+    _query(set())
     require_admin()
     return jsonify(usage.report_all(services()))
