@@ -57,6 +57,7 @@ def cancel_and_settle(services: Services, thread_id: str, run_id: str) -> Poll |
         schedule=PollSchedule(first_ms=50, max_ms=500),
     )
     log.info("run %s: cancelled upstream, now %s", run_id, settled.run["status"])
+    usage.record_run(services, None, None, settled.run)  # usage: a run the backend cancelled, once it has ended
     return Poll(settled.run)
 
 
@@ -226,7 +227,6 @@ def _finish(services: Services, plan: RunPlan, result: WaitResult, failure: dict
         last = release_requires_action(services, plan.thread_id, result.run) or last
     elif result.timed_out and settings.run_cancel_on_timeout:
         last = cancel_and_settle(services, plan.thread_id, result.run["id"]) or Poll(result.run)
-    usage.record_run(services, plan.owner, plan.assistant.name, last.run, plan.run_id)  # usage: ended by the cancel
     # The answer shows the run as the wait saw it end; the record, as it is now upstream.
     run, recorded = present(plan, result.run), present(plan, last.run)
     if failure is not None:

@@ -76,11 +76,12 @@ def _store(services: Services) -> UsageStore:
 
 
 def record_run(
-    services: Services, owner: str, assistant_type: str | None, run: dict, run_id: str | None = None
+    services: Services, owner: str | None, assistant_type: str | None, run: dict, run_id: str | None = None
 ) -> bool:
     """Record the usage of an upstream run (or of one tool round's response) that has ended upstream,
     once per upstream ID; whether this call recorded it. `run` is as the engine returned it (its own
-    ID); `run_id` is the run its client knows; a type of None or "unknown" is read from the record."""
+    ID); `run_id` is the run its client knows. What is not given (None, or the type "unknown") is
+    read from the run's record."""
     status = run.get("status")
     if status in ACTIVE_STATUSES:
         return False
@@ -88,8 +89,12 @@ def record_run(
         return False  # an Assistants run goes on after the outputs: its usage comes at its end
     store = _store(services)
     try:
-        if assistant_type in (None, "unknown"):
-            assistant_type = store.run_type(run_id or run["id"]) or "unknown"
+        if owner is None or assistant_type in (None, "unknown"):
+            known = store.run_of(run["id"])
+            if known is None and owner is None:
+                log.warning("run %s: no record says whose it is; its usage is not recorded", run["id"])
+                return False
+            run_id, owner, assistant_type = known if known else (run_id, owner, "unknown")
         now = periods(services.settings.budgets)
         tokens = tokens_of(run.get("usage"))
         model = run.get("model") or "unknown"

@@ -197,3 +197,16 @@ def test_two_instances_on_one_postgresql_share_the_totals_and_never_count_twice(
     finally:
         for app in (first, second):
             app.extensions["services"].records.db.dispose()
+
+
+def test_a_run_waiting_for_the_clients_outputs_and_cancelled_is_recorded(app, api, fake, engine_name):
+    thread = api.new_thread()
+    api.say(thread, "weather? [fake status=requires_action]")
+    run = api.run(thread, tools=[WEATHER]).json
+    assert run["status"] == "requires_action"
+    cancelled = api.post(f"/threads/{thread}/runs/{run['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
+    upstream = reported(fake)
+    # Responses: the turn that asked ended upstream (recorded then); Assistants: the run the backend cancelled.
+    assert len(upstream) == 1 and recorded(app) == upstream
+    assert api.get("/usage").json["by_type"]["curator"]["today"] == added(list(upstream.values()))

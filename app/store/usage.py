@@ -79,7 +79,11 @@ class UsageStore:
         with self.db.connect() as conn:
             return [UsageRow(*row[:4], *(int(n or 0) for n in row[4:])) for row in conn.execute(query.group_by(*keys))]
 
-    def run_type(self, run_id: str) -> str | None:
-        """The assistant type a recorded run was started with."""
+    def run_of(self, upstream_id: str) -> tuple[str, str, str] | None:
+        """(the client's run ID, owner, assistant type) of the recorded run behind an upstream run."""
+        query = sa.select(runs.c.id, runs.c.owner, runs.c.assistant_type).where(
+            sa.or_(runs.c.id == upstream_id, runs.c.upstream_id == upstream_id)
+        )
         with self.db.connect() as conn:
-            return conn.execute(sa.select(runs.c.assistant_type).where(runs.c.id == run_id)).scalar()
+            row = conn.execute(query).first()
+        return None if row is None else tuple(row)
