@@ -210,3 +210,17 @@ def test_a_run_waiting_for_the_clients_outputs_and_cancelled_is_recorded(app, ap
     # Responses: the turn that asked ended upstream (recorded then); Assistants: the run the backend cancelled.
     assert len(upstream) == 1 and recorded(app) == upstream
     assert api.get("/usage").json["by_type"]["curator"]["today"] == added(list(upstream.values()))
+
+
+@pytest.mark.parametrize("wait_strategy", ["poll", "stream"])
+def test_a_streamed_run_is_recorded_like_a_waited_one(make_app, fake, wait_strategy):
+    app = make_app(WAIT_STRATEGY=wait_strategy)
+    api = Api(app.test_client(), TOKENS["alice"])
+    thread = api.new_thread()
+    api.say(thread, "stream me a few words")
+    with api.run(thread, stream=True) as answer:
+        body = answer.get_data(as_text=True)
+    assert "event: thread.run.completed" in body
+    upstream = reported(fake)
+    assert len(upstream) == 1 and recorded(app) == upstream
+    assert api.get("/usage").json["today"]["reasoning_tokens"] == 2
