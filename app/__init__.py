@@ -15,6 +15,7 @@ from app.api.assistants import bp as assistants_bp
 from app.api.files import bp as files_bp
 from app.api.runs import bp as runs_bp
 from app.api.threads import bp as threads_bp
+from app.api.usage import bp as usage_bp
 from app.services import build_services
 from app.settings import Settings, load_settings
 from app.store import schema
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _register_api(app: Flask, settings: Settings) -> None:
     """The API blueprints under /api/openai (type from the body), /api/assistants/<type> (type from the URL)
     and /v1 (type from the body, for the official SDKs: see app/api/v1_dialect.py)."""
-    for bp in (threads_bp, runs_bp, files_bp, assistants_bp):
+    for bp in (threads_bp, runs_bp, files_bp, assistants_bp, usage_bp):
         app.register_blueprint(bp, name=f"openai_{bp.name}", url_prefix="/api/openai")
         app.register_blueprint(bp, name=f"v1_{bp.name}", url_prefix=v1_dialect.PREFIX)
         for assistant in settings.assistant_types:

@@ -161,3 +161,13 @@ KEEPALIVE = Number("KEEPALIVE", 75, int, low=1)
 # gevent workers: the first request's line and headers must arrive within this many seconds
 # of the connection, else the connection is answered 408 and closed (slow clients that never finish).
 HEADER_TIMEOUT_SECONDS = Number("HEADER_TIMEOUT_SECONDS", 20.0, low=0.5, high=300)
+
+# Usage budgets per user (app/budgets.py); 0: no budget. Days and months in BUDGET_TIMEZONE.
+BUDGET_TOKENS_PER_DAY = Number("BUDGET_TOKENS_PER_DAY", 0, int, low=0)
+BUDGET_TOKENS_PER_MONTH = Number("BUDGET_TOKENS_PER_MONTH", 0, int, low=0)
+BUDGET_USD_PER_DAY = Number("BUDGET_USD_PER_DAY", 0.0, low=0)
+BUDGET_USD_PER_MONTH = Number("BUDGET_USD_PER_MONTH", 0.0, low=0)
+BUDGET_TIMEZONE = Text("BUDGET_TIMEZONE", "UTC")
+# USD per million input / cached input / output tokens per model, as JSON, or a file of that JSON.
+PRICES = Text("PRICES")
+PRICES_FILE = Text("PRICES_FILE")

@@ -47,6 +47,16 @@ RATELIMIT_STORE_ERRORS = Counter(
     ["outcome"],
 )
 NOT_READY = Counter("backend_not_ready", "Readiness checks that failed, by failing dependency", ["dependency"])
+TOKENS = Counter(
+    "backend_tokens",
+    "Tokens the upstream reported, by assistant type, model and kind (input, cached, output, reasoning, total)",
+    ["assistant_type", "model", "kind"],
+)
+BUDGET_REFUSALS = Counter(
+    "backend_budget_refusals",
+    "Runs refused because a usage budget was used up, by type and budget",
+    ["assistant_type", "budget"],
+)
 
 # Most specific first: the first class an error is an instance of names its kind.
 _KINDS = (
@@ -92,6 +102,17 @@ def ratelimit_store_error(outcome: str) -> None:
 def not_ready(dependency: str) -> None:
     """A readiness check found `dependency` failing."""
     NOT_READY.labels(dependency).inc()
+
+
+def tokens_used(assistant_type: str, model: str, tokens: dict[str, int]) -> None:
+    """Count the tokens of one recorded upstream run, by kind (`input_tokens` -> "input")."""
+    for kind, count in tokens.items():
+        TOKENS.labels(assistant_type, model, kind.removesuffix("_tokens")).inc(count)
+
+
+def budget_refused(assistant_type: str, budget: str) -> None:
+    """Count a run refused by a used-up budget."""
+    BUDGET_REFUSALS.labels(assistant_type, budget).inc()
 
 
 def upstream_error(error: UpstreamError) -> None:

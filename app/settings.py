@@ -20,6 +20,7 @@ from limits import parse_many
 
 from app import environment as var
 from app.assistant_types import AssistantType
+from app.budgets import Budgets, load_budgets
 from app.environment import ConfigError, text
 from app.tools import ToolError, load_tools
 
@@ -81,6 +82,7 @@ class Settings:
     file_max_bytes: int = var.FILE_MAX_BYTES.default
     admin_users: frozenset[str] = frozenset()
     assistant_instructions_visible: bool = var.ASSISTANT_INSTRUCTIONS_VISIBLE.default
+    budgets: Budgets = field(default_factory=Budgets)  # usage budgets and prices (app/budgets.py)
 
     @property
     def offline(self) -> bool:
@@ -313,4 +315,5 @@ def load_settings(env=None) -> Settings:
         file_max_bytes=var.FILE_MAX_BYTES.read(env),
         admin_users=_admin_users(env),
         assistant_instructions_visible=var.ASSISTANT_INSTRUCTIONS_VISIBLE.read(env),
+        budgets=load_budgets(env, tuple(t.name for t in types)),
     )

@@ -147,9 +147,14 @@ class Run(Job):
             self.cancelled_at = at
         elif outcome == "expired":
             self.expired_at = at
-        prompt = scripting.count_tokens(self.script.text)
-        completion = scripting.count_tokens(reply) if reply else 0
-        self.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        prompt, cached, completion, reasoning = scripting.usage_numbers(self.script, reply)
+        self.usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_token_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
+        }
 
     def to_api(self):
         """The OpenAI `thread.run` object as of the last `advance`."""

@@ -8,6 +8,10 @@ def register(app, fake, read_body):
     def fake_stats():
         return fake.stats()
 
+    @app.get("/_fake/usage")
+    def fake_usage():
+        return fake.usage_report()
+
     @app.get("/_fake/runs/<job_id>")
     def fake_run_info(job_id):
         return fake.run_info(job_id)

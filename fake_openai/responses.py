@@ -238,13 +238,12 @@ class Response(Job):
         if self.conversation is not None and outcome in ("completed", "incomplete"):
             self.conversation.items.extend(self.input_items + self.output)
         if outcome != "cancelled":
-            prompt = scripting.count_tokens(self.script.text)
-            completion = scripting.count_tokens(reply) if reply else 0
+            prompt, cached, completion, reasoning = scripting.usage_numbers(self.script, reply)
             self.usage = {
                 "input_tokens": prompt,
-                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
                 "output_tokens": completion,
-                "output_tokens_details": {"reasoning_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": reasoning},
                 "total_tokens": prompt + completion,
             }
         knowledge.add_usage(self.search, self.usage, "input_tokens")

@@ -134,3 +134,13 @@ def reply_text(script, label, partial=False, results=()):
 def count_tokens(text):
     """A rough token count, enough for plausible usage numbers."""
     return max(1, len(text.split()))
+
+
+def usage_numbers(script, reply):
+    """Deterministic (input, cached, output, reasoning) tokens of one run or response: the input
+    counts the echoed text, half of it cached; the output counts the reply, plus 2 reasoning
+    tokens per turn that all count as output."""
+    prompt = count_tokens(script.text)
+    reasoning = 2
+    completion = (count_tokens(reply) if reply else 0) + reasoning
+    return prompt, prompt // 2, completion, reasoning

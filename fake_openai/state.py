@@ -225,6 +225,7 @@ class Job:
             "final_at": self.final_at,
             "created_at": self.created,
             "polls": self.polls,
+            "usage": getattr(self, "usage", None),
         }
 
 
@@ -299,6 +300,16 @@ class FakeState:
                 raise not_found(f"No run or response found with id '{job_id}'.")
             job.advance(self.now())
             return job.info()
+
+    def usage_report(self):
+        """`{id: {status, model, usage}}` of every run and response created since the reset, as of now."""
+        with self.lock:
+            now = self.now()
+            report = {}
+            for job_id, job in self.jobs.items():
+                job.advance(now)
+                report[job_id] = {"status": job.status, "model": job.model, "usage": job.usage}
+            return report
 
     def forget(self, response_id):
         """Drop a response from the API (later reads 404), as OpenAI's short retention would."""

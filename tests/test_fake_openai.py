@@ -345,7 +345,7 @@ def test_completed_response(client, fake):
     assert done.output_text == "Echo: hello"
     assert done.output[0].type == "message" and done.output[0].content[0].annotations == []
     assert done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens
-    assert done.usage.input_tokens_details.cached_tokens == 0
+    assert done.usage.input_tokens_details.cached_tokens == done.usage.input_tokens // 2
     info = fake.run_info(response.id)
     assert info["final_at"] == info["created_at"] + 0.3
     assert item_texts(client, conversation.id) == [("user", "hello [fake duration=0.3]"), ("assistant", "Echo: hello")]

@@ -20,6 +20,10 @@ PREFIX = "/v1"
 # (`invalid_request_error` below 500, `server_error` from 500, `code` null).
 _TYPES = {429: "requests"}
 _CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+# An error's own `code` (ApiError extra) overrides the status's, with its own `type`, and these
+# extras go into the error object too.
+_CODE_TYPES = {"budget_exceeded": "insufficient_quota"}
+_CARRIED = ("budget", "reset_at")
 
 
 def under_v1() -> bool:
@@ -30,14 +34,15 @@ def under_v1() -> bool:
 def error_body(error: ApiError) -> dict:
     """An error in OpenAI's shape, which the SDKs read into their exceptions."""
     default = "server_error" if error.status >= 500 else "invalid_request_error"
-    return {
-        "error": {
-            "message": error.message,
-            "type": _TYPES.get(error.status, default),
-            "param": None,
-            "code": _CODES.get(error.status),
-        }
+    code = error.extra.get("code")
+    body = {
+        "message": error.message,
+        "type": _CODE_TYPES.get(code) or _TYPES.get(error.status, default),
+        "param": None,
+        "code": code or _CODES.get(error.status),
     }
+    body.update((key, error.extra[key]) for key in _CARRIED if key in error.extra)
+    return {"error": body}
 
 
 def ended_run(services: Services, result: WaitResult) -> dict:

@@ -77,12 +77,18 @@ def _message(item: dict, thread_id: str, created_at: int | None, run_id=None, as
 
 
 def _usage(usage: dict | None) -> dict | None:
+    """A response's usage in the Assistants shape, its cached and reasoning tokens included."""
     if usage is None:
         return None
     return {
         "prompt_tokens": usage["input_tokens"],
         "completion_tokens": usage["output_tokens"],
         "total_tokens": usage["total_tokens"],
+        # usage: the details, as real Assistants runs send them (app/usage.py records them).
+        "prompt_token_details": {"cached_tokens": (usage.get("input_tokens_details") or {}).get("cached_tokens", 0)},
+        "completion_tokens_details": {
+            "reasoning_tokens": (usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)
+        },
     }
 
 

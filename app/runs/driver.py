@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import replace
 
-from app import metrics
+from app import metrics, usage
 from app.contract import MessagePage, Poll, StartedRun, UpstreamError, UpstreamTransient
 from app.engines.client import QUICK_CALL_SECONDS
 from app.environment import CANCEL_GRACE_SECONDS
@@ -53,6 +53,7 @@ def cancel_and_settle(services: Services, thread_id: str, run_id: str) -> Poll |
         schedule=PollSchedule(first_ms=50, max_ms=500),
     )
     log.info("run %s: cancelled upstream, now %s", run_id, settled.run["status"])
+    usage.record_run(services, None, None, settled.run)  # a run the backend cancelled, once it has ended
     return Poll(settled.run)
 
 
@@ -193,7 +194,7 @@ class RunDriver:
         if self.upstream_id != self.plan.run_id:
             self.records.run_progress(self.plan.run_id, self.upstream_id)
         try:
-            return wait_for_run(
+            result = wait_for_run(
                 self._look,
                 started.run,
                 timeout=max(0.0, self.deadline - time.monotonic()),
@@ -203,6 +204,8 @@ class RunDriver:
             )
         finally:
             started.close()
+        usage.record_run(self.services, self.plan.owner, self.plan.assistant.name, result.run, self.plan.run_id)
+        return result
 
     def drive(self, started: StartedRun) -> WaitResult:
         """Wait for the run; run the server tools it calls and submit their outputs, until it ends,

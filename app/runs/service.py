@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from app import metrics
+from app import metrics, usage
 from app.assistant_types import AssistantType
 from app.contract import ACTIVE_STATUSES, Poll, UpstreamNotFound
 from app.environment import CANCEL_GRACE_SECONDS
@@ -77,6 +77,7 @@ def start_and_wait(
     thread_id = request.thread_id
     deadline = _deadline(services, request.arrived)
     require_thread(services, request.owner, thread_id)
+    usage.check_budget(services, request.owner, request.assistant.name)  # before anything is created upstream
     holder = f"starting-{uuid.uuid4().hex}"
     if not services.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
         require_thread(services, request.owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
@@ -104,6 +105,7 @@ def submit_tool_outputs(
     if recorded.pending is None:
         raise ApiError(400, f"Runs in status '{recorded.run['status']}' do not accept tool outputs.")
     plan = RunPlan.resumed(recorded.pending, settings.assistant_types, thread_id)
+    usage.check_budget(services, request.owner, plan.assistant.name)  # before the outputs go upstream
     run, server_outputs = recorded.pending["run"], recorded.pending["server_outputs"]
     answers = _checked_outputs(request.tool_outputs, [c["id"] for c in tool_calls(recorded.run)])
     if not services.records.take_pending(run_id, recorded.pending, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
@@ -210,6 +212,7 @@ def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tup
         return recorded.run, None  # the upstream has forgotten it; the record has not
     run = poll.run
     if recorded is not None:
+        usage.record_run(services, owner, None, run, run_id)  # a run whose wait broke off, once ended
         run = _as_recorded(run, recorded)
         if run["status"] == "requires_action":  # the server is running its tools
             run.update(status="in_progress", required_action=None)

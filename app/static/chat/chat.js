@@ -74,6 +74,7 @@ class Problem extends Error {
 }
 
 function sentenceFor(status, body) {
+  if (status === 429 && body && body.code === "budget_exceeded") return budgetSentence(body.reset_at);
   const known = { 401: "unauthorized", 404: "gone", 408: "timeout", 409: "busy", 410: "expired",
     429: "tooMany", 502: "unavailable", 503: "unavailable", 504: "unconfirmed" }[status];
   if (known) return SENTENCES[known];
@@ -259,6 +260,7 @@ async function send(event) {
     showNotice(error);
     if (posted && !REPLY_MAY_COME.has(error.message)) await takeBack(posted, shown, text);
   } finally {
+    showBudget();
     setWriting(false);
     // A click on Send leaves the focus on the button, which was disabled meanwhile.
     if (document.activeElement === document.body || document.activeElement === ui.send) ui.message.focus();
@@ -469,6 +471,35 @@ async function openThread(threadId) {
   ui.conversation.scrollTop = ui.conversation.scrollHeight;
 }
 
+// --- the remaining usage budget (a small line, only when a budget is set) ------------------------
+
+function budgetSentence(resetAt) {
+  const when = new Date(resetAt * 1000).toLocaleString();
+  return `You have used up your usage budget. You can send messages again after ${when}.`;
+}
+
+function budgetLine(budget) {
+  // A type's own daily budget replaces the user's for its runs.
+  const daily = ((budget.by_type || {})[ui.type.value] || {}).tokens_per_day || budget.tokens_per_day;
+  const tokens = [daily, budget.tokens_per_month].filter(Boolean);
+  const dollars = [budget.usd_per_day, budget.usd_per_month].filter(Boolean);
+  const parts = [];
+  if (tokens.length) parts.push(`${Math.min(...tokens.map((b) => b.remaining)).toLocaleString()} tokens`);
+  if (dollars.length) parts.push(`$${Math.min(...dollars.map((b) => b.remaining)).toFixed(2)}`);
+  return parts.length ? `Budget left: ${parts.join(", ")}` : "";
+}
+
+async function showBudget() {
+  const line = $("budget");
+  try {
+    const usage = await call("GET", "/usage");
+    line.textContent = budgetLine(usage.budget || {});
+  } catch {
+    line.textContent = "";
+  }
+  line.hidden = !line.textContent;
+}
+
 // --- start ----------------------------------------------------------------------------------
 
 // Without a token the server accepts, the page says why its lists are empty.
@@ -489,6 +520,7 @@ async function start(justEntered = false) {
     if (error.status === 401) needsToken();
     showNotice(error);
   }
+  showBudget();
   ui.conversation.scrollTop = ui.conversation.scrollHeight;
 }
 
@@ -499,7 +531,10 @@ ui.message.addEventListener("keydown", (event) => {
     ui.composer.requestSubmit();
   }
 });
-ui.type.addEventListener("change", () => localStorage.setItem(STORED.type, ui.type.value));
+ui.type.addEventListener("change", () => {
+  localStorage.setItem(STORED.type, ui.type.value);
+  showBudget();
+});
 ui.newConversation.addEventListener("click", () => {
   if (ui.send.disabled) return;
   localStorage.removeItem(STORED.thread);
