@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import usage
+from app.assistant_types import lookup
 from app.store.usage import KINDS
 from tests import tool_handlers
 from tests.helpers import TOKENS, Api
@@ -108,7 +109,7 @@ def test_a_run_whose_wait_broke_off_is_recorded_when_it_is_read_again(app, api, 
     services = app.extensions["services"]
     thread = api.new_thread()
     api.say(thread, "left alone [fake duration=0.1]")
-    curator = services.settings.assistant_type("curator")
+    curator = lookup(services.settings.assistant_types, "curator")
     started = services.engine.start_run(thread, curator, None, None, timeout=3).run
     services.records.save_run(started, "alice", "curator", final=False)
     assert recorded(app) == {}
