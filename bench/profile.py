@@ -142,7 +142,7 @@ def main(argv=None) -> None:
         message(listed)
         polled = new_thread()
         message(polled, "q [fake duration=3600]")
-        run = backend.engine.create_run(polled, backend.settings.assistant_types[0], None, None)
+        run = backend.engine.start_run(polled, backend.settings.assistant_types[0], None, None, timeout=10).run
 
         def poll():
             return backend.engine.get_run(polled, run["id"])
