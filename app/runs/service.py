@@ -76,11 +76,14 @@ def start_and_wait(
     settings = services.settings
     thread_id = request.thread_id
     deadline = _deadline(services, request.arrived)
-    require_thread(services, request.owner, thread_id)
-    usage.check_budget(services, request.owner, request.assistant.name)  # before anything is created upstream
+    if settings.budgets.any:  # the thread's 404 comes before a budget's 429
+        require_thread(services, request.owner, thread_id)
+        usage.check_budget(services, request.owner, request.assistant.name)  # before anything is created upstream
     holder = f"starting-{uuid.uuid4().hex}"
-    if not services.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
-        require_thread(services, request.owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
+    lock_seconds = settings.run_timeout_seconds + LOCK_MARGIN_SECONDS
+    # The lock is taken only on the caller's own thread: one transaction checks both.
+    if not services.records.lock_thread(thread_id, holder, lock_seconds, owner=request.owner):
+        require_thread(services, request.owner, thread_id)  # not theirs, or deleted meanwhile: 404
         raise thread_busy(thread_id, services.records.active_run(thread_id))
     plan = RunPlan(
         thread_id, request.owner, request.assistant, request.temperature, request.top_p, request.client_tools

@@ -1,7 +1,14 @@
-"""What the backend remembers: thread owners and locks, run snapshots, messages, idempotent answers."""
+"""What the backend remembers: thread owners and locks, run snapshots, messages, idempotent answers.
+
+The queries of a run's start and end are plain SQL strings run with `exec_driver_sql`: building
+an SQLAlchemy statement and its cache key cost ~150 us of CPU per query, the string ~0 (see
+docs/benchmarks.md, "Where the CPU of a POST .../runs goes"). They are written with `?` and
+given PostgreSQL's `%s` once.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import NamedTuple
@@ -15,6 +22,19 @@ from app.store.thread_records import ThreadRecords
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # What `RecordedRun` is read from.
 _RECORDED_COLUMNS = (runs.c.snapshot, runs.c.finished_at, runs.c.upstream_id, runs.c.pending, runs.c.assistant_type)
+_RECORDED_SQL = "SELECT snapshot, finished_at, upstream_id, pending, assistant_type FROM runs"
+
+_LOCK = "UPDATE threads SET lock_run = ?, lock_until = ? WHERE id = ? AND (lock_until IS NULL OR lock_until < ?)"
+_LOCK_OWNED = _LOCK + " AND owner = ?"
+_PASS_LOCK = "UPDATE threads SET lock_run = ? WHERE id = ? AND lock_run = ?"
+_UNLOCK = "UPDATE threads SET lock_run = NULL, lock_until = NULL WHERE id = ? AND lock_run = ?"
+# Owner, type and creation time are set once; the snapshot, status and end on every save.
+_SAVE_RUN = (
+    "INSERT INTO runs (id, thread_id, owner, assistant_type, status, snapshot, finished_at, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+    " snapshot = excluded.snapshot, finished_at = excluded.finished_at"
+)
+_ADD_MESSAGE = "INSERT INTO messages (id, thread_id, run_id, body) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 
 
 class RecordedRun(NamedTuple):
@@ -35,6 +55,11 @@ class Records(ThreadRecords):
     def __init__(self, engine: sa.Engine, clock=time.time):
         self.db = engine
         self.clock = clock
+        self._dialect_sql = (lambda sql: sql) if engine.dialect.paramstyle == "qmark" else _format_style
+
+    def _sql(self, conn: sa.Connection, sql: str, params=()):
+        """Run a plain SQL string (written with `?`) on `conn`."""
+        return conn.exec_driver_sql(self._dialect_sql(sql), params)
 
     # threads and their active-run lock
 
@@ -53,7 +78,7 @@ class Records(ThreadRecords):
     def thread_owner(self, thread_id: str) -> str | None:
         # Asked of the database every time: another process may have deleted the thread.
         with self.db.connect() as conn:
-            return conn.execute(sa.select(threads.c.owner).where(threads.c.id == thread_id)).scalar()
+            return self._sql(conn, "SELECT owner FROM threads WHERE id = ?", (thread_id,)).scalar()
 
     def forget_thread(self, thread_id: str) -> None:
         with self.db.begin() as conn:
@@ -61,36 +86,27 @@ class Records(ThreadRecords):
             conn.execute(runs.delete().where(runs.c.thread_id == thread_id))
             conn.execute(threads.delete().where(threads.c.id == thread_id))
 
-    def lock_thread(self, thread_id: str, holder: str, seconds: float) -> bool:
-        """Take the thread's active-run lock unless another live holder has it."""
+    def lock_thread(self, thread_id: str, holder: str, seconds: float, owner: str | None = None) -> bool:
+        """Take the thread's active-run lock unless another live holder has it (or, with `owner`,
+        the thread is not theirs)."""
         now = self.clock()
-        free = sa.or_(threads.c.lock_until.is_(None), threads.c.lock_until < now)
+        params = (holder, now + seconds, thread_id, now)
         with self.db.begin() as conn:
-            taken = conn.execute(
-                threads.update()
-                .where(threads.c.id == thread_id, free)
-                .values(lock_run=holder, lock_until=now + seconds)
-            )
-            return taken.rowcount == 1
+            if owner is None:
+                return self._sql(conn, _LOCK, params).rowcount == 1
+            return self._sql(conn, _LOCK_OWNED, (*params, owner)).rowcount == 1
 
     def unlock_thread(self, thread_id: str, holder: str) -> None:
         with self.db.begin() as conn:
             self._unlock(conn, thread_id, holder)
 
-    @staticmethod
-    def _unlock(conn, thread_id: str, holder: str) -> None:
-        conn.execute(
-            threads.update()
-            .where(threads.c.id == thread_id, threads.c.lock_run == holder)
-            .values(lock_run=None, lock_until=None)
-        )
+    def _unlock(self, conn, thread_id: str, holder: str) -> None:
+        self._sql(conn, _UNLOCK, (thread_id, holder))
 
     def active_run(self, thread_id: str) -> str | None:
         """The run holding the thread's lock, if the lock is still live."""
         with self.db.connect() as conn:
-            row = conn.execute(
-                sa.select(threads.c.lock_run, threads.c.lock_until).where(threads.c.id == thread_id)
-            ).first()
+            row = self._sql(conn, "SELECT lock_run, lock_until FROM threads WHERE id = ?", (thread_id,)).first()
         if row is None or row.lock_until is None or row.lock_until < self.clock():
             return None
         return row.lock_run
@@ -105,11 +121,7 @@ class Records(ThreadRecords):
     def run_started(self, thread_id: str, holder: str, run: dict, owner: str, assistant_type: str) -> None:
         """Record a new run, and hand it the lock its request took."""
         with self.db.begin() as conn:
-            conn.execute(
-                threads.update()
-                .where(threads.c.id == thread_id, threads.c.lock_run == holder)
-                .values(lock_run=run["id"])
-            )
+            self._sql(conn, _PASS_LOCK, (run["id"], thread_id, holder))
             self._save_run(conn, run, owner, assistant_type, final=False)
 
     def run_ended(self, run: dict, produced: list[dict], owner: str, assistant_type: str) -> None:
@@ -120,24 +132,14 @@ class Records(ThreadRecords):
             self._unlock(conn, run["thread_id"], run["id"])
 
     def _save_run(self, conn, run, owner, assistant_type, final) -> None:
-        values = dict(status=run["status"], snapshot=json.dumps(run), finished_at=self.clock() if final else None)
-        updated = conn.execute(runs.update().where(runs.c.id == run["id"]).values(**values))
-        if updated.rowcount == 0:
-            conn.execute(
-                runs.insert().values(
-                    id=run["id"],
-                    thread_id=run["thread_id"],
-                    owner=owner,
-                    assistant_type=assistant_type,
-                    created_at=self.clock(),
-                    **values,
-                )
-            )
+        now = self.clock()
+        params = (run["id"], run["thread_id"], owner, assistant_type, run["status"], json.dumps(run))
+        self._sql(conn, _SAVE_RUN, (*params, now if final else None, now))
 
     def run(self, run_id: str) -> RecordedRun | None:
         """What the record knows of a run."""
         with self.db.connect() as conn:
-            row = conn.execute(sa.select(*_RECORDED_COLUMNS).where(runs.c.id == run_id)).first()
+            row = self._sql(conn, _RECORDED_SQL + " WHERE id = ?", (run_id,)).first()
         return None if row is None else self._recorded(row)
 
     @staticmethod
@@ -177,9 +179,7 @@ class Records(ThreadRecords):
     def waiting_runs(self, thread_id: str) -> list[RecordedRun]:
         """The thread's runs that wait for the client's tool outputs."""
         with self.db.connect() as conn:
-            rows = conn.execute(
-                sa.select(*_RECORDED_COLUMNS).where(runs.c.thread_id == thread_id, runs.c.pending.is_not(None))
-            ).all()
+            rows = self._sql(conn, _RECORDED_SQL + " WHERE thread_id = ? AND pending IS NOT NULL", (thread_id,)).all()
         return [self._recorded(row) for row in rows]
 
     def _hold_lock(self, conn, thread_id: str, holder: str, seconds: float) -> None:
@@ -195,20 +195,11 @@ class Records(ThreadRecords):
         with self.db.begin() as conn:
             self._add_messages(conn, thread_id, items, run_id)
 
-    @staticmethod
-    def _add_messages(conn, thread_id: str, items: list[dict], run_id: str | None) -> None:
-        if not items:
-            return
-        known = set(conn.execute(sa.select(messages.c.id).where(messages.c.id.in_([m["id"] for m in items]))).scalars())
-        fresh = [m for m in items if m["id"] not in known]
-        if fresh:
-            conn.execute(
-                messages.insert(),
-                [
-                    dict(id=m["id"], thread_id=thread_id, run_id=run_id or m.get("run_id"), body=json.dumps(m))
-                    for m in fresh
-                ],
-            )
+    def _add_messages(self, conn, thread_id: str, items: list[dict], run_id: str | None) -> None:
+        """Insert the messages the record does not know yet (by ID); the known ones stay as they are."""
+        if items:
+            rows = [(m["id"], thread_id, run_id or m.get("run_id"), json.dumps(m)) for m in items]
+            self._sql(conn, _ADD_MESSAGE, rows)
 
     def complete_messages(self, thread_id: str, listed: list[dict]) -> list[dict]:
         """Upstream messages with what the record knows of them; unknown ones are learned now."""
@@ -300,3 +291,9 @@ class Records(ThreadRecords):
     def ping(self) -> None:
         with self.db.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+
+@functools.lru_cache(maxsize=256)
+def _format_style(sql: str) -> str:
+    """A `?` statement in the `%s` style of PostgreSQL's driver."""
+    return sql.replace("?", "%s")
