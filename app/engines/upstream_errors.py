@@ -20,12 +20,13 @@ from app.contract import (
     UpstreamRejected,
     UpstreamTransient,
 )
+from app.engines.http1 import NotSent
 from app.redaction import redact
 
 log = logging.getLogger("app.upstream")
 
 # Transport errors after which the request surely did not reach the upstream.
-NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.UnsupportedProtocol)
+NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.UnsupportedProtocol, NotSent)
 
 
 def transport_error(what: str, cause: BaseException | None, timed_out: bool, detail: str = "") -> UpstreamTransient:

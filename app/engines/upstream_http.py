@@ -11,6 +11,10 @@ fraction of the CPU, and nothing is ever retried behind the caller's back.
         for event in events:  # dicts from `data:` lines
             ...
 
+The short JSON calls (`get`, `post`, `delete`) go over plain HTTP/1.1 on kept-alive
+sockets (app/engines/http1.py) unless a test transport or a proxy is configured;
+streams and uploads through httpx2.
+
 Every failure is one of the engine errors of `app.contract` (`upstream_errors`
 translates them), whose `maybe_sent` is False only when the upstream surely did
 not act on the request (it was never sent: connect error or timeout, pool
@@ -28,11 +32,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import urllib.request
 from collections.abc import Iterator
+from urllib.parse import urlencode, urlsplit
 
 import httpx2
 
 from app.contract import UpstreamTransient
+from app.engines import http1
 from app.engines.client import offline_transport
 from app.engines.upstream_errors import status_error, transport_error
 from app.redaction import redact
@@ -50,6 +57,7 @@ LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=32, keepa
 # (bench/poll_cost.py --streams). So streams get pools of their own, several of
 # them, each holding a share of the streams; JSON calls keep a pool of short calls.
 STREAM_POOLS = 16
+USER_AGENT = "assistants-backend"
 
 
 class UpstreamHTTP:
@@ -79,12 +87,18 @@ class UpstreamHTTP:
             )
 
         self._client = pool()
+        self._http1 = None
+        if transport is None and not _proxied(base_url):
+            headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json", "User-Agent": USER_AGENT}
+            self._http1 = http1.Http1(base_url.rstrip("/"), headers, ssl_context)
         self._stream_clients = [pool() for _ in range(max(1, stream_pools))]
         self._next_stream_client = itertools.cycle(self._stream_clients).__next__
 
     def close(self) -> None:
         for client in (self._client, *self._stream_clients):
             client.close()
+        if self._http1 is not None:
+            self._http1.close()
 
     def get(self, path: str, params: dict | None = None, *, timeout: float = 10.0, what: str = "") -> tuple:
         """The JSON answer and its headers."""
@@ -106,9 +120,23 @@ class UpstreamHTTP:
 
     def _call(self, method, path, body, params, timeout, what):
         what = what or f"{method} {path}"
+        if self._http1 is not None:
+            return self._answer(self._plain_call(method, path, body, params, timeout, what), what)
         with self._translated(what):
             response = self._client.request(method, path, json=body, params=params, timeout=_timeout(timeout))
         return self._answer(response, what)
+
+    def _plain_call(self, method, path, body, params, timeout, what) -> http1.Reply:
+        """The call over http1: its answer, or the engine error of a connection that failed."""
+        target = f"{path}?{urlencode(params)}" if params else path
+        data = None if body is None else json.dumps(body).encode()
+        seconds = max(0.001, float(timeout))
+        try:
+            return self._http1.request(method, target, data, seconds, min(seconds, CONNECT_SECONDS))
+        except http1.NotSent as exc:
+            raise transport_error(what, exc, timed_out=exc.timed_out, detail=" (connect failed)") from None
+        except http1.Broken as exc:
+            raise transport_error(what, exc, timed_out=exc.timed_out, detail=f" ({exc})") from None
 
     def _answer(self, response, what):
         """The JSON answer and its headers, or the engine error of a failed one."""
@@ -194,6 +222,15 @@ class UpstreamHTTP:
         if self._key and self._key in str(exc):
             exc.args = (redact(str(exc), (self._key,)),)
         raise exc
+
+
+def _proxied(base_url: str) -> bool:
+    """Whether the environment sends calls to this URL through a proxy (then httpx2 takes them all)."""
+    proxies = urllib.request.getproxies_environment()
+    scheme, host = urlsplit(base_url).scheme, urlsplit(base_url).hostname or ""
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(host, proxies)
 
 
 def _timeout(seconds: float) -> httpx2.Timeout:
