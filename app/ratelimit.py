@@ -73,7 +73,19 @@ def _starts_run() -> bool:
     return getattr(view, _STARTS_RUN, False)
 
 
-class MemoryWindows:
+class _OneByOne:
+    """`hit_all` as one `hit` after another."""
+
+    def hit_all(self, hits: list[tuple[RateLimitItem, str]]) -> int | None:
+        """Count each (limit, key) in turn; the index of the first one refused (the rest not
+        counted), or None when every one was allowed."""
+        for index, (item, key) in enumerate(hits):
+            if not self.hit(item, key):
+                return index
+        return None
+
+
+class MemoryWindows(_OneByOne):
     """Moving windows in this process: a call is counted when fewer than `amount` calls
     fell in the last `expiry` seconds (the `limits` package's moving-window rule)."""
 
@@ -130,31 +142,39 @@ class FileWindows:
         return self._conn
 
     def hit(self, item: RateLimitItem, key: str) -> bool:
+        return self.hit_all([(item, key)]) is None
+
+    def hit_all(self, hits: list[tuple[RateLimitItem, str]]) -> int | None:
+        """Count each (limit, key) in turn, all in one transaction (a request's limits cost one);
+        the index of the first one refused (the rest not counted), or None."""
         try:
-            return self._hit(item, key)
+            return self._hit_all(hits)
         except sqlite3.Error as exc:
             self._conn = None  # opened afresh next time
             raise StoreUnavailable(f"the shared counters file failed: {exc}") from exc
 
-    def _hit(self, item: RateLimitItem, key: str) -> bool:
+    def _hit_all(self, hits: list[tuple[RateLimitItem, str]]) -> int | None:
         now = self.clock()
+        refused = None
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("DELETE FROM calls WHERE key = ? AND at < ?", (key, now - item.get_expiry()))
                 self._hits += 1
                 if self._hits % 1000 == 0:  # windows of users who have gone quiet
                     conn.execute("DELETE FROM calls WHERE at < ?", (now - self.longest_expiry,))
-                (count,) = conn.execute("SELECT count(*) FROM calls WHERE key = ?", (key,)).fetchone()
-                allowed = count < item.amount
-                if allowed:
+                for index, (item, key) in enumerate(hits):
+                    conn.execute("DELETE FROM calls WHERE key = ? AND at < ?", (key, now - item.get_expiry()))
+                    (count,) = conn.execute("SELECT count(*) FROM calls WHERE key = ?", (key,)).fetchone()
+                    if count >= item.amount:
+                        refused = index
+                        break
                     conn.execute("INSERT INTO calls (key, at) VALUES (?, ?)", (key, now))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return allowed
+        return refused
 
     def reset_at(self, item: RateLimitItem, key: str) -> float:
         """When the oldest call in the window leaves it."""
@@ -171,7 +191,7 @@ class FileWindows:
         return oldest + item.get_expiry() if oldest is not None else now
 
 
-class SharedWindows:
+class SharedWindows(_OneByOne):
     """Moving windows in a shared storage (Redis), through the `limits` package; every call bounded.
 
     A failure raises StoreUnavailable, and for STORE_RETRY_SECONDS after it the store is not asked."""
@@ -290,15 +310,15 @@ def init_app(app: Flask, settings: Settings) -> None:
         limits = [(API_SCOPE, item) for item in every_call]
         if run_starts and _starts_run():
             limits += [(RUN_SCOPE, item) for item in run_starts]
-        for scope, item in limits:
-            key = item.key_for(KEY_PREFIX, scope, f"user:{user}")
-            try:
-                allowed = windows.hit(item, key)
-            except StoreUnavailable as error:
-                policy.store_failed(error)  # raises the 503 when failing closed
-                return None  # failing open: this request is not counted anywhere
-            if not allowed:
-                raise _too_many(windows, item, scope, key)
+        hits = [(item, item.key_for(KEY_PREFIX, scope, f"user:{user}")) for scope, item in limits]
+        try:
+            refused = windows.hit_all(hits)
+        except StoreUnavailable as error:
+            policy.store_failed(error)  # raises the 503 when failing closed
+            return None  # failing open: this request is not counted anywhere
+        if refused is not None:
+            item, key = hits[refused]
+            raise _too_many(windows, item, limits[refused][0], key)
         return None
 
 
