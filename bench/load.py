@@ -141,7 +141,7 @@ async def one_run(spec: dict, run: dict, index: int) -> dict:
     prefix = spec["prefix"]
     record: dict = {"duration": run["duration"], "launched": time.time()}
     async with _client(spec, _token(spec, index)) as client:
-        await _flow(client, prefix, run, record, spec.get("stream", False))
+        await _flow(client, prefix, run, record, spec.get("stream", False), spec.get("run_body") or {})
     return record
 
 
@@ -153,7 +153,7 @@ async def _prepare(client: Connection, prefix: str, duration: float) -> str:
     return thread["id"]
 
 
-async def _flow(client: Connection, prefix: str, run: dict, record: dict, stream: bool) -> None:
+async def _flow(client: Connection, prefix: str, run: dict, record: dict, stream: bool, body: dict) -> None:
     try:
         thread_id = run.get("thread_id") or await _prepare(client, prefix, run["duration"])
         record["thread_id"] = thread_id
@@ -161,7 +161,7 @@ async def _flow(client: Connection, prefix: str, run: dict, record: dict, stream
         if stream:
             await _streamed(client, f"{prefix}/threads/{thread_id}/runs", record)
             return
-        status, answer = await client.request("POST", f"{prefix}/threads/{thread_id}/runs", {})
+        status, answer = await client.request("POST", f"{prefix}/threads/{thread_id}/runs", body)
         record["done"] = time.time()  # the client has the whole answer now
         record["http_status"] = status
         run = answer.get("run", answer)

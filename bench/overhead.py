@@ -35,9 +35,22 @@ def post_json(conn: http.client.HTTPConnection, path: str, body: dict, token: st
     return json.loads(data)
 
 
-def measure(backend_port: int, fake_port: int, calls: int, token: str | None = None, warmup: int = 20) -> dict:
-    """`calls` alternating GETs of a thread's messages, each side on its own keep-alive connection;
-    through the backend as the user of `token`."""
+def RESPONSES_ITEMS(thread_id: str) -> str:  # noqa: N802 - a constant of the measure
+    """What the backend's responses engine asks the upstream for a thread's messages."""
+    return f"/v1/conversations/{thread_id}/items?limit=100&order=desc"
+
+
+def ASSISTANTS_MESSAGES(thread_id: str) -> str:  # noqa: N802
+    """What an Assistants client (the seed) asks the upstream for a thread's messages."""
+    return f"/v1/threads/{thread_id}/messages"
+
+
+def measure(
+    backend_port: int, fake_port: int, calls: int, token: str | None = None, warmup: int = 20, direct=RESPONSES_ITEMS
+) -> dict:
+    """`calls` alternating GETs of a thread's messages, each side on its own keep-alive connection
+    (http.client); through the backend as the user of `token`, and straight from the fake upstream
+    at `direct(thread ID)`."""
     through = http.client.HTTPConnection("127.0.0.1", backend_port, timeout=30)
     direct = http.client.HTTPConnection("127.0.0.1", fake_port, timeout=30)
     thread = post_json(through, "/api/openai/threads", {}, token)
@@ -45,8 +58,8 @@ def measure(backend_port: int, fake_port: int, calls: int, token: str | None = N
         post_json(through, f"/api/openai/threads/{thread['id']}/messages", {"role": "user", "content": text}, token)
     # What the backend's responses engine asks the upstream for the same list.
     backend_path = f"/api/openai/threads/{thread['id']}/messages"
-    direct_path = f"/v1/conversations/{thread['id']}/items?limit=100&order=desc"
-    direct_headers = {"Authorization": "Bearer sk-bench"}
+    direct_path = direct(thread["id"])
+    direct_headers = {"Authorization": "Bearer sk-bench", "OpenAI-Beta": "assistants=v2"}
     times: dict[str, list[float]] = {"through": [], "direct": []}
     for i in range(warmup + calls):
         a = _timed_get(through, backend_path, auth(token))

@@ -30,6 +30,7 @@ def _spec_file(dep: Deployment, runs: list[dict], concurrency: int | None, work_
         "timeout": CLIENT_TIMEOUT_S,
         "tokens": dep.tokens,
         "stream": dep.plan.client == "stream",
+        "run_body": getattr(dep, "run_body", {}),
     }
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / f"{name}.spec.json"

@@ -232,7 +232,7 @@ def main(argv=None) -> None:
 
     per_post = {part: seconds / args.runs for part, seconds in _charged.items()}
     in_app = sum(per_post.values())
-    begins, checkouts, statements, hits = (b - a for a, b in zip(before, after))
+    begins, checkouts, statements, hits = (b - a for a, b in zip(before, after, strict=True))
     print(f"CPU per POST .../runs ({args.strategy}, {args.runs} runs x {args.rounds} rounds, no wrappers):")
     print(
         f"  median {statistics.median(plain) * 1000:.3f} ms, rounds "

@@ -65,6 +65,13 @@ def width(results: dict) -> list[str]:
         if not target or not steps:
             continue
         reached = m["width"]["reached"]
+        tried = max(s["n"] for s in steps)
+        if reached >= tried and tried < target:  # a quick run, or steps chosen below the target
+            out.append(
+                f"Width >= {target:,} waiting runs under {config.TARGET_WIDTH_MEMORY_MB} MB ({label(m)}): "
+                f"not measured: the largest step tried was {tried:,}, and it held."
+            )
+            continue
         by_n = {s["n"]: s for s in steps}
         pss = by_n[reached]["processes"]["backend"]["pss_peak_mb"] if reached else None
         ok = reached >= target and pss is not None and pss < config.TARGET_WIDTH_MEMORY_MB
