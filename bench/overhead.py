@@ -46,11 +46,16 @@ def ASSISTANTS_MESSAGES(thread_id: str) -> str:  # noqa: N802
 
 
 def measure(
-    backend_port: int, fake_port: int, calls: int, token: str | None = None, warmup: int = 20, direct=RESPONSES_ITEMS
+    backend_port: int,
+    fake_port: int,
+    calls: int,
+    token: str | None = None,
+    warmup: int = 20,
+    direct_path_of=RESPONSES_ITEMS,
 ) -> dict:
     """`calls` alternating GETs of a thread's messages, each side on its own keep-alive connection
     (http.client); through the backend as the user of `token`, and straight from the fake upstream
-    at `direct(thread ID)`."""
+    at `direct_path_of(thread ID)`."""
     through = http.client.HTTPConnection("127.0.0.1", backend_port, timeout=30)
     direct = http.client.HTTPConnection("127.0.0.1", fake_port, timeout=30)
     thread = post_json(through, "/api/openai/threads", {}, token)
@@ -58,7 +63,7 @@ def measure(
         post_json(through, f"/api/openai/threads/{thread['id']}/messages", {"role": "user", "content": text}, token)
     # What the backend's responses engine asks the upstream for the same list.
     backend_path = f"/api/openai/threads/{thread['id']}/messages"
-    direct_path = direct(thread["id"])
+    direct_path = direct_path_of(thread["id"])
     direct_headers = {"Authorization": "Bearer sk-bench", "OpenAI-Beta": "assistants=v2"}
     times: dict[str, list[float]] = {"through": [], "direct": []}
     for i in range(warmup + calls):

@@ -104,7 +104,7 @@ def main(argv=None) -> None:
         with SeedDeployment(plan, args.out, args.seed_dir) as dep:
             if "overhead" in args.phases:
                 results["overhead"] = overhead.measure(
-                    dep.backend_port, dep.fake_port, plan.overhead_calls, direct=overhead.ASSISTANTS_MESSAGES
+                    dep.backend_port, dep.fake_port, plan.overhead_calls, direct_path_of=overhead.ASSISTANTS_MESSAGES
                 )
                 print(f"seed overhead p50 {results['overhead']['p50_difference_ms']:+.2f} ms", flush=True)
             for n in steps if "width" in args.phases else ():
