@@ -10,7 +10,7 @@ import uuid
 
 from flask import Flask, g, has_app_context, request
 
-from app.redaction import one_line, redact
+from app.redaction import one_line, redactor
 from app.settings import Settings
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -22,12 +22,12 @@ class _RequestContext(logging.Filter):
 
     def __init__(self, secrets: list[str]):
         super().__init__()
-        self.secrets = [s for s in secrets if s]
+        self.redact = redactor(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = g.get("request_id", "-") if has_app_context() else "-"
         message = record.getMessage()
-        cleaned = redact(message, self.secrets)
+        cleaned = self.redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True

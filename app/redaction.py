@@ -29,3 +29,17 @@ def redact(text: str, secrets=()) -> str:
         if secret:
             text = text.replace(secret, "[redacted]")
     return _KEYISH.sub("[redacted]", text)
+
+
+def redactor(secrets=()):
+    """`redact` with these secrets, prepared once: one regular expression finds them all (longest
+    first), instead of one pass over the text per secret (a log line is read once, not 50 times)."""
+    known = sorted({s for s in secrets if s}, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(s) for s in known)) if known else None
+
+    def apply(text: str) -> str:
+        if pattern is not None:
+            text = pattern.sub("[redacted]", text)
+        return _KEYISH.sub("[redacted]", text)
+
+    return apply

@@ -130,7 +130,8 @@ def instrument(app) -> None:
     _patch(validation, "parsed_json", "validation: JSON parse")
     for name in ("claim_idempotency_key", "finish_idempotency_key"):
         _patch(Records, name, "database: idempotency key")
-    for name in ("thread_owner", "lock_thread", "waiting_runs", "run_started", "run_ended", "save_run", "add_messages"):
+    recorded = ("thread_owner", "lock_thread", "lock_owned_thread", "waiting_runs", "run_started", "run_ended")
+    for name in (*recorded, "save_run", "add_messages"):
         _patch(Records, name, f"database: {name}")
     _patch(UsageStore, "add", "database: usage row")
     _patch(UsageStore, "month_rows", "database: budget sums")
@@ -150,6 +151,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (the spread is over them)")
     parser.add_argument("--idempotency-key", action="store_true", help="send an Idempotency-Key with each POST")
     parser.add_argument("--strategy", default="poll", choices=sorted(STRATEGIES))
+    parser.add_argument("--top", type=int, default=0, help="also profile the POSTs (cProfile): the top functions")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-post-"))
@@ -176,19 +178,26 @@ def main(argv=None) -> None:
         logging.getLogger("app").handlers[0].stream = open(os.devnull, "w")  # written, as to a pipe, not shown
         backend = app.extensions["services"]
         client = app.test_client()
-        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {next(iter(backend.settings.api_tokens))}"
+        tokens = list(backend.settings.api_tokens)  # the benchmark's 50 users, in turn
+        user_of_thread: dict[str, str] = {}
 
         def prepared_thread() -> str:
-            thread_id = client.post("/api/openai/threads", json={}).get_json()["id"]
+            auth = {"Authorization": f"Bearer {tokens[len(user_of_thread) % len(tokens)]}"}
+            thread_id = client.post("/api/openai/threads", json={}, headers=auth).get_json()["id"]
+            user_of_thread[thread_id] = auth["Authorization"]
             client.post(
-                f"/api/openai/threads/{thread_id}/messages", json={"role": "user", "content": "q [fake duration=0]"}
+                f"/api/openai/threads/{thread_id}/messages",
+                json={"role": "user", "content": "q [fake duration=0]"},
+                headers=auth,
             )
             return thread_id
 
         counter = iter(range(10**9))
 
         def post_run(thread_id: str) -> None:
-            headers = {"Idempotency-Key": f"k{next(counter)}"} if args.idempotency_key else {}
+            headers = {"Authorization": user_of_thread[thread_id]}
+            if args.idempotency_key:
+                headers["Idempotency-Key"] = f"k{next(counter)}"
             answer = client.post(f"/api/openai/threads/{thread_id}/runs", json={}, headers=headers)
             if answer.status_code != 200 or answer.get_json()["status"] != "completed":
                 raise SystemExit(f"POST .../runs answered {answer.status_code}: {answer.get_data(as_text=True)}")
@@ -199,7 +208,11 @@ def main(argv=None) -> None:
         for thread_id in [prepared_thread() for _ in range(20)]:
             post_run(thread_id)  # warm-up: imports, caches, pools
         looked = prepared_thread()
-        client.post(f"/api/openai/threads/{looked}/messages", json={"role": "user", "content": "[fake duration=3600]"})
+        client.post(
+            f"/api/openai/threads/{looked}/messages",
+            json={"role": "user", "content": "[fake duration=3600]"},
+            headers={"Authorization": user_of_thread[looked]},
+        )
         looked_run = backend.engine.start_run(looked, backend.settings.assistant_types[0], None, None, timeout=10).run[
             "id"
         ]
@@ -226,11 +239,22 @@ def main(argv=None) -> None:
             post_run(thread_id)
         timed_total = (time.process_time() - started) / args.runs
         after = counts.snapshot()
+        per_post = {part: seconds / args.runs for part, seconds in _charged.items()}
+        if args.top:
+            import cProfile
+            import pstats
+
+            threads = [prepared_thread() for _ in range(args.runs)]
+            profile = cProfile.Profile(time.process_time)
+            profile.enable()
+            for thread_id in threads:
+                post_run(thread_id)
+            profile.disable()
+            pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
     finally:
         fake.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    per_post = {part: seconds / args.runs for part, seconds in _charged.items()}
     in_app = sum(per_post.values())
     begins, checkouts, statements, hits = (b - a for a, b in zip(before, after, strict=True))
     print(f"CPU per POST .../runs ({args.strategy}, {args.runs} runs x {args.rounds} rounds, no wrappers):")

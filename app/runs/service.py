@@ -81,15 +81,17 @@ def start_and_wait(
         usage.check_budget(services, request.owner, request.assistant.name)  # before anything is created upstream
     holder = f"starting-{uuid.uuid4().hex}"
     lock_seconds = settings.run_timeout_seconds + LOCK_MARGIN_SECONDS
-    # The lock is taken only on the caller's own thread: one transaction checks both.
-    if not services.records.lock_thread(thread_id, holder, lock_seconds, owner=request.owner):
+    # One transaction: the lock, taken only on the caller's own thread, and the runs waiting for outputs.
+    waiting = services.records.lock_owned_thread(thread_id, request.owner, holder, lock_seconds)
+    if waiting is None:
         require_thread(services, request.owner, thread_id)  # not theirs, or deleted meanwhile: 404
         raise thread_busy(thread_id, services.records.active_run(thread_id))
     plan = RunPlan(
         thread_id, request.owner, request.assistant, request.temperature, request.top_p, request.client_tools
     )
     with _holding_thread(services, plan, holder):
-        _expire_waiting_runs(services, thread_id)
+        for recorded in waiting:  # expired, if their wait for the client's outputs has run out
+            _expire_if_due(services, recorded)
         return RunDriver(services, plan, deadline, sleep, listener).start(holder)
 
 
@@ -178,11 +180,6 @@ def _expire_if_due(services: Services, recorded: RecordedRun) -> RecordedRun:
     services.records.run_ended(ended, [], pending["owner"], pending["assistant_type"])
     log.info("run %s expired waiting for the client's tool outputs", ended["id"])
     return RecordedRun(ended, True, assistant_type=recorded.assistant_type)
-
-
-def _expire_waiting_runs(services: Services, thread_id: str) -> None:
-    for recorded in services.records.waiting_runs(thread_id):
-        _expire_if_due(services, recorded)
 
 
 def _owned_run_record(services: Services, thread_id: str, run_id: str) -> RecordedRun | None:

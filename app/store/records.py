@@ -86,15 +86,22 @@ class Records(ThreadRecords):
             conn.execute(runs.delete().where(runs.c.thread_id == thread_id))
             conn.execute(threads.delete().where(threads.c.id == thread_id))
 
-    def lock_thread(self, thread_id: str, holder: str, seconds: float, owner: str | None = None) -> bool:
-        """Take the thread's active-run lock unless another live holder has it (or, with `owner`,
-        the thread is not theirs)."""
+    def lock_thread(self, thread_id: str, holder: str, seconds: float) -> bool:
+        """Take the thread's active-run lock unless another live holder has it."""
         now = self.clock()
-        params = (holder, now + seconds, thread_id, now)
         with self.db.begin() as conn:
-            if owner is None:
-                return self._sql(conn, _LOCK, params).rowcount == 1
-            return self._sql(conn, _LOCK_OWNED, (*params, owner)).rowcount == 1
+            return self._sql(conn, _LOCK, (holder, now + seconds, thread_id, now)).rowcount == 1
+
+    def lock_owned_thread(self, thread_id: str, owner: str, holder: str, seconds: float) -> list[RecordedRun] | None:
+        """Take the lock of `owner`'s thread as `lock_thread` does, and read the thread's runs that
+        wait for the client's tool outputs, in one transaction; None when the lock was not taken
+        (another live holder, or not their thread)."""
+        now = self.clock()
+        with self.db.begin() as conn:
+            if self._sql(conn, _LOCK_OWNED, (holder, now + seconds, thread_id, now, owner)).rowcount != 1:
+                return None
+            rows = self._sql(conn, _RECORDED_SQL + " WHERE thread_id = ? AND pending IS NOT NULL", (thread_id,))
+            return [self._recorded(row) for row in rows.all()]
 
     def unlock_thread(self, thread_id: str, holder: str) -> None:
         with self.db.begin() as conn:
