@@ -47,16 +47,24 @@ def _area(frame: str) -> str | None:
     return None
 
 
-def shares(collapsed: Path) -> dict[str, float]:
-    """Share of samples per area, each sample given to the innermost frame of a known area."""
+def shares(collapsed: Path) -> tuple[int, int, dict[str, float]]:
+    """(samples, busy samples, share of the busy ones per area): a sample whose innermost frame is
+    the gevent hub's loop is the worker waiting for I/O (idle); a busy one goes to the innermost
+    frame of a known area."""
     counts: dict[str, float] = defaultdict(float)
-    total = 0
-    for line in collapsed.read_text().splitlines():
+    total = busy = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        frames = stack.split(";")
         total += int(n)
-        area = next((a for a in map(_area, reversed(stack.split(";"))) if a), "other (stdlib, C)")
+        if frames[-1].startswith("run (gevent/hub.py"):
+            continue
+        busy += int(n)
+        area = next((a for a in map(_area, reversed(frames)) if a), "other (stdlib, C)")
         counts[area] += int(n)
-    return {k: v / max(total, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+    return total, busy, {k: v / max(busy, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
 def main(argv=None) -> None:
@@ -77,7 +85,7 @@ def main(argv=None) -> None:
         def spied_load(*load_args, **load_kwargs):  # the step's load, its workers sampled throughout
             for pid in procs.tree(dep.backend.pid)[1:]:
                 raw = args.out / f"worker-{pid}.collapsed"
-                command = [spy, "record", "--pid", str(pid), "--rate", "200", "--duration", "18", "--nonblocking"]
+                command = [spy, "record", "--pid", str(pid), "--rate", "100", "--duration", "18", "--nonblocking"]
                 recorders.append((subprocess.Popen([*command, "--format", "raw", "-o", raw]), raw))
             return original(*load_args, **load_kwargs)
 
@@ -87,8 +95,9 @@ def main(argv=None) -> None:
             recorder.wait()
     print(f"{args.runs} {args.strategy} runs: {step['succeeded']} ok; ms/run {step['cpu']['ms_per_run']}")
     for _, raw in recorders:
-        print(f"{raw.name}:")
-        for area, share in shares(raw).items():
+        total, busy, by_area = shares(raw)
+        print(f"{raw.name}: {total} samples, {busy} busy (the rest: the hub waiting for I/O); the busy ones:")
+        for area, share in by_area.items():
             print(f"  {100 * share:5.1f}%  {area}")
 
 
