@@ -268,9 +268,9 @@ def main(argv=None) -> None:
         + ", ".join(f"{x * 1000:.3f}" for x in looks)
     )
     print(
-        f"Per POST: {begins / args.runs:.2f} database transactions, {checkouts / args.runs:.2f} connection "
-        f"checkouts, {statements / args.runs:.2f} SQL statements; {hits / args.runs:.2f} rate-limit "
-        "transactions (the shared counters file)"
+        f"Per POST: {checkouts / args.runs:.2f} database connection checkouts (one transaction each), of which "
+        f"{begins / args.runs:.2f} through SQLAlchemy Connections ({statements / args.runs:.2f} statements); "
+        f"{hits / args.runs:.2f} rate-limit transactions (the shared counters file)"
     )
     print(
         f"\nBy part, timed by wrappers ({timed_total * 1000:.3f} ms per POST with them, "

@@ -68,9 +68,13 @@ def watch_sqlite_file(engine: sa.Engine, path: str) -> None:
 
     @sa.event.listens_for(engine, "handle_error")
     def drop_after_storage_fault(context):
-        error = context.original_exception
-        if isinstance(error, sqlite3.OperationalError) and any(f in str(error).lower() for f in _STORAGE_FAULTS):
+        if storage_fault(context.original_exception):
             context.is_disconnect = True  # invalidates the whole pool: every connection is reopened
+
+
+def storage_fault(error: BaseException) -> bool:
+    """Whether a SQLite error says its connection cannot be trusted to write again."""
+    return isinstance(error, sqlite3.OperationalError) and any(f in str(error).lower() for f in _STORAGE_FAULTS)
 
 
 def sqlite_path(engine: sa.Engine) -> str | None:

@@ -1,14 +1,13 @@
 """What the backend remembers: thread owners and locks, run snapshots, messages, idempotent answers.
 
-The queries of a run's start and end are plain SQL strings run with `exec_driver_sql`: building
-an SQLAlchemy statement and its cache key cost ~150 us of CPU per query, the string ~0 (see
-docs/benchmarks.md, "Where the CPU of a POST .../runs goes"). They are written with `?` and
-given PostgreSQL's `%s` once.
+The queries of a run's start and end (and of its thread's lock) are plain SQL strings on the
+pool's DBAPI connections (app/store/lean.py): building an SQLAlchemy statement and its cache
+key costs ~150 us of CPU per query, and a `Connection` ~25 us more per transaction (see
+docs/benchmarks.md, "Where the CPU of a POST .../runs goes").
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from typing import NamedTuple
@@ -17,11 +16,11 @@ import sqlalchemy as sa
 
 from app.contract import ACTIVE_STATUSES, MessagePage, list_page
 from app.store.db import idempotency, messages, runs, threads
+from app.store.lean import Lean
 from app.store.thread_records import ThreadRecords
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # What `RecordedRun` is read from.
-_RECORDED_COLUMNS = (runs.c.snapshot, runs.c.finished_at, runs.c.upstream_id, runs.c.pending, runs.c.assistant_type)
 _RECORDED_SQL = "SELECT snapshot, finished_at, upstream_id, pending, assistant_type FROM runs"
 
 _LOCK = "UPDATE threads SET lock_run = ?, lock_until = ? WHERE id = ? AND (lock_until IS NULL OR lock_until < ?)"
@@ -55,11 +54,7 @@ class Records(ThreadRecords):
     def __init__(self, engine: sa.Engine, clock=time.time):
         self.db = engine
         self.clock = clock
-        self._dialect_sql = (lambda sql: sql) if engine.dialect.paramstyle == "qmark" else _format_style
-
-    def _sql(self, conn: sa.Connection, sql: str, params=()):
-        """Run a plain SQL string (written with `?`) on `conn`."""
-        return conn.exec_driver_sql(self._dialect_sql(sql), params)
+        self.lean = Lean(engine)
 
     # threads and their active-run lock
 
@@ -77,8 +72,9 @@ class Records(ThreadRecords):
 
     def thread_owner(self, thread_id: str) -> str | None:
         # Asked of the database every time: another process may have deleted the thread.
-        with self.db.connect() as conn:
-            return self._sql(conn, "SELECT owner FROM threads WHERE id = ?", (thread_id,)).scalar()
+        with self.lean.transaction() as sql:
+            row = sql("SELECT owner FROM threads WHERE id = ?", (thread_id,)).fetchone()
+        return None if row is None else row[0]
 
     def forget_thread(self, thread_id: str) -> None:
         with self.db.begin() as conn:
@@ -89,72 +85,69 @@ class Records(ThreadRecords):
     def lock_thread(self, thread_id: str, holder: str, seconds: float) -> bool:
         """Take the thread's active-run lock unless another live holder has it."""
         now = self.clock()
-        with self.db.begin() as conn:
-            return self._sql(conn, _LOCK, (holder, now + seconds, thread_id, now)).rowcount == 1
+        with self.lean.transaction() as sql:
+            return sql(_LOCK, (holder, now + seconds, thread_id, now)).rowcount == 1
 
     def lock_owned_thread(self, thread_id: str, owner: str, holder: str, seconds: float) -> list[RecordedRun] | None:
         """Take the lock of `owner`'s thread as `lock_thread` does, and read the thread's runs that
         wait for the client's tool outputs, in one transaction; None when the lock was not taken
         (another live holder, or not their thread)."""
         now = self.clock()
-        with self.db.begin() as conn:
-            if self._sql(conn, _LOCK_OWNED, (holder, now + seconds, thread_id, now, owner)).rowcount != 1:
+        with self.lean.transaction() as sql:
+            if sql(_LOCK_OWNED, (holder, now + seconds, thread_id, now, owner)).rowcount != 1:
                 return None
-            rows = self._sql(conn, _RECORDED_SQL + " WHERE thread_id = ? AND pending IS NOT NULL", (thread_id,))
-            return [self._recorded(row) for row in rows.all()]
+            rows = sql(_RECORDED_SQL + " WHERE thread_id = ? AND pending IS NOT NULL", (thread_id,)).fetchall()
+        return [self._recorded(row) for row in rows]
 
     def unlock_thread(self, thread_id: str, holder: str) -> None:
-        with self.db.begin() as conn:
-            self._unlock(conn, thread_id, holder)
-
-    def _unlock(self, conn, thread_id: str, holder: str) -> None:
-        self._sql(conn, _UNLOCK, (thread_id, holder))
+        with self.lean.transaction() as sql:
+            sql(_UNLOCK, (thread_id, holder))
 
     def active_run(self, thread_id: str) -> str | None:
         """The run holding the thread's lock, if the lock is still live."""
-        with self.db.connect() as conn:
-            row = self._sql(conn, "SELECT lock_run, lock_until FROM threads WHERE id = ?", (thread_id,)).first()
-        if row is None or row.lock_until is None or row.lock_until < self.clock():
+        with self.lean.transaction() as sql:
+            row = sql("SELECT lock_run, lock_until FROM threads WHERE id = ?", (thread_id,)).fetchone()
+        if row is None or row[1] is None or row[1] < self.clock():
             return None
-        return row.lock_run
+        return row[0]
 
     # runs
 
     def save_run(self, run: dict, owner: str, assistant_type: str, final: bool) -> None:
         """Insert or update the run's snapshot; owner and type are set once."""
-        with self.db.begin() as conn:
-            self._save_run(conn, run, owner, assistant_type, final)
+        with self.lean.transaction() as sql:
+            self._save_run(sql, run, owner, assistant_type, final)
 
     def run_started(self, thread_id: str, holder: str, run: dict, owner: str, assistant_type: str) -> None:
         """Record a new run, and hand it the lock its request took."""
-        with self.db.begin() as conn:
-            self._sql(conn, _PASS_LOCK, (run["id"], thread_id, holder))
-            self._save_run(conn, run, owner, assistant_type, final=False)
+        with self.lean.transaction() as sql:
+            sql(_PASS_LOCK, (run["id"], thread_id, holder))
+            self._save_run(sql, run, owner, assistant_type, final=False)
 
     def run_ended(self, run: dict, produced: list[dict], owner: str, assistant_type: str) -> None:
         """Record the run's last snapshot and the messages it produced, and free its thread."""
-        with self.db.begin() as conn:
-            self._save_run(conn, run, owner, assistant_type, final=run["status"] not in ACTIVE_STATUSES)
-            self._add_messages(conn, run["thread_id"], produced, run["id"])
-            self._unlock(conn, run["thread_id"], run["id"])
+        with self.lean.transaction() as sql:
+            self._save_run(sql, run, owner, assistant_type, final=run["status"] not in ACTIVE_STATUSES)
+            self._add_messages(sql, run["thread_id"], produced, run["id"])
+            sql(_UNLOCK, (run["thread_id"], run["id"]))
 
-    def _save_run(self, conn, run, owner, assistant_type, final) -> None:
+    def _save_run(self, sql, run, owner, assistant_type, final) -> None:
         now = self.clock()
         params = (run["id"], run["thread_id"], owner, assistant_type, run["status"], json.dumps(run))
-        self._sql(conn, _SAVE_RUN, (*params, now if final else None, now))
+        sql(_SAVE_RUN, (*params, now if final else None, now))
 
     def run(self, run_id: str) -> RecordedRun | None:
         """What the record knows of a run."""
-        with self.db.connect() as conn:
-            row = self._sql(conn, _RECORDED_SQL + " WHERE id = ?", (run_id,)).first()
+        with self.lean.transaction() as sql:
+            row = sql(_RECORDED_SQL + " WHERE id = ?", (run_id,)).fetchone()
         return None if row is None else self._recorded(row)
 
     @staticmethod
     def _recorded(row) -> RecordedRun:
-        pending = json.loads(row.pending) if row.pending else None
-        return RecordedRun(
-            json.loads(row.snapshot), row.finished_at is not None, row.upstream_id, pending, row.assistant_type
-        )
+        """The RecordedRun of a row of _RECORDED_SQL."""
+        snapshot, finished_at, upstream_id, pending, assistant_type = row
+        pending = json.loads(pending) if pending else None
+        return RecordedRun(json.loads(snapshot), finished_at is not None, upstream_id, pending, assistant_type)
 
     def run_progress(self, run_id: str, upstream_id: str) -> None:
         """The run goes on as another upstream run (the next round of a tool loop)."""
@@ -163,50 +156,46 @@ class Records(ThreadRecords):
 
     def await_outputs(self, run: dict, pending: dict, owner: str, assistant_type: str, seconds: float) -> None:
         """Record a run that waits for the client's tool outputs; its thread stays locked `seconds`."""
-        with self.db.begin() as conn:
-            self._save_run(conn, run, owner, assistant_type, final=False)
-            conn.execute(runs.update().where(runs.c.id == run["id"]).values(pending=json.dumps(pending)))
-            self._hold_lock(conn, run["thread_id"], run["id"], seconds)
+        with self.lean.transaction() as sql:
+            self._save_run(sql, run, owner, assistant_type, final=False)
+            sql("UPDATE runs SET pending = ? WHERE id = ?", (json.dumps(pending), run["id"]))
+            self._hold_lock(sql, run["thread_id"], run["id"], seconds)
 
     def take_pending(self, run_id: str, pending: dict, lock_seconds: float) -> bool:
         """Take the run's wait for tool outputs for one answer; False if someone else took it first.
 
         The thread's lock is then held for `lock_seconds` more, for the run's next wait.
         """
-        with self.db.begin() as conn:
-            taken = conn.execute(
-                runs.update().where(runs.c.id == run_id, runs.c.pending == json.dumps(pending)).values(pending=None)
-            )
+        with self.lean.transaction() as sql:
+            taken = sql("UPDATE runs SET pending = NULL WHERE id = ? AND pending = ?", (run_id, json.dumps(pending)))
             if taken.rowcount != 1:
                 return False
-            thread_id = conn.execute(sa.select(runs.c.thread_id).where(runs.c.id == run_id)).scalar()
-            self._hold_lock(conn, thread_id, run_id, lock_seconds)
+            (thread_id,) = sql("SELECT thread_id FROM runs WHERE id = ?", (run_id,)).fetchone()
+            self._hold_lock(sql, thread_id, run_id, lock_seconds)
             return True
 
     def waiting_runs(self, thread_id: str) -> list[RecordedRun]:
         """The thread's runs that wait for the client's tool outputs."""
-        with self.db.connect() as conn:
-            rows = self._sql(conn, _RECORDED_SQL + " WHERE thread_id = ? AND pending IS NOT NULL", (thread_id,)).all()
+        with self.lean.transaction() as sql:
+            rows = sql(_RECORDED_SQL + " WHERE thread_id = ? AND pending IS NOT NULL", (thread_id,)).fetchall()
         return [self._recorded(row) for row in rows]
 
-    def _hold_lock(self, conn, thread_id: str, holder: str, seconds: float) -> None:
-        conn.execute(
-            threads.update()
-            .where(threads.c.id == thread_id, threads.c.lock_run == holder)
-            .values(lock_until=self.clock() + seconds)
-        )
+    def _hold_lock(self, sql, thread_id: str, holder: str, seconds: float) -> None:
+        until = self.clock() + seconds
+        sql("UPDATE threads SET lock_until = ? WHERE id = ? AND lock_run = ?", (until, thread_id, holder))
 
     # messages
 
     def add_messages(self, thread_id: str, items: list[dict], run_id: str | None = None) -> None:
-        with self.db.begin() as conn:
-            self._add_messages(conn, thread_id, items, run_id)
+        if items:
+            with self.lean.transaction() as sql:
+                self._add_messages(sql, thread_id, items, run_id)
 
-    def _add_messages(self, conn, thread_id: str, items: list[dict], run_id: str | None) -> None:
+    @staticmethod
+    def _add_messages(sql, thread_id: str, items: list[dict], run_id: str | None) -> None:
         """Insert the messages the record does not know yet (by ID); the known ones stay as they are."""
         if items:
-            rows = [(m["id"], thread_id, run_id or m.get("run_id"), json.dumps(m)) for m in items]
-            self._sql(conn, _ADD_MESSAGE, rows)
+            sql(_ADD_MESSAGE, [(m["id"], thread_id, run_id or m.get("run_id"), json.dumps(m)) for m in items])
 
     def complete_messages(self, thread_id: str, listed: list[dict]) -> list[dict]:
         """Upstream messages with what the record knows of them; unknown ones are learned now."""
@@ -299,8 +288,3 @@ class Records(ThreadRecords):
         with self.db.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
-
-@functools.lru_cache(maxsize=256)
-def _format_style(sql: str) -> str:
-    """A `?` statement in the `%s` style of PostgreSQL's driver."""
-    return sql.replace("?", "%s")

@@ -1,0 +1,75 @@
+"""Short transactions on a pooled DBAPI connection, with plain SQL: the queries of a run's start and end.
+
+Through an SQLAlchemy `Connection`, a one-statement transaction costs ~45 us of CPU;
+on the pooled DBAPI connection itself ~22 us (docs/benchmarks.md). The pool is the
+engine's own, so its checkout events still refuse a missing, read-only or replaced
+SQLite file (app/store/guard.py). A DBAPI error is raised as SQLAlchemy's (an
+`OperationalError` is a 503, as everywhere else); after a storage fault or a lost
+server the engine's pool is replaced, as `guard` does for the other queries.
+
+    with Lean(engine).transaction() as run:
+        taken = run("UPDATE threads SET lock_run = ? WHERE id = ?", ("r1", "t1")).rowcount
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import sqlalchemy as sa
+
+from app.store.guard import storage_fault
+
+
+@functools.lru_cache(maxsize=256)
+def _format_style(sql: str) -> str:
+    """A `?` statement in the `%s` style of PostgreSQL's driver."""
+    return sql.replace("?", "%s")
+
+
+class Lean:
+    """Transactions of plain SQL statements (written with `?`) on the engine's pooled connections."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._style = (lambda sql: sql) if engine.dialect.paramstyle == "qmark" else _format_style
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """A function running one statement (one set of parameters, or a list of them) and
+        returning its cursor; committed at the end of the block, rolled back on any error."""
+        raw = self.engine.raw_connection()  # the pool's checkout: guard's checks run here
+        cursor = None
+        try:
+            cursor = raw.cursor()
+
+            def run(sql: str, params=()):
+                statement = self._style(sql)
+                if isinstance(params, list):
+                    cursor.executemany(statement, params)
+                else:
+                    cursor.execute(statement, params)
+                return cursor
+
+            yield run
+            raw.commit()
+        except self.dialect.loaded_dbapi.Error as exc:
+            lost = storage_fault(exc) or self.dialect.is_disconnect(exc, raw.dbapi_connection, cursor)
+            self._roll_back(raw)
+            if lost:
+                raw.invalidate(exc)
+                self.engine.dispose(close=False)  # every pooled connection is opened afresh
+            raise sa.exc.DBAPIError.instance(
+                None, None, exc, self.dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=self.dialect
+            ) from exc
+        except BaseException:
+            self._roll_back(raw)
+            raise
+        finally:
+            raw.close()  # back to the pool
+
+    @staticmethod
+    def _roll_back(raw) -> None:
+        with contextlib.suppress(Exception):
+            raw.rollback()
