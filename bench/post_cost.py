@@ -56,7 +56,8 @@ def _timed(part: str, fn):
 
 
 def _patch(owner, name: str, part: str) -> None:
-    setattr(owner, name, _timed(part, getattr(owner, name)))
+    if hasattr(owner, name):  # an older tree (--code) may not have it
+        setattr(owner, name, _timed(part, getattr(owner, name)))
 
 
 def _wrap_hooks(funcs: dict, parts: dict) -> None:
@@ -152,6 +153,9 @@ def main(argv=None) -> None:
     parser.add_argument("--idempotency-key", action="store_true", help="send an Idempotency-Key with each POST")
     parser.add_argument("--strategy", default="poll", choices=sorted(STRATEGIES))
     parser.add_argument("--top", type=int, default=0, help="also profile the POSTs (cProfile): the top functions")
+    parser.add_argument(
+        "--code", type=Path, default=procs.ROOT, help="the tree whose app is measured (an older commit's `git archive`)"
+    )
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-post-"))
@@ -166,10 +170,10 @@ def main(argv=None) -> None:
         }
         (work / "metrics").mkdir()
         env = procs.backend_env(fake_port, f"sqlite:///{work / 'post.db'}", STRATEGIES[args.strategy], extra)
-        procs.migrate(env)
+        procs.migrate(env, args.code)
         os.environ.clear()
         os.environ.update(env)
-        sys.path.insert(0, str(procs.ROOT))
+        sys.path.insert(0, str(args.code.resolve()))
         import logging
 
         from app import create_app
