@@ -59,8 +59,19 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+def _skip_unused_record_fields() -> None:
+    """No log line of this backend shows where it was logged from, its thread or its process:
+    logging is told not to look them up for every record (the "Optimization" section of Python's
+    logging HOWTO), which walks the stack and, under gevent, asks which greenlet is running."""
+    logging._srcfile = None  # no caller lookup (pathname, lineno, funcName)
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def configure(settings: Settings) -> None:
     """Route the app's loggers to stderr in the configured format and level."""
+    _skip_unused_record_fields()
     handler = logging.StreamHandler()
     handler.addFilter(_RequestContext([settings.openai_api_key or "", settings.jwt_key or "", *settings.api_tokens]))
     if settings.log_format == "json":
