@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 # An idle connection older than this is closed rather than reused (servers close theirs).
 KEEPALIVE_SECONDS = 5.0
-MAX_IDLE = 32
+# Only the connection taken is probed (not every idle one, as httpcore2 does), so a burst may leave many.
+MAX_IDLE = 256
 _MAX_HEAD_BYTES = 64 * 1024
 _READ_BYTES = 65536
 
