@@ -43,6 +43,8 @@ STREAM_READ_SECONDS = 5.0
 STREAM_ATTEMPTS = 30
 # At most this many items per POST /conversations/{id}/items (the spec's maxItems).
 MAX_ITEMS_PER_POST = 20
+# A GET through the lean client is tried again this many times after a transient error (the SDK's default).
+READ_RETRIES = 2
 NOT_CARRIED_OUT = "This function call was not carried out: this backend does not run functions."
 
 
@@ -159,6 +161,8 @@ class ResponsesEngine:
     def __init__(self, client: openai.OpenAI, upstream: UpstreamHTTP | None = None):
         self.conversations = client.conversations
         self.upstream = upstream or UpstreamHTTP(str(client.base_url), client.api_key)
+        timeout = getattr(client, "timeout", None)  # the SDK client's, for the reads made without it
+        self.read_seconds = getattr(timeout, "read", timeout) or QUICK_CALL_SECONDS
 
     def create_thread(self, messages, metadata):
         with translated_errors("create thread"):
@@ -203,18 +207,26 @@ class ResponsesEngine:
     def list_messages(self, thread_id, page: MessagePage):
         """Message items only, skipping tool and reasoning items across upstream pages."""
         data, after, has_more = [], page.after, True
-        with translated_errors("list messages"):
-            while has_more and len(data) <= page.limit:
-                listed = _json(
-                    self.conversations.items.with_raw_response.list(
-                        thread_id, limit=100, order=page.order, after=after or openai.omit
-                    )
-                )
-                data += [_message(item, thread_id, None) for item in listed["data"] if item["type"] == "message"]
-                has_more, after = bool(listed["has_more"]), listed["last_id"]
+        while has_more and len(data) <= page.limit:
+            params = {"limit": 100, "order": page.order, **({"after": after} if after else {})}
+            listed = self._read(f"/conversations/{thread_id}/items", params, "list messages")
+            data += [_message(item, thread_id, None) for item in listed["data"] if item["type"] == "message"]
+            has_more, after = bool(listed["has_more"]), listed["last_id"]
         more = len(data) > page.limit or has_more
         data = data[: page.limit]
         return list_page(data, more)
+
+    def _read(self, path: str, params: dict, what: str) -> dict:
+        """A GET through the lean client (a pass-through call: a fraction of the SDK's CPU), tried
+        again up to READ_RETRIES times after a transient error, as the SDK would."""
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                return self.upstream.get(path, params, timeout=self.read_seconds, what=what)[0]
+            except UpstreamTransient as exc:
+                if attempt == READ_RETRIES:
+                    raise
+                time.sleep(min(8.0, exc.retry_after if exc.retry_after is not None else 0.5 * 2**attempt))
+        raise AssertionError("unreachable")
 
     def _create_body(self, thread_id, assistant, temperature, top_p, tools=(), items=()) -> dict:
         body = {

@@ -201,11 +201,10 @@ class Records(ThreadRecords):
         """Upstream messages with what the record knows of them; unknown ones are learned now."""
         if not listed:
             return listed
-        with self.db.connect() as conn:
-            rows = conn.execute(
-                sa.select(messages.c.id, messages.c.body).where(messages.c.id.in_([m["id"] for m in listed]))
-            )
-            known = {row.id: json.loads(row.body) for row in rows}
+        ids = [m["id"] for m in listed]
+        with self.lean.transaction() as sql:
+            rows = sql(f"SELECT id, body FROM messages WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids))
+            known = {message_id: json.loads(body) for message_id, body in rows.fetchall()}
         unknown = [dict(m, created_at=int(self.clock())) for m in listed if m["id"] not in known]
         self.add_messages(thread_id, unknown)
         known.update((m["id"], m) for m in unknown)
