@@ -22,6 +22,8 @@ class AssistantType:
     temperature: float | None = None
     top_p: float | None = None
     tools: tuple[Tool, ...] = ()  # server tools, run by the backend
+    client_tools: tuple[Tool, ...] = ()  # declared on every run; the client runs them (requires_action)
+    allow_overrides: frozenset[str] = frozenset()  # run body fields a client may set: instructions, model
 
 
 def resolve(types: tuple[AssistantType, ...], fixed: str | None, type_name, assistant_id) -> AssistantType:

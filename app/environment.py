@@ -132,6 +132,8 @@ LOG_FORMAT = Choice("LOG_FORMAT", "text", ("text", "json"))
 RATELIMIT_RUNS = Text("RATELIMIT_RUNS", "30/minute")
 RATELIMIT_DEFAULT = Text("RATELIMIT_DEFAULT", "600/minute")
 RATELIMIT_STORAGE_URI = Text("RATELIMIT_STORAGE_URI", "memory://")
+# What ASSISTANT_<TYPE>_ALLOW_OVERRIDES may name: run body fields a type lets its clients set.
+OVERRIDABLE = ("instructions", "model")
 # The chat page at `/`; off unless enabled (`make run` turns it on: scripts/dev_env.py).
 CHAT_PAGE = Flag("CHAT_PAGE", False)
 
