@@ -116,7 +116,7 @@ def _client_tools(name: str, raw: str | None, server_tools) -> tuple:
     """The client tools a type declares: a JSON list of function tools, or the path of a JSON file of one."""
     if raw is None:
         return ()
-    if raw.startswith("["):
+    if raw.startswith(("[", "{")):
         source = raw
     else:
         try:

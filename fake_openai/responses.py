@@ -179,7 +179,8 @@ class Response(Job):
         # A reply longer than max_output_tokens is cut there, and the response ends incomplete.
         self.capped = False
         if not self.calls and self.outcome == "completed":
-            self.capped = formats.over(self._reply(False), self.max_output_tokens)
+            whole = formats.reply(self.text_format, self.script, self.label, False, self.results)
+            self.capped = formats.over(whole, self.max_output_tokens)
         if self.capped:
             self.outcome = "incomplete"
         self.output = []
