@@ -332,11 +332,6 @@ def responses_fields(options: RunOptions, type_instructions: str | None, *, cont
     return fields
 
 
-def responses_input(options: RunOptions) -> list[dict]:
-    """`additional_messages` as Responses input items: they join the conversation with the run's reply."""
-    return [{"type": "message", "role": m["role"], "content": m["content"]} for m in options.additional_messages]
-
-
 def assistants_fields(options: RunOptions) -> dict:
     """The run create fields of the Assistants API, as that API takes them (only those sent)."""
     fields = {

@@ -83,10 +83,6 @@ def test_additional_messages_are_checked_like_posted_messages_and_sent_to_each_u
         {"role": "assistant", "content": "Second"},
     )
     assert ro.assistants_fields(options)["additional_messages"] == list(options.additional_messages)
-    assert ro.responses_input(options) == [
-        {"type": "message", "role": "user", "content": "First"},
-        {"type": "message", "role": "assistant", "content": "Second"},
-    ]
     assert parse({"additional_messages": []}).additional_messages == ()
 
 
