@@ -11,7 +11,7 @@ engine sends; `reported` is what the run object shows: the values applied, never
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from app.api import validation as v
 from app.assistant_types import AssistantType
@@ -44,10 +44,20 @@ SCHEMA_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 TOOL_CHOICE_WORDS = ("none", "auto", "required")
 DEFAULT_TRUNCATION = {"type": "auto", "last_messages": None}
+# The run object's fields that show the settings applied (see `reported`).
+REPORTED = (
+    "response_format",
+    "tool_choice",
+    "parallel_tool_calls",
+    "truncation_strategy",
+    "max_prompt_tokens",
+    "max_completion_tokens",
+    "metadata",
+)
 # Where the Responses API has no equivalent, the run is refused rather than run otherwise.
 NO_LAST_MESSAGES = (
     "'truncation_strategy': type 'last_messages' is not available with this server's upstream (the Responses "
-    "API): it can only drop the oldest items itself. Send {\"type\": \"auto\"} or leave it out."
+    'API): it can only drop the oldest items itself. Send {"type": "auto"} or leave it out.'
 )
 NO_MAX_PROMPT_TOKENS = (
     "'max_prompt_tokens' is not available with this server's upstream (the Responses API has no limit on "
@@ -106,7 +116,7 @@ def _messages(value, max_chars: int, max_pairs: int) -> tuple[dict, ...]:
     for index, raw in enumerate(value):
         where = f"additional_messages[{index}]"
         if not isinstance(raw, dict) or set(raw) - {"role", "content", "metadata", "attachments"}:
-            raise bad_request(f"'{where}' must be {{\"role\", \"content\", \"metadata\"?}}.")
+            raise bad_request(f'\'{where}\' must be {{"role", "content", "metadata"?}}.')
         if raw.get("attachments"):
             raise bad_request(f"'{where}.attachments': attachments are not supported by this backend.")
         try:
@@ -374,3 +384,24 @@ def reported(options: RunOptions, run: dict) -> dict:
     if details:
         shown["incomplete_details"] = {**details, "reason": incomplete_reason(details.get("reason"))}
     return shown
+
+
+def carried(shown: dict, upstream: dict) -> dict:
+    """`upstream` (a newer look at a run) with the settings `shown` (the run as recorded) reports."""
+    run = dict(upstream, **{name: shown[name] for name in REPORTED if name in shown})
+    details = upstream.get("incomplete_details")
+    if details:
+        run["incomplete_details"] = {**details, "reason": incomplete_reason(details.get("reason"))}
+    return run
+
+
+def to_record(options: RunOptions) -> dict:
+    """The settings as JSON, for a run that goes on in another request (see `from_record`)."""
+    return asdict(options)
+
+
+def from_record(recorded: dict | None) -> RunOptions:
+    """The settings `to_record` kept (none for a run recorded before they were)."""
+    if not recorded:
+        return RunOptions()
+    return RunOptions(**{**recorded, "additional_messages": tuple(recorded.get("additional_messages") or ())})

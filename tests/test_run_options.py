@@ -475,3 +475,33 @@ def test_a_body_tool_may_not_take_a_declared_name(name):
         ro.run_tools([{"type": "function", "function": {"name": name}}], TYPED)
     assert caught.value.status == 400
     assert f"'{name}' is already declared" in caught.value.message
+
+
+def test_settings_survive_the_record_as_json():
+    body = {
+        "additional_messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "b", "schema": SCHEMA}},
+        "tool_choice": {"type": "function", "function": {"name": "lookup"}},
+        "truncation_strategy": {"type": "last_messages", "last_messages": 3},
+        "metadata": {"a": "b"},
+        "max_completion_tokens": 300,
+    }
+    options = parse(body)
+    assert ro.from_record(json.loads(json.dumps(ro.to_record(options)))) == options
+    assert ro.from_record(None) == ro.RunOptions()
+
+
+def test_a_newer_look_carries_the_recorded_settings():
+    shown = ro.reported(parse({"tool_choice": "none", "metadata": {"a": "b"}}), {"id": "run_1", "status": "queued"})
+    upstream = {
+        "id": "resp_2",
+        "status": "incomplete",
+        "tool_choice": "auto",
+        "metadata": {},
+        "incomplete_details": {"reason": "max_output_tokens"},
+    }
+    run = ro.carried(shown, upstream)
+    assert run["id"] == "resp_2" and run["status"] == "incomplete"
+    assert run["tool_choice"] == "none" and run["metadata"] == {"a": "b"}
+    assert run["incomplete_details"] == {"reason": "max_completion_tokens"}
+    assert {name: run[name] for name in ro.REPORTED} == {name: shown[name] for name in ro.REPORTED}
