@@ -115,10 +115,10 @@ def _messages(value, max_chars: int, max_pairs: int) -> tuple[dict, ...]:
     messages = []
     for index, raw in enumerate(value):
         where = f"additional_messages[{index}]"
-        if not isinstance(raw, dict) or set(raw) - {"role", "content", "metadata", "attachments"}:
-            raise bad_request(f'\'{where}\' must be {{"role", "content", "metadata"?}}.')
-        if raw.get("attachments"):
+        if isinstance(raw, dict) and "attachments" in raw:
             raise bad_request(f"'{where}.attachments': attachments are not supported by this backend.")
+        if not isinstance(raw, dict) or set(raw) - {"role", "content", "metadata"}:
+            raise bad_request(f'\'{where}\' must be {{"role", "content", "metadata"?}}.')
         try:
             message = {"role": v.role(raw.get("role")), "content": v.message_text(raw.get("content"), max_chars)}
             metadata = v.metadata(raw.get("metadata"), max_pairs)
@@ -155,10 +155,9 @@ def _response_format(value, max_chars: int):
         if not isinstance(spec["description"], str) or len(spec["description"]) > max_chars:
             raise _refuse(f"{name}.json_schema.description", f"must be a string of at most {max_chars} characters.")
         checked["description"] = spec["description"]
-    if spec.get("schema") is not None:
-        if not isinstance(spec["schema"], dict):
-            raise _refuse(f"{name}.json_schema.schema", "must be a JSON Schema object.")
-        checked["schema"] = spec["schema"]
+    if not isinstance(spec.get("schema"), dict):
+        raise _refuse(f"{name}.json_schema.schema", "must be a JSON Schema object.")
+    checked["schema"] = spec["schema"]
     if spec.get("strict") is not None:
         if not isinstance(spec["strict"], bool):
             raise _refuse(f"{name}.json_schema.strict", "must be true or false.")

@@ -151,8 +151,15 @@ def test_response_format_auto_sends_no_format():
         ({"type": "json_schema", "json_schema": {"name": "x" * 65}}, "response_format.json_schema.name"),
         ({"type": "json_schema", "json_schema": {"schema": SCHEMA}}, "response_format.json_schema.name"),
         ({"type": "json_schema", "json_schema": {"name": "b", "schema": "{}"}}, "response_format.json_schema.schema"),
-        ({"type": "json_schema", "json_schema": {"name": "b", "strict": "yes"}}, "response_format.json_schema.strict"),
-        ({"type": "json_schema", "json_schema": {"name": "b", "description": 5}}, "response_format.json_schema.descr"),
+        ({"type": "json_schema", "json_schema": {"name": "b"}}, "response_format.json_schema.schema"),
+        (
+            {"type": "json_schema", "json_schema": {"name": "b", "schema": SCHEMA, "strict": "yes"}},
+            "response_format.json_schema.strict",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"name": "b", "schema": SCHEMA, "description": 5}},
+            "response_format.json_schema.description",
+        ),
         ({"type": "json_schema", "json_schema": {"name": "b", "extra": 1}}, "response_format.json_schema"),
     ],
 )
