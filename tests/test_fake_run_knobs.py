@@ -224,3 +224,12 @@ def test_a_run_echoes_its_settings_and_adds_its_messages(client):
 def test_bad_run_knobs_are_refused(client, fake, extra, param):
     refused(lambda: start_run(client, "hi", **extra), param)
     assert not fake.runs
+
+
+def test_a_streamed_reply_stops_at_max_output_tokens(client):
+    stream = client.responses.create(model="gpt-4o", input=LONG, background=True, stream=True, max_output_tokens=16)
+    events = list(stream)
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == "Echo: " + " ".join(f"word{i}" for i in range(15))
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens"

@@ -512,3 +512,19 @@ def test_a_newer_look_carries_the_recorded_settings():
     assert run["tool_choice"] == "none" and run["metadata"] == {"a": "b"}
     assert run["incomplete_details"] == {"reason": "max_completion_tokens"}
     assert {name: run[name] for name in ro.REPORTED} == {name: shown[name] for name in ro.REPORTED}
+
+
+def test_the_served_document_leaves_out_what_this_deployment_refuses():
+    from app.api.openapi import document_for
+
+    def run_fields(types, engine):
+        return document_for(types, engine)["components"]["schemas"]["CreateRunRequest"]["properties"]
+
+    plain = run_fields((CURATOR,), "responses")
+    assert "instructions" not in plain and "model" not in plain and "max_prompt_tokens" not in plain
+    assert plain["assistant_type"]["enum"] == ["curator"]
+    truncation = plain["truncation_strategy"]["anyOf"][1]["properties"]
+    assert truncation == {"type": {"const": "auto"}, "last_messages": {"type": "null"}}
+    legacy = run_fields((CURATOR, OPEN), "assistants")
+    assert {"instructions", "model", "max_prompt_tokens"} <= set(legacy)
+    assert legacy["truncation_strategy"]["anyOf"][1]["properties"]["type"] == {"enum": ["auto", "last_messages"]}
