@@ -5,7 +5,7 @@ import sys
 from dotenv import load_dotenv
 
 from app import create_app
-from app.green import adjust_for_gevent
+from app.gevent_tuning import adjust_for_gevent
 from app.settings import ConfigError
 
 load_dotenv()

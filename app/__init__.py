@@ -8,14 +8,14 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import logs, metrics, ratelimit, schema
-from app.api import SERVICES_KEY, compat, health, openapi, page
+from app import logs, metrics, ratelimit
+from app.api import SERVICES_KEY, assistant_type_list, health, openapi, page, v1_dialect
 from app.api import errors as api_errors
-from app.api import types as assistant_types
 from app.api.runs import bp as runs_bp
 from app.api.threads import bp as threads_bp
 from app.services import build_services
 from app.settings import Settings, load_settings
+from app.store import schema
 
 EXPOSED_HEADERS = ["X-Request-ID", "openai-poll-after-ms", "Retry-After", "x-should-retry", "Idempotent-Replayed"]
 
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     _register_api(app, settings)
-    app.register_blueprint(assistant_types.bp, url_prefix="/api/openai")
+    app.register_blueprint(assistant_type_list.bp, url_prefix="/api/openai")
     if settings.chat_page:
         app.register_blueprint(page.bp)
     ratelimit.init_app(app, settings)
@@ -56,10 +56,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _register_api(app: Flask, settings: Settings) -> None:
     """The API blueprints under /api/openai (type from the body), /api/assistants/<type> (type from the URL)
-    and /v1 (type from the body, for the official SDKs: see app/api/compat.py)."""
+    and /v1 (type from the body, for the official SDKs: see app/api/v1_dialect.py)."""
     for bp in (threads_bp, runs_bp):
         app.register_blueprint(bp, name=f"openai_{bp.name}", url_prefix="/api/openai")
-        app.register_blueprint(bp, name=f"v1_{bp.name}", url_prefix=compat.PREFIX)
+        app.register_blueprint(bp, name=f"v1_{bp.name}", url_prefix=v1_dialect.PREFIX)
         for assistant in settings.assistant_types:
             app.register_blueprint(
                 bp,

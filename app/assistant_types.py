@@ -26,6 +26,11 @@ class AssistantType:
     allow_overrides: frozenset[str] = frozenset()  # run body fields a client may set: instructions, model
 
 
+def lookup(types: tuple[AssistantType, ...], name: str) -> AssistantType | None:
+    """The configured type called `name` (as recorded or in a URL), or None: the one lookup by name."""
+    return next((t for t in types if t.name == name), None)
+
+
 def resolve(types: tuple[AssistantType, ...], fixed: str | None, type_name, assistant_id) -> AssistantType:
     """The type a run request names, by type name or configured ID.
 
@@ -38,7 +43,7 @@ def resolve(types: tuple[AssistantType, ...], fixed: str | None, type_name, assi
             raise AssistantTypeError(f"'{field}' must be a string.")
     chosen = None
     if type_name is not None:
-        chosen = next((t for t in types if t.name == type_name.lower()), None)
+        chosen = lookup(types, type_name.lower())
         if chosen is None:
             raise AssistantTypeError(f"Unknown assistant type '{type_name}'. Configured types: {configured}.")
     if assistant_id is not None:
@@ -51,7 +56,7 @@ def resolve(types: tuple[AssistantType, ...], fixed: str | None, type_name, assi
             )
         chosen = by_id
     if fixed is not None:
-        url_type = next(t for t in types if t.name == fixed)
+        url_type = lookup(types, fixed)
         if chosen is not None and chosen is not url_type:
             raise AssistantTypeError(f"This route serves assistant type '{fixed}', but the body names '{chosen.name}'.")
         return url_type

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.runs.events import RunListener
 
 # A run in one of these has not ended yet.
 ACTIVE_STATUSES = frozenset({"queued", "in_progress", "cancelling"})
@@ -16,10 +20,22 @@ ACTIVE_STATUSES = frozenset({"queued", "in_progress", "cancelling"})
 class UpstreamError(Exception):
     """An upstream call failed; subclasses say how the caller should react."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        maybe_sent: bool = True,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        # False only when the upstream surely did not act on the request: never sent,
+        # or refused with a 4xx. A create that failed with maybe_sent must not be sent again.
+        self.maybe_sent = maybe_sent
+        self.param = param  # the request field the upstream named, if any
 
 
 class UpstreamTransient(UpstreamError):
@@ -74,18 +90,16 @@ def list_page(data: list[dict], has_more: bool) -> dict:
     }
 
 
+# follow(timeout, listener): reads the upstream event stream of a run until it ends (None
+# when it cannot tell within `timeout`), telling `listener` (app/runs/events.py) what it reads.
+Follow = Callable[[float, "RunListener | None"], "Poll | None"]
+
+
 @dataclass(frozen=True)
 class StartedRun:
-    """A run just created: its first snapshot and, when its creation opened an event
-    stream, `watch(timeout, emit=None)` that reads on until the run ends (None when it cannot
-    tell), passing the run's start and text deltas to `emit` as Assistants stream events
-    (app/stream_events.py), and `close()` that lets it go."""
+    """A run just created: its first snapshot and, when its creation opened an upstream
+    event stream, `follow` that reads on until the run ends, and `close()` that lets it go."""
 
     run: dict
-    watch: Callable[[float], Poll | None] | None = None
+    follow: Follow | None = None
     close: Callable[[], None] = lambda: None
-
-
-def maybe_sent(exc: UpstreamError) -> bool:
-    """Whether the failed request may have reached the upstream (see engines/upstream_http)."""
-    return getattr(exc, "maybe_sent", True)

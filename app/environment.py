@@ -1,6 +1,6 @@
 """The environment variables this project reads, each with its default and parser, written once.
 
-Settings, gunicorn.conf.py, deploy/nginx_site.py and app.migrate all read their
+Settings, gunicorn.conf.py, deploy/nginx_site.py and app.store.migrate all read their
 variables through these. Standard library only and nothing from the app:
 gunicorn.conf.py loads this file by path, without the app package.
 """
@@ -106,7 +106,7 @@ RUN_CANCEL_ON_TIMEOUT = Flag("RUN_CANCEL_ON_TIMEOUT", True)
 WAIT_STRATEGY = Choice("WAIT_STRATEGY", "poll", ("poll", "fixed", "stream"))
 POLL_FIRST_MS = Number("POLL_FIRST_MS", 500, int, low=1, high=60_000)
 POLL_MAX_MS = Number("POLL_MAX_MS", 1000, int, low=1, high=60_000)
-# Looks at waiting runs per second per process (app/pacing.py); 0: no budget. Measured: docs/benchmarks.md.
+# Looks at waiting runs per second per process (app/runs/polling.py); 0: no budget. Measured: docs/benchmarks.md.
 POLL_BUDGET = Number("POLL_BUDGET", 600, int, low=0, high=1_000_000)
 # Its default, min(10, RUN_TIMEOUT_SECONDS / 2), depends on the deadline: see Settings.
 UPSTREAM_TIMEOUT_SECONDS = Number("UPSTREAM_TIMEOUT_SECONDS", 10.0, low=0.1)

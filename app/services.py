@@ -1,4 +1,4 @@
-"""The per-process services the views share: settings, engine, record, poll schedule, capacity."""
+"""The per-process services the views share: settings, upstream engine, record, poll schedule, capacity."""
 
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ from app.engines.base import Engine
 from app.engines.client import make_client, offline_transport
 from app.engines.responses import ResponsesEngine
 from app.engines.upstream_http import make_upstream
-from app.pacing import LookBudget
+from app.runs.polling import LookBudget, PollSchedule
 from app.settings import Settings
-from app.store.db import make_engine
+from app.store.db import make_database
 from app.store.records import Records
-from app.waiting import PollSchedule
 
 
-def make_engine_for(settings: Settings):
-    """The configured engine; runs on the Responses API go through the lean client."""
+def make_upstream_engine(settings: Settings) -> Engine:
+    """The configured upstream engine; runs on the Responses API go through the lean client."""
     offline = offline_transport() if settings.offline else None
     if settings.engine == "responses":
         return ResponsesEngine(make_client(settings, offline), make_upstream(settings, offline))
@@ -66,8 +65,8 @@ def build_services(settings: Settings) -> Services:
         schedule = replace(schedule, pace=LookBudget(settings.poll_budget).delay)
     return Services(
         settings=settings,
-        engine=make_engine_for(settings),
-        records=Records(make_engine(settings.database_url)),
+        engine=make_upstream_engine(settings),
+        records=Records(make_database(settings.database_url)),
         schedule=schedule,
         capacity=Capacity(settings.max_inflight_runs),
     )

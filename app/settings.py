@@ -46,7 +46,7 @@ class Settings:
     wait_strategy: str = var.WAIT_STRATEGY.default
     poll_first_ms: int = var.POLL_FIRST_MS.default
     poll_max_ms: int = var.POLL_MAX_MS.default
-    poll_budget: int = var.POLL_BUDGET.default  # looks at runs per second per process (app/pacing.py); 0: none
+    poll_budget: int = var.POLL_BUDGET.default  # looks at runs per second per process (app/runs/polling.py); 0: none
     upstream_timeout_seconds: float = var.UPSTREAM_TIMEOUT_SECONDS.default
     tool_max_rounds: int = var.TOOL_MAX_ROUNDS.default
     tool_outputs_timeout_seconds: float = var.TOOL_OUTPUTS_TIMEOUT_SECONDS.default
@@ -75,10 +75,6 @@ class Settings:
     def offline(self) -> bool:
         """Whether the built-in offline upstream answers instead of OpenAI."""
         return self.openai_base_url == OFFLINE
-
-    def assistant_type(self, name: str) -> AssistantType | None:
-        """The configured type of that name, if any."""
-        return next((t for t in self.assistant_types if t.name == name), None)
 
 
 def _rate_limit(env, variable: var.Text):

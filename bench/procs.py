@@ -1,4 +1,4 @@
-"""The benchmark's deployment on the shared process harness (tests/servers.py), and what /proc says of it."""
+"""The benchmark's deployment on the shared process harness (harness/servers.py), and what /proc says of it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.servers import (  # noqa: F401 - free_port and tree are part of what bench uses from here
+from harness.servers import (  # noqa: F401 - free_port and tree are part of what bench uses from here
     ROOT,
     Child,
     free_port,
@@ -64,8 +64,8 @@ def backend_env(
 
 
 def migrate(env: dict[str, str], code: Path = ROOT) -> None:
-    """Create the backend's database schema (`python -m app.migrate`)."""
-    subprocess.run([sys.executable, "-m", "app.migrate"], env=env, cwd=code, check=True, capture_output=True)
+    """Create the backend's database schema (`python -m app.store.migrate`)."""
+    subprocess.run([sys.executable, "-m", "app.store.migrate"], env=env, cwd=code, check=True, capture_output=True)
 
 
 def backend_conf(code: Path = ROOT) -> Path:

@@ -4,7 +4,7 @@ import os
 
 from alembic import context
 
-from app.store.db import make_engine, metadata
+from app.store.db import make_database, metadata
 
 url = context.config.attributes.get("database_url") or os.environ.get("DATABASE_URL", "sqlite:///instance/backend.db")
 connection = context.config.attributes.get("connection")
@@ -19,7 +19,7 @@ def run(connection):
 if connection is not None:
     run(connection)
 else:
-    engine = make_engine(url)
+    engine = make_database(url)
     with engine.connect() as connection:
         run(connection)
     engine.dispose()

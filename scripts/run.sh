@@ -10,5 +10,5 @@ bash scripts/setup.sh
 
 exports="$(.venv/bin/python scripts/dev_env.py .env)"
 eval "$exports"
-.venv/bin/python -m app.migrate
+.venv/bin/python -m app.store.migrate
 exec .venv/bin/flask --app wsgi run --host "$HOST" --port "$PORT" --with-threads

@@ -1,5 +1,5 @@
 """Fixtures: the fake upstream as a real local server, a fresh app per test on each engine, and the
-PostgreSQL and Redis servers some tests start. Helpers live in tests/helpers.py, servers in tests/servers.py."""
+PostgreSQL and Redis servers some tests start. Helpers live in tests/helpers.py, servers in harness/servers.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from app import create_app
 from app.settings import load_settings
 from app.store.db import upgrade
 from fake_openai import create_fake_app
+from harness.servers import PostgresServer, start_redis
 from tests.helpers import TOKENS, UPSTREAM_KEY, Api, ServerThread
-from tests.servers import PostgresServer, start_redis
 
 
 @pytest.fixture(scope="session")

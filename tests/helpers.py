@@ -12,13 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from werkzeug.serving import make_server
 
-from tests.servers import wait_until
+from harness.servers import wait_until
 
 UPSTREAM_KEY = "sk-test-upstream-key-0123456789"
 TOKENS = {"alice": "alice-token-0001", "bob": "bob-token-0002"}
 
 # Upstream routes, as the fake counts them.
 RUN_CREATE = {"assistants": "POST /v1/threads/{thread_id}/runs", "responses": "POST /v1/responses"}
+# How long a run created behind the backend's back (`create_run_upstream`) may take to start.
+CREATE_SECONDS = 10.0
 RUN_GET = {"assistants": "GET /v1/threads/{thread_id}/runs/{run_id}", "responses": "GET /v1/responses/{response_id}"}
 
 
@@ -31,6 +33,11 @@ def upstream_calls(fake, *routes: str, writes_only: bool = False) -> int:
         for route, n in requests.items()
         if (not routes or route in routes) and not (writes_only and route.startswith("GET"))
     )
+
+
+def create_run_upstream(engine, thread_id: str, assistant) -> dict:
+    """A run started on the upstream engine directly, behind the backend's back (not waited on)."""
+    return engine.start_run(thread_id, assistant, None, None, timeout=CREATE_SECONDS).run
 
 
 class ServerThread:

@@ -139,15 +139,15 @@ def test_a_create_that_cannot_reach_the_upstream_is_retried_only_inside_the_dead
 
 
 def test_the_deadline_starts_when_the_request_arrives(app, api, engine_name):
-    from app import runs
+    from app.runs import service
+    from app.runs.service import RunRequest
 
     thread = api.new_thread()
     api.say(thread, "think for ever [fake status=never]")
     services = app.extensions["services"]
     started = time.monotonic()
-    result = runs.start_and_wait(
-        services, "alice", thread, services.settings.assistant_types[0], None, None, arrived=started - 4.5
-    )
+    request = RunRequest("alice", thread, services.settings.assistant_types[0], None, None, arrived=started - 4.5)
+    result = service.start_and_wait(services, request)
     outcome, error = outcome_of(result, services.settings.run_timeout_seconds)
     assert result.timed_out and outcome.http_status == 408 and error == "Run timeout exceeded 5 seconds"
     assert time.monotonic() - started < 2.0  # half a second of deadline left, and the cancel

@@ -21,13 +21,12 @@ from flask import request
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app, runs
+from app import create_app
+from app.runs import service as runs
 from app.settings import Settings, inflight_limit, load_settings
 from app.store.db import upgrade
 from deploy.nginx_site import SITE, read_timeout
-from tests.helpers import DEPLOY_TOKEN as TOKEN
-from tests.helpers import DEPLOY_UPSTREAM_KEY, call, gunicorn_env
-from tests.servers import (
+from harness.servers import (
     ROOT,
     children_of,
     free_port,
@@ -36,6 +35,8 @@ from tests.servers import (
     start_nginx,
     wait_until,
 )
+from tests.helpers import DEPLOY_TOKEN as TOKEN
+from tests.helpers import DEPLOY_UPSTREAM_KEY, call, gunicorn_env
 
 RUN_TIMEOUT = 5  # seconds; runs of RUN_SECONDS answer 200, "never" runs the app's 408
 RUN_SECONDS = 3

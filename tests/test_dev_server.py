@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.servers import ROOT, free_port, http_status, wait_until
+from harness.servers import ROOT, free_port, http_status, wait_until
 
 
 def _call(base, method, path, body=None):

@@ -1,4 +1,4 @@
-"""The per-process budget of looks (app/pacing.py), with an injected clock, and in wait_for_run."""
+"""The per-process budget of looks (app/runs/polling.py), with an injected clock, and in wait_for_run."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from collections import Counter
 from dataclasses import replace
 
 from app.engines.base import Poll
-from app.pacing import LookBudget
-from app.waiting import PollSchedule, wait_for_run
+from app.runs.polling import LookBudget, PollSchedule, wait_for_run
 
 
 class Clock:

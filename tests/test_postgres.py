@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.store.db import upgrade
+from harness.servers import wait_until
 from tests.helpers import TOKENS, Api, upstream_calls
-from tests.servers import wait_until
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from app.store.db import make_engine, metadata
+from app.store.db import make_database, metadata
 from app.store.records import Records
+from harness.servers import wait_until
 from tests.helpers import TOKENS, Api, background_run
-from tests.servers import wait_until
 
 
 def test_a_finished_run_is_answered_from_the_record_without_an_upstream_call(api, fake):
@@ -66,7 +66,7 @@ def test_a_lock_left_by_a_crashed_process_expires(app, api):
 
 
 def test_migrations_match_the_tables(migrated_db):
-    engine = make_engine(f"sqlite:///{migrated_db}")
+    engine = make_database(f"sqlite:///{migrated_db}")
     with engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
         tables = set(sa.inspect(conn).get_table_names())
@@ -78,7 +78,7 @@ def test_migrations_match_the_tables(migrated_db):
 def test_the_thread_lock_has_one_live_holder_and_expires(migrated_db, tmp_path):
     db = tmp_path / "lock.db"
     shutil.copy(migrated_db, db)
-    engine = make_engine(f"sqlite:///{db}")
+    engine = make_database(f"sqlite:///{db}")
     now = [1000.0]
     records = Records(engine, clock=lambda: now[0])
     try:

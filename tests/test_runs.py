@@ -10,7 +10,7 @@ import pytest
 
 from app.api.outcomes import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME
 from app.contract import UpstreamRejected
-from tests.helpers import RUN_CREATE, RUN_GET, background_run, upstream_calls
+from tests.helpers import RUN_CREATE, RUN_GET, background_run, create_run_upstream, upstream_calls
 
 
 def _count(fake, engine_name, table):
@@ -214,7 +214,7 @@ def test_upstream_active_run_error_becomes_409(api, fake, app, engine_name):
     engine = app.extensions["services"].engine
     from app.assistant_types import AssistantType
 
-    engine.create_run(thread, AssistantType("curator", "asst_curator", "gpt-4o"), None, None)  # started behind our back
+    create_run_upstream(engine, thread, AssistantType("curator", "asst_curator", "gpt-4o"))  # started behind our back
     answer = api.run(thread)
     assert answer.status_code == 409
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.schema import head, prepare
 from app.settings import ConfigError
 from app.store.db import upgrade
+from app.store.schema import head, prepare
 from tests.helpers import TOKENS, Api
 
 ROOT = Path(__file__).resolve().parent.parent

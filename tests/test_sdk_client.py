@@ -6,7 +6,7 @@ import httpx2
 import openai
 import pytest
 
-from tests.helpers import RUN_CREATE, TOKENS
+from tests.helpers import RUN_CREATE, TOKENS, create_run_upstream
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
 
@@ -56,7 +56,7 @@ def test_cancel_through_the_sdk(sdk, app):
     from app.assistant_types import AssistantType
 
     # A run started by an older frontend path (not waited on), then cancelled through the SDK.
-    run = backend.engine.create_run(thread.id, AssistantType("curator", "asst_curator", "gpt-4o"), None, None)
+    run = create_run_upstream(backend.engine, thread.id, AssistantType("curator", "asst_curator", "gpt-4o"))
     backend.records.save_run(run, "alice", "curator", final=False)
     cancelled = sdk.beta.threads.runs.cancel(run["id"], thread_id=thread.id)
     assert cancelled.status in ("cancelling", "cancelled")

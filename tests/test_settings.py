@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from dotenv import dotenv_values
 
 from app import create_app
+from app.assistant_types import lookup
 from app.settings import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ def test_assistant_types_are_the_groups_of_variables(tmp_path):
         }
     )
     assert [t.name for t in settings.assistant_types] == ["art_critic", "curator", "tutor"]
-    tutor = settings.assistant_type("tutor")
+    tutor = lookup(settings.assistant_types, "tutor")
     assert tutor.instructions == "Teach kindly." and tutor.top_p == 0.9
 
 

@@ -1,10 +1,10 @@
-"""RunEvents, the emit hook of a streamed run: the order of the events, the text sent once, nothing after the end."""
+"""RunEvents, the listener of a streamed run: the order of the events, the text sent once, nothing after the end."""
 
 from __future__ import annotations
 
+from app.api.sse import RunEvents, error_data, frame
 from app.contract import Poll
-from app.stream_events import RunEvents, error_data, frame, message_delta
-from app.waiting import PollSchedule, wait_for_run
+from app.runs.polling import PollSchedule, wait_for_run
 
 
 def _run(status):
@@ -16,20 +16,30 @@ def _message(text, status="completed"):
     return {"id": "msg_1", "object": "thread.message", "role": "assistant", "content": content, "status": status}
 
 
+class _Statuses:
+    """A listener that notes the event each status change would be."""
+
+    def __init__(self, heard):
+        self.heard = heard
+
+    def status_changed(self, run):
+        self.heard.append(f"thread.run.{run['status']}")
+
+
 def _recorded():
     sent = []
     return sent, RunEvents(lambda name, data: sent.append((name, data)))
 
 
 def test_statuses_are_sent_once_each_and_the_message_is_announced_before_its_text():
-    sent, emit = _recorded()
-    emit("thread.run.created", _run("queued"))
-    emit("thread.run.in_progress", _run("in_progress"))
-    emit("thread.run.in_progress", _run("in_progress"))
-    emit("thread.message.delta", message_delta("msg_1", "Hel"))
-    emit("thread.message.delta", message_delta("msg_1", "lo"))
-    emit("thread.message.completed", _message("Hello"))
-    emit("thread.run.completed", _run("completed"))
+    sent, events = _recorded()
+    events.created(_run("queued"))
+    events.status_changed(_run("in_progress"))
+    events.status_changed(_run("in_progress"))
+    events.text_appended("msg_1", 0, "Hel")
+    events.text_appended("msg_1", 0, "lo")
+    events.message_completed(_message("Hello"))
+    events.status_changed(_run("completed"))
     assert [name for name, _ in sent] == [
         "thread.run.created",
         "thread.run.queued",
@@ -52,35 +62,35 @@ def test_statuses_are_sent_once_each_and_the_message_is_announced_before_its_tex
 
 
 def test_the_text_not_yet_sent_goes_as_one_delta_before_the_completed_message():
-    sent, emit = _recorded()
-    emit("thread.run.created", _run("in_progress"))
-    emit("thread.message.delta", message_delta("msg_1", "Echo: "))
-    emit("thread.message.completed", _message("Echo: hello world"))
+    sent, events = _recorded()
+    events.created(_run("in_progress"))
+    events.text_appended("msg_1", 0, "Echo: ")
+    events.message_completed(_message("Echo: hello world"))
     deltas = [data["delta"]["content"][0]["text"]["value"] for name, data in sent if name == "thread.message.delta"]
     assert deltas == ["Echo: ", "hello world"]
 
 
 def test_an_incomplete_message_ends_with_its_own_event():
-    sent, emit = _recorded()
-    emit("thread.run.created", _run("in_progress"))
-    emit("thread.message.incomplete", _message("Ech", status="incomplete"))
+    sent, events = _recorded()
+    events.created(_run("in_progress"))
+    events.message_completed(_message("Ech", status="incomplete"))
     assert [name for name, _ in sent][-2:] == ["thread.message.delta", "thread.message.incomplete"]
 
 
 def test_nothing_is_sent_after_the_final_run_event():
-    sent, emit = _recorded()
-    emit("thread.run.created", _run("queued"))
-    emit("thread.run.cancelled", _run("cancelled"))
-    emit("error", error_data("Run timeout exceeded 1 seconds", "run_timeout"))
-    assert emit.ended and [name for name, _ in sent][-1] == "thread.run.cancelled"
+    sent, events = _recorded()
+    events.created(_run("queued"))
+    events.status_changed(_run("cancelled"))
+    events.error(error_data("Run timeout exceeded 1 seconds", "run_timeout"))
+    assert events.ended and [name for name, _ in sent][-1] == "thread.run.cancelled"
 
 
 def test_an_error_ends_the_events():
-    sent, emit = _recorded()
-    emit("thread.run.created", _run("in_progress"))
-    emit("error", error_data("boom", "upstream_error"))
-    emit("thread.run.completed", _run("completed"))
-    assert emit.ended and sent[-1] == (
+    sent, events = _recorded()
+    events.created(_run("in_progress"))
+    events.error(error_data("boom", "upstream_error"))
+    events.status_changed(_run("completed"))
+    assert events.ended and sent[-1] == (
         "error",
         {"error": {"message": "boom", "type": "server_error", "code": "upstream_error", "param": None}},
     )
@@ -99,7 +109,7 @@ def test_the_wait_reports_new_active_statuses_and_leaves_the_end_to_its_caller()
         timeout=5,
         schedule=PollSchedule(first_ms=1, max_ms=1),
         sleep=lambda _: None,
-        emit=lambda name, data: heard.append(name),
+        listener=_Statuses(heard),
     )
     assert result.run["status"] == "completed"
     assert heard == ["thread.run.in_progress"]

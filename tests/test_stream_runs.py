@@ -12,10 +12,11 @@ import openai
 import pytest
 from openai.types.beta import AssistantStreamEvent
 
-from app import run_loop, runs
 from app.contract import UpstreamRejected, UpstreamTransient
+from app.runs import service as runs
+from app.runs.errors import DeadlineBeforeStart
+from harness.servers import wait_until
 from tests.helpers import TOKENS, Api, ServerThread, background_run
-from tests.servers import wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
 
@@ -270,7 +271,7 @@ def test_a_deadline_passed_before_the_creation_is_the_usual_408(api, live_server
     api.say(thread_id, "hello")
 
     def too_late(*args, **kwargs):
-        raise run_loop.DeadlineBeforeStart()
+        raise DeadlineBeforeStart()
 
     monkeypatch.setattr(runs, "start_and_wait", too_late)
     status, headers, body, _ = _sse(live_server.url, thread_id)

@@ -6,7 +6,7 @@ import pytest
 
 from app.api.outcomes import FINAL_STATUS_OUTCOMES, TIMEOUT_OUTCOME, UNEXPECTED_OUTCOME, outcome_of
 from app.contract import Poll, UpstreamTransient
-from app.waiting import MIN_DELAY_SECONDS, PollSchedule, WaitResult, wait_for_run
+from app.runs.polling import MIN_DELAY_SECONDS, PollSchedule, WaitResult, wait_for_run
 
 
 class FakeTime:

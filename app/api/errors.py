@@ -7,7 +7,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from app.api import compat
+from app.api import v1_dialect
 from app.contract import UpstreamError
 from app.errors import NO_RETRY, ApiError, from_upstream
 from app.redaction import redact
@@ -16,7 +16,7 @@ log = logging.getLogger("app.errors")
 
 
 def _answer(error: ApiError):
-    body = compat.error_body(error) if compat.under_v1() else {"error": error.message, **error.extra}
+    body = v1_dialect.error_body(error) if v1_dialect.under_v1() else {"error": error.message, **error.extra}
     response = jsonify(body)
     response.status_code = error.status
     response.headers.update(error.headers)

@@ -6,8 +6,8 @@ import logging
 
 from flask import Blueprint, jsonify
 
-from app import schema
 from app.api import services
+from app.store import schema
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("app.health")

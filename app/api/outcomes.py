@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.waiting import WaitResult
+from app.runs.polling import WaitResult
 
 
 @dataclass(frozen=True)

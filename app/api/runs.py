@@ -6,22 +6,24 @@ URL default, which `take_url_type` moves to `g.url_assistant_type`.
 
 from __future__ import annotations
 
-import functools
 import time
 
 from flask import Blueprint, g, jsonify
 
-from app import run_loop, runs, tools
-from app.api import authenticate_caller, compat, services
+from app import tools
+from app.api import authenticate_caller, services, v1_dialect
 from app.api import validation as v
 from app.api.idempotency import idempotent
 from app.api.outcomes import TIMEOUT_OUTCOME, outcome_of
-from app.api.streams import event_stream
+from app.api.sse import RunEvents, error_data
+from app.api.streamed_answer import streamed_answer
 from app.assistant_types import AssistantTypeError, resolve
 from app.errors import NO_RETRY, ApiError
 from app.ratelimit import run_limit
-from app.runs import LOCK_MARGIN_SECONDS
-from app.stream_events import error_data
+from app.runs import service
+from app.runs.errors import CreateUnconfirmed, DeadlineBeforeStart
+from app.runs.events import RunListener
+from app.runs.service import LOCK_MARGIN_SECONDS, RunRequest, ToolOutputsRequest
 
 RUN_FIELDS = {"assistant_type", "assistant_id", "temperature", "top_p", "stream", "metadata", "tools"}
 SUBMIT_FIELDS = {"tool_outputs", "stream"}
@@ -31,7 +33,9 @@ bp = Blueprint("runs", __name__)
 
 @bp.before_request
 def note_arrival():
-    """A run's deadline starts when its request arrives, before any check or upstream call."""
+    """A run's deadline starts here: after the app's own hooks (request ID, metrics, and the
+    rate limits, which may authenticate the caller), before this blueprint's checks and any
+    upstream call."""
     g.arrived = time.monotonic()
 
 
@@ -82,18 +86,8 @@ def create_run(thread_id):
     top_p = v.number_in_range(body, "top_p", 0, 1)
     temperature = assistant.temperature if temperature is None else temperature
     top_p = assistant.top_p if top_p is None else top_p
-    start = functools.partial(
-        runs.start_and_wait,
-        s,
-        g.user,
-        thread_id,
-        assistant,
-        temperature,
-        top_p,
-        client_tools=client_tools,
-        arrived=g.arrived,
-    )
-    return _answer(s, start, stream)
+    request = RunRequest(g.user, thread_id, assistant, temperature, top_p, client_tools, g.arrived)
+    return _answer(s, request, stream)
 
 
 @bp.post("/threads/<thread_id>/runs/<run_id>/submit_tool_outputs")
@@ -106,18 +100,18 @@ def submit_tool_outputs(thread_id, run_id):
     body = v.json_body(SUBMIT_FIELDS)
     stream = v.stream_flag(body)
     outputs = v.tool_outputs(body.get("tool_outputs"))
-    start = functools.partial(runs.submit_tool_outputs, s, g.user, thread_id, run_id, outputs, arrived=g.arrived)
-    return _answer(s, start, stream)
+    request = ToolOutputsRequest(g.user, thread_id, run_id, outputs, g.arrived)
+    return _answer(s, request, stream)
 
 
-def _answer(s, start, stream: bool):
-    """The answer to a run waited for by `start(emit=...)`: its stream of events, the run,
-    or the status table's error."""
+def _answer(s, request: RunRequest | ToolOutputsRequest, stream: bool):
+    """The answer to a run started or answered by `request`: its streamed answer, the run
+    once it has ended, or the status table's error."""
     if stream:
-        return _streamed(s, start)
-    result = _within_capacity(s, start)
-    if compat.under_v1():
-        return jsonify(compat.ended_run(s, result))
+        return _streamed(s, request)
+    result = _within_capacity(s, request)
+    if v1_dialect.under_v1():
+        return jsonify(v1_dialect.ended_run(s, result))
     outcome, error = outcome_of(result, s.settings.run_timeout_seconds)
     if error is None:
         response = jsonify(result.run)
@@ -128,38 +122,42 @@ def _answer(s, start, stream: bool):
     return response
 
 
-def _within_capacity(s, start, emit=None):
-    """`start(emit=...)` (a run's service) in one of this worker's places for waiting runs,
-    its creation failures as API errors."""
+def _within_capacity(s, request: RunRequest | ToolOutputsRequest, listener: RunListener | None = None):
+    """The run's service, in one of this worker's places for waiting runs; its creation
+    failures as API errors."""
     if not s.capacity.try_take():
         raise _no_room()
     try:
-        return start(emit=emit)
-    except run_loop.DeadlineBeforeStart:
+        if isinstance(request, RunRequest):
+            return service.start_and_wait(s, request, listener)
+        return service.submit_tool_outputs(s, request, listener)
+    except DeadlineBeforeStart:
         seconds = f"{s.settings.run_timeout_seconds:g}"
         raise ApiError(408, TIMEOUT_OUTCOME.error.format(seconds=seconds), headers=NO_RETRY) from None
-    except run_loop.CreateUnconfirmed:
+    except CreateUnconfirmed:
         raise _unconfirmed() from None
     finally:
         s.capacity.give_back()
 
 
-def _streamed(s, start):
-    """The run as Assistants stream events; every check above and in `start` answers before them."""
-
-    def work(emit):
-        result = _within_capacity(s, start, emit)
-        if result.timed_out:  # sent only when the cancel did not end the run (see RunEvents)
-            _, error = outcome_of(result, s.settings.run_timeout_seconds)
-            emit("error", error_data(error, "run_timeout"))
-
+def _streamed(s, request: RunRequest | ToolOutputsRequest):
+    """The run as Assistants stream events; every check above and in the service answers before them."""
     # A backstop: the service itself ends well before (docs/deploying.md, the timeout chain).
-    return event_stream(work, ends_by=g.arrived + s.settings.run_timeout_seconds + LOCK_MARGIN_SECONDS)
+    ends_by = g.arrived + s.settings.run_timeout_seconds + LOCK_MARGIN_SECONDS
+    return streamed_answer(_tell_run, (s, request), ends_by)
+
+
+def _tell_run(s, request: RunRequest | ToolOutputsRequest, events: RunEvents) -> None:
+    """The run's service with `events` as its listener (in the streamed answer's own thread)."""
+    result = _within_capacity(s, request, events)
+    if result.timed_out:  # sent only when the cancel did not end the run (see RunEvents)
+        _, error = outcome_of(result, s.settings.run_timeout_seconds)
+        events.error(error_data(error, "run_timeout"))
 
 
 @bp.get("/threads/<thread_id>/runs/<run_id>")
 def get_run(thread_id, run_id):
-    run, poll_after_ms = runs.retrieve(
+    run, poll_after_ms = service.retrieve(
         services(), g.user, v.checked_id(thread_id, "thread"), v.checked_id(run_id, "run")
     )
     response = jsonify(run)
@@ -170,4 +168,4 @@ def get_run(thread_id, run_id):
 
 @bp.post("/threads/<thread_id>/runs/<run_id>/cancel")
 def cancel_run(thread_id, run_id):
-    return jsonify(runs.cancel(services(), g.user, v.checked_id(thread_id, "thread"), v.checked_id(run_id, "run")))
+    return jsonify(service.cancel(services(), g.user, v.checked_id(thread_id, "thread"), v.checked_id(run_id, "run")))

@@ -73,7 +73,8 @@ class AssistantsEngine:
             warnings.simplefilter("ignore", DeprecationWarning)
             return client.beta.threads.runs
 
-    def create_run(self, thread_id, assistant, temperature, top_p, timeout: float | None = None, tools=()):
+    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=()):
+        """Polled: a run streams only to the client that created it, which the backend does not need."""
         run = self._call(
             "create run",
             self._one_attempt(timeout).create,
@@ -83,14 +84,10 @@ class AssistantsEngine:
             top_p=top_p if top_p is not None else openai.omit,
             tools=[{"type": "function", "function": tool.declaration()} for tool in tools] or openai.omit,
         )
-        return _plain(run)
-
-    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, stream=False, tools=()):
-        """Polled: a run streams only to the client that created it, which the backend does not need."""
-        return StartedRun(self.create_run(thread_id, assistant, temperature, top_p, timeout, tools))
+        return StartedRun(_plain(run))
 
     def submit_tool_outputs(
-        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, stream=False, tools=()
+        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, follow=False, tools=()
     ):
         """The outputs of the run's calls; the same run goes on."""
         submitted = self._call(

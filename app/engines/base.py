@@ -2,7 +2,9 @@
 
 Engines speak to one upstream API and return plain dicts in the Assistants v2
 shapes of the contract (`thread`, `thread.message`, `thread.run`, `list`).
-They know nothing of Flask, users or the database.
+They know nothing of Flask, users or the database. While they follow a run's
+upstream events they tell a listener neutral facts (app/runs/events.py), never
+Assistants stream event names.
 """
 
 from __future__ import annotations
@@ -42,13 +44,14 @@ class Engine(Protocol):
         top_p: float | None,
         *,
         timeout: float,
-        stream: bool = False,
+        follow: bool = False,
         tools: tuple[Tool, ...] = (),
     ) -> StartedRun:
         """Create a run in one attempt of at most `timeout` seconds, never retried:
         an error whose `maybe_sent` is true leaves it unknown whether the run exists.
-        With `stream`, the run's events are read from the creation's own answer where
-        the upstream allows it. `tools` are the function tools the model may call."""
+        With `follow`, the run's upstream events are read from the creation's own answer
+        where the upstream allows it (`StartedRun.follow`). `tools` are the function tools
+        the model may call."""
         ...
 
     def submit_tool_outputs(
@@ -61,7 +64,7 @@ class Engine(Protocol):
         top_p: float | None,
         *,
         timeout: float,
-        stream: bool = False,
+        follow: bool = False,
         tools: tuple[Tool, ...] = (),
     ) -> StartedRun:
         """Answer every call of a run in `requires_action` with (call ID, output) and let it go

@@ -1,8 +1,4 @@
-"""The one OpenAI SDK client per process, and the translation of its errors.
-
-The SDK's exceptions become the engine errors of `base`, so nothing above the
-engines ever sees an SDK type or an upstream message that might carry a key.
-"""
+"""The one OpenAI SDK client per process, and its errors as engine errors (`upstream_errors`)."""
 
 from __future__ import annotations
 
@@ -12,15 +8,7 @@ import logging
 import httpx2
 import openai
 
-from app.contract import (
-    UpstreamBusy,
-    UpstreamConfigError,
-    UpstreamError,
-    UpstreamNotFound,
-    UpstreamRejected,
-    UpstreamTransient,
-)
-from app.redaction import redact
+from app.engines.upstream_errors import status_error, transport_error
 from app.settings import Settings
 
 log = logging.getLogger("app.upstream")
@@ -65,62 +53,15 @@ def quick_client(client: openai.OpenAI) -> openai.OpenAI:
     return client.with_options(max_retries=0, timeout=httpx2.Timeout(seconds, connect=seconds))
 
 
-def _upstream_message(exc: openai.APIStatusError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
-    return redact(str(error.get("message") or exc.message or "no message"))
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    raw = exc.response.headers.get("retry-after") if exc.response is not None else None
-    try:
-        return max(0.0, float(raw)) if raw is not None else None
-    except ValueError:
-        return None
-
-
-# Transport errors after which the request surely did not reach the upstream.
-NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.UnsupportedProtocol)
-
-
-def _marked(exc: UpstreamError, maybe_sent: bool) -> UpstreamError:
-    exc.maybe_sent = maybe_sent
-    return exc
-
-
 @contextlib.contextmanager
 def translated_errors(what: str):
-    """Turn SDK exceptions raised inside into the engine's own errors, with `maybe_sent`
-    (False only when the upstream surely did not act: never sent, or refused with a 4xx)."""
+    """Turn SDK exceptions raised inside into the engine's own errors (upstream_errors)."""
     try:
         yield
     except openai.APITimeoutError as exc:
-        sent = not isinstance(exc.__cause__, NOT_SENT)
-        raise _marked(UpstreamTransient(f"{what}: the upstream did not answer in time"), sent) from None
+        raise transport_error(what, exc.__cause__, timed_out=True) from None
     except openai.APIConnectionError as exc:
-        sent = not isinstance(exc.__cause__, NOT_SENT)
-        raise _marked(UpstreamTransient(f"{what}: could not reach the upstream"), sent) from None
+        raise transport_error(what, exc.__cause__, timed_out=False) from None
     except openai.APIStatusError as exc:
-        error = _translated_status(what, exc)
-        error.param = exc.body.get("param") if isinstance(exc.body, dict) else None
-        raise _marked(error, exc.status_code >= 500) from None
-
-
-def _translated_status(what: str, exc: openai.APIStatusError) -> UpstreamError:
-    status = exc.status_code
-    message = _upstream_message(exc)
-    code = (exc.body or {}).get("code") if isinstance(exc.body, dict) else None
-    if status == 429 or status >= 500:
-        return UpstreamTransient(f"{what}: upstream {status}: {message}", status=status, retry_after=_retry_after(exc))
-    if status in (401, 403):
-        log.error("%s: upstream rejected the key or permissions (%s): %s", what, status, message)
-        return UpstreamConfigError(f"{what}: upstream {status}", status=status)
-    if status == 404:
-        if "assistant" in message.lower():
-            log.error("%s: upstream does not know the configured assistant: %s", what, message)
-            return UpstreamConfigError(f"{what}: unknown assistant", status=status)
-        return UpstreamNotFound(f"{what}: {message}", status=status)
-    # Responses: HTTP 400 `conversation_locked` (param `conversation`); Assistants: a 400 in words.
-    if code == "conversation_locked" or "while a run" in message or "already has an active run" in message:
-        return UpstreamBusy(message, status=status)
-    return UpstreamRejected(f"{what}: {message}", status=status)
+        headers = exc.response.headers if exc.response is not None else None
+        raise status_error(what, exc.status_code, exc.body, headers, fallback=exc.message) from None

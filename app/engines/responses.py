@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import openai
 
@@ -25,7 +26,9 @@ from app.contract import (
 )
 from app.engines.client import QUICK_CALL_SECONDS, translated_errors
 from app.engines.upstream_http import UpstreamHTTP
-from app.stream_events import message_delta
+
+if TYPE_CHECKING:
+    from app.runs.events import RunListener
 
 log = logging.getLogger("app.upstream")
 
@@ -41,7 +44,6 @@ STREAM_ATTEMPTS = 30
 # At most this many items per POST /conversations/{id}/items (the spec's maxItems).
 MAX_ITEMS_PER_POST = 20
 NOT_CARRIED_OUT = "This function call was not carried out: this backend does not run functions."
-CREATE_SECONDS = 10.0
 
 
 def _json(raw) -> dict:
@@ -224,29 +226,26 @@ class ResponsesEngine:
             body["tools"] = [{"type": "function", **tool.declaration()} for tool in tools]
         return body
 
-    def create_run(self, thread_id, assistant, temperature, top_p, timeout: float = CREATE_SECONDS, tools=()):
+    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=()):
         body = self._create_body(thread_id, assistant, temperature, top_p, tools)
-        return self._start(thread_id, body, timeout, stream=False).run
-
-    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, stream=False, tools=()):
-        body = self._create_body(thread_id, assistant, temperature, top_p, tools)
-        return self._start(thread_id, body, timeout, stream)
+        return self._start(thread_id, body, timeout, follow)
 
     def submit_tool_outputs(
-        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, stream=False, tools=()
+        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, follow=False, tools=()
     ):
         """A new background response on the conversation, its input the outputs of the run's calls."""
         items = [{"type": "function_call_output", "call_id": call_id, "output": output} for call_id, output in outputs]
         body = self._create_body(thread_id, assistant, temperature, top_p, tools, items)
-        return self._start(thread_id, body, timeout, stream)
+        return self._start(thread_id, body, timeout, follow)
 
-    def _start(self, thread_id, body, timeout, stream) -> StartedRun:
-        if stream:
+    def _start(self, thread_id, body, timeout, follow) -> StartedRun:
+        """Create the response; with `follow`, on an upstream event stream kept open for the wait."""
+        if follow:
             started = time.monotonic()
             try:
                 return self._start_streamed(thread_id, {**body, "stream": True}, timeout)
             except UpstreamRejected as exc:
-                if getattr(exc, "param", None) != "stream":
+                if exc.param != "stream":
                     raise
                 log.info("the upstream will not stream a new run (%s); polling instead", exc)
             timeout -= time.monotonic() - started
@@ -256,24 +255,22 @@ class ResponsesEngine:
     def _start_streamed(self, thread_id, body, timeout) -> StartedRun:
         """Create the response on a stream, and keep that stream open for the wait."""
         read_seconds = min(timeout, STREAM_READ_SECONDS)
-        watcher = _Watcher(self, thread_id)
+        follower = _Follower(self, thread_id)
         try:
-            opened = watcher.stack.enter_context(
+            opened = follower.stack.enter_context(
                 self.upstream.stream("POST", "/responses", body, timeout=read_seconds, what="create run")
             )
-            watcher.events = iter(opened)
-            for event in watcher.events:
-                watcher.seen = event.get("sequence_number", watcher.seen)
+            follower.events = iter(opened)
+            for event in follower.events:
+                follower.seen = event.get("sequence_number", follower.seen)
                 if event.get("type") in NAMING_EVENTS:
-                    watcher.run_id = event["response"]["id"]
-                    return StartedRun(_run(event["response"], thread_id), watcher.watch, watcher.close)
+                    follower.run_id = event["response"]["id"]
+                    return StartedRun(_run(event["response"], thread_id), follower.follow, follower.close)
                 if event.get("type") == "error":
                     break
-            error = UpstreamTransient("create run: the stream ended before it named the run")
-            error.maybe_sent = True
-            raise error
+            raise UpstreamTransient("create run: the stream ended before it named the run", maybe_sent=True)
         except BaseException:
-            watcher.close()
+            follower.close()
             raise
 
     @staticmethod
@@ -330,8 +327,8 @@ class ResponsesEngine:
         return True
 
 
-class _Watcher:
-    """Reads a response's events from its creation stream until the response ends."""
+class _Follower:
+    """Reads a response's upstream events from its creation stream until the response ends."""
 
     def __init__(self, engine: ResponsesEngine, thread_id: str):
         self.engine = engine
@@ -345,12 +342,12 @@ class _Watcher:
         self.stack.close()
         self.events = None
 
-    def watch(self, timeout: float, emit=None) -> Poll | None:
-        """The run once it has ended, or None when the stream cannot tell in `timeout` seconds.
+    def follow(self, timeout: float, listener: RunListener | None = None) -> Poll | None:
+        """The run once it has ended, or None when the upstream events cannot tell in `timeout` seconds.
 
         After a drop or a silence the stream is resumed after the last event read; a
-        stream that ends without a terminal event means one look with a GET. `emit`
-        hears the run's start and its text as the events come (see `_relay`).
+        stream that ends without a terminal event means one look with a GET. `listener`
+        hears the run's start and its text as the events come (see `_tell`).
         """
         deadline = time.monotonic() + timeout
         for _ in range(STREAM_ATTEMPTS):
@@ -360,7 +357,7 @@ class _Watcher:
             try:
                 if self.events is None:
                     self._resume(min(remaining, STREAM_READ_SECONDS))
-                ended = self._read(deadline, emit)
+                ended = self._read(deadline, listener)
                 if ended is not None:
                     return ended
                 if time.monotonic() >= deadline:
@@ -388,13 +385,13 @@ class _Watcher:
         )
         self.events = iter(opened)
 
-    def _read(self, deadline: float, emit=None) -> Poll | None:
+    def _read(self, deadline: float, listener: RunListener | None = None) -> Poll | None:
         """The ended run if the stream tells it before it closes or the deadline passes."""
         for event in self.events:
             self.seen = event.get("sequence_number", self.seen)
             kind = event.get("type")
-            if emit is not None:
-                self._relay(event, emit)
+            if listener is not None:
+                self._tell(event, listener)
             if kind in TERMINAL_EVENTS:
                 response = event["response"]
                 return self.engine._poll(self.engine._checked(response, self.thread_id), response, self.thread_id)
@@ -402,10 +399,11 @@ class _Watcher:
                 return None  # unknown types (keepalive) are skipped
         return None
 
-    def _relay(self, event: dict, emit) -> None:
-        """Pass the run's start and its text deltas on, in the Assistants stream's terms."""
+    def _tell(self, event: dict, listener: RunListener) -> None:
+        """Tell the listener of the run's start and of its text as it comes."""
         kind = event.get("type")
         if kind == "response.in_progress":
-            emit("thread.run.in_progress", _run(event["response"], self.thread_id))
+            listener.status_changed(_run(event["response"], self.thread_id))
         elif kind == "response.output_text.delta":
-            emit("thread.message.delta", message_delta(event["item_id"], event["delta"]))
+            # Content part 0: a message's text parts are joined into one part (see `_message`).
+            listener.text_appended(event["item_id"], 0, event["delta"])

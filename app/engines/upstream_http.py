@@ -11,10 +11,11 @@ fraction of the CPU, and nothing is ever retried behind the caller's back.
         for event in events:  # dicts from `data:` lines
             ...
 
-Every failure is one of the engine errors of `base`, with an extra attribute
-`maybe_sent`: False only when the upstream surely did not act on the request
-(it was never sent: connect error or timeout, pool timeout; or it was refused
-with a 4xx). A create whose error says `maybe_sent` must not be sent again.
+Every failure is one of the engine errors of `app.contract` (`upstream_errors`
+translates them), whose `maybe_sent` is False only when the upstream surely did
+not act on the request (it was never sent: connect error or timeout, pool
+timeout; or it was refused with a 4xx). A create whose error says `maybe_sent`
+must not be sent again.
 
 CPU per poll, this process (bench/poll_cost.py, fake upstream on gunicorn+gevent):
 the SDK's with_raw_response.retrieve ~0.49 ms, `get` ~0.30 ms; with 2000 streams
@@ -30,10 +31,10 @@ import json
 from collections.abc import Iterator
 
 import httpx2
-import openai
 
-from app.contract import UpstreamError, UpstreamTransient
-from app.engines.client import offline_transport, translated_errors
+from app.contract import UpstreamTransient
+from app.engines.client import offline_transport
+from app.engines.upstream_errors import status_error, transport_error
 from app.redaction import redact
 from app.settings import Settings
 
@@ -49,8 +50,6 @@ LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=32, keepa
 # (bench/poll_cost.py --streams). So streams get pools of their own, several of
 # them, each holding a share of the streams; JSON calls keep a pool of short calls.
 STREAM_POOLS = 16
-# Transport errors after which the request surely did not reach the upstream.
-_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.UnsupportedProtocol)
 
 
 class UpstreamHTTP:
@@ -106,7 +105,7 @@ class UpstreamHTTP:
         try:
             return response.json(), response.headers
         except ValueError:
-            raise _marked(UpstreamTransient(f"{what}: the upstream's answer is not JSON"), True) from None
+            raise UpstreamTransient(f"{what}: the upstream's answer is not JSON", maybe_sent=True) from None
 
     @contextlib.contextmanager
     def stream(
@@ -153,7 +152,7 @@ class UpstreamHTTP:
                 try:
                     event = json.loads(data)
                 except ValueError:
-                    raise _marked(UpstreamTransient(f"{what}: an event is not JSON"), True) from None
+                    raise UpstreamTransient(f"{what}: an event is not JSON", maybe_sent=True) from None
                 if isinstance(event, dict):
                     yield event
 
@@ -163,17 +162,12 @@ class UpstreamHTTP:
         try:
             yield
         except httpx2.TimeoutException as exc:
-            raise _marked(
-                UpstreamTransient(f"{what}: the upstream did not answer in time"), not isinstance(exc, _NOT_SENT)
-            ) from None
+            raise transport_error(what, exc, timed_out=True) from None
         except httpx2.TransportError as exc:
-            raise _marked(
-                UpstreamTransient(f"{what}: could not reach the upstream ({exc.__class__.__name__})"),
-                not isinstance(exc, _NOT_SENT),
-            ) from None
+            raise transport_error(what, exc, timed_out=False, detail=f" ({exc.__class__.__name__})") from None
 
     def _raise_status(self, response: httpx2.Response, what: str):
-        """Translate a 4xx/5xx answer the way the SDK path does (client.translated_errors)."""
+        """Translate a 4xx/5xx answer, as the SDK path does (upstream_errors.status_error)."""
         try:
             parsed = response.json()
         except ValueError:
@@ -183,23 +177,16 @@ class UpstreamHTTP:
         if error and isinstance(error.get("message"), str):
             # Before the translation, which may log the message (a 401 echoing the key).
             error["message"] = redact(error["message"], (self._key,))
-        try:
-            with translated_errors(what):
-                raise openai.APIStatusError(f"Error code: {response.status_code}", response=response, body=error)
-        except UpstreamError as exc:
-            if self._key and self._key in str(exc):
-                exc.args = (redact(str(exc), (self._key,)),)
-            raise _marked(exc, response.status_code >= 500) from None
+        status = response.status_code
+        exc = status_error(what, status, error, response.headers, fallback=f"Error code: {status}")
+        if self._key and self._key in str(exc):
+            exc.args = (redact(str(exc), (self._key,)),)
+        raise exc
 
 
 def _timeout(seconds: float) -> httpx2.Timeout:
     seconds = max(0.001, float(seconds))
     return httpx2.Timeout(seconds, connect=min(seconds, CONNECT_SECONDS))
-
-
-def _marked(exc: UpstreamError, maybe_sent: bool) -> UpstreamError:
-    exc.maybe_sent = maybe_sent
-    return exc
 
 
 def make_upstream(settings: Settings, offline: httpx2.WSGITransport | None = None) -> UpstreamHTTP:

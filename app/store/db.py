@@ -77,7 +77,7 @@ def _enable_sqlite_wal(dbapi_connection, _record):
     cursor.close()
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_database(url: str) -> sa.Engine:
     """An SQLAlchemy engine for the URL; SQLite files get WAL and a busy timeout."""
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database

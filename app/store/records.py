@@ -12,17 +12,20 @@ from app.contract import ACTIVE_STATUSES, MessagePage, list_page
 from app.store.db import idempotency, messages, runs, threads
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# What `RecordedRun` is read from.
+_RECORDED_COLUMNS = (runs.c.snapshot, runs.c.finished_at, runs.c.upstream_id, runs.c.pending, runs.c.assistant_type)
 
 
 class RecordedRun(NamedTuple):
     """A run's last recorded snapshot, whether the run had ended then, the upstream run now
-    behind it (None: the same ID), and what it needs to go on while it waits for the
-    client's tool outputs (None when it does not)."""
+    behind it (None: the same ID), what it needs to go on while it waits for the
+    client's tool outputs (None when it does not), and the name of its assistant type."""
 
     run: dict
     final: bool
     upstream_id: str | None = None
     pending: dict | None = None
+    assistant_type: str | None = None
 
 
 class Records:
@@ -125,17 +128,15 @@ class Records:
     def run(self, run_id: str) -> RecordedRun | None:
         """What the record knows of a run."""
         with self.db.connect() as conn:
-            row = conn.execute(
-                sa.select(runs.c.snapshot, runs.c.finished_at, runs.c.upstream_id, runs.c.pending).where(
-                    runs.c.id == run_id
-                )
-            ).first()
+            row = conn.execute(sa.select(*_RECORDED_COLUMNS).where(runs.c.id == run_id)).first()
         return None if row is None else self._recorded(row)
 
     @staticmethod
     def _recorded(row) -> RecordedRun:
         pending = json.loads(row.pending) if row.pending else None
-        return RecordedRun(json.loads(row.snapshot), row.finished_at is not None, row.upstream_id, pending)
+        return RecordedRun(
+            json.loads(row.snapshot), row.finished_at is not None, row.upstream_id, pending, row.assistant_type
+        )
 
     def run_progress(self, run_id: str, upstream_id: str) -> None:
         """The run goes on as another upstream run (the next round of a tool loop)."""
@@ -168,9 +169,7 @@ class Records:
         """The thread's runs that wait for the client's tool outputs."""
         with self.db.connect() as conn:
             rows = conn.execute(
-                sa.select(runs.c.snapshot, runs.c.finished_at, runs.c.upstream_id, runs.c.pending).where(
-                    runs.c.thread_id == thread_id, runs.c.pending.is_not(None)
-                )
+                sa.select(*_RECORDED_COLUMNS).where(runs.c.thread_id == thread_id, runs.c.pending.is_not(None))
             ).all()
         return [self._recorded(row) for row in rows]
 

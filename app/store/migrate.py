@@ -1,4 +1,4 @@
-"""`python -m app.migrate`: bring the database of DATABASE_URL up to the newest schema."""
+"""`python -m app.store.migrate`: bring the database of DATABASE_URL up to the newest schema."""
 
 import os
 import sys
@@ -6,7 +6,7 @@ import sys
 from dotenv import load_dotenv
 
 from app.environment import DATABASE_URL, ConfigError
-from app.schema import prepare
+from app.store.schema import prepare
 
 if __name__ == "__main__":
     load_dotenv()

@@ -1,18 +1,31 @@
-"""Waiting for a run on the server: the loop, its schedule and its result (no HTTP).
+"""Polling a run on the server: the wait loop, its schedule, its result, and the process's budget of looks (no HTTP).
 
 `wait_for_run` is a plain function: the run getter, the clock and the sleep are
-arguments, so tests drive it without real waiting.
+arguments, so tests drive it without real waiting. With `follow` (WAIT_STRATEGY=stream,
+or a streamed answer) it first reads the upstream event stream, and polls only for
+what that could not tell.
+
+`LookBudget` keeps a per-process budget of looks at runs per second, so that polling
+degrades gracefully. Each waiting run asks for its next look `wanted` seconds from now.
+Time is cut into short windows, each with room for `per_second * WINDOW` looks; a look
+goes into the window it wants when there is room, else into the first later window
+that has some, spread evenly inside it. Under the budget nothing moves; over it,
+every run's intervals stretch by about the same amount instead of the process
+saturating its CPU and every request queueing behind the looks. Thread- and
+greenlet-safe: the lock is held for a few dictionary operations only.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.contract import ACTIVE_STATUSES, Poll, UpstreamTransient
+from app.contract import ACTIVE_STATUSES, Follow, Poll, UpstreamTransient
+from app.runs.events import RunListener
 
 log = logging.getLogger("app.runs")
 
@@ -30,7 +43,7 @@ class PollSchedule:
     max_ms: int = 1000
     growth: float = 1.5
     immediate_first_look: bool = False
-    # Moves a look later when the process is over its budget (app/pacing.py); None: never.
+    # Moves a look later when the process is over its budget (`LookBudget` below); None: never.
     pace: Callable[[float], float] | None = None
 
     @classmethod
@@ -72,28 +85,29 @@ def wait_for_run(
     schedule: PollSchedule = PollSchedule(),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-    watch: Callable[[float], Poll | None] | None = None,
-    emit: Callable[[str, dict], None] | None = None,
+    follow: Follow | None = None,
+    listener: RunListener | None = None,
 ) -> WaitResult:
     """Poll `get_run` until the run leaves the active statuses or `timeout` seconds pass.
 
-    With `watch` (the streaming strategy), first block on it for the whole budget;
-    polling then only covers what the stream could not tell. `emit` hears of each new
-    active status a look finds (`thread.run.<status>`); the end is the caller's to tell.
+    With `follow` (reading the upstream event stream), first block on `follow(timeout,
+    listener)` for the whole budget; polling then only covers what the upstream events
+    could not tell. `listener` hears of each new active status a look finds; the end is
+    the caller's to tell.
     """
     started = clock()
     deadline = started + timeout
     delays = schedule.delays()
     polls = errors = 0
     last = Poll(run)
-    if watch is not None and run["status"] in ACTIVE_STATUSES:
-        watched = watch(timeout)
-        if watched is not None:
-            last = watched
-            run = watched.run
-            log.debug("run %s status %s from its event stream (%.2fs)", run["id"], run["status"], clock() - started)
+    if follow is not None and run["status"] in ACTIVE_STATUSES:
+        followed = follow(timeout, listener)
+        if followed is not None:
+            last = followed
+            run = followed.run
+            log.debug("run %s status %s from its upstream events (%.2fs)", run["id"], run["status"], clock() - started)
         else:
-            delays = itertools.chain([0.0], delays)  # the stream could not tell: look now
+            delays = itertools.chain([0.0], delays)  # the upstream events could not tell: look now
     backoff = 0.25
     hint: float | None = None
     while run["status"] in ACTIVE_STATUSES:
@@ -117,8 +131,8 @@ def wait_for_run(
                 "run %s poll %d: transient upstream error (%s), looking again in %.2fs", run["id"], polls, exc, hint
             )
             continue
-        if emit is not None and poll.run["status"] != run["status"] and poll.run["status"] in ACTIVE_STATUSES:
-            emit(f"thread.run.{poll.run['status']}", poll.run)
+        if listener is not None and poll.run["status"] != run["status"] and poll.run["status"] in ACTIVE_STATUSES:
+            listener.status_changed(poll.run)
         last = poll
         run = poll.run
         hint = poll.poll_after_ms / 1000 if poll.poll_after_ms is not None else None
@@ -126,3 +140,37 @@ def wait_for_run(
             "run %s status %s (poll %d, %.1fs of %gs)", run["id"], run["status"], polls, clock() - started, timeout
         )
     return WaitResult(run, False, polls, errors, clock() - started, last)
+
+
+WINDOW = 0.05  # seconds
+
+
+class LookBudget:
+    """At most about `per_second` looks a second in this process, booked ahead."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic, window: float = WINDOW):
+        self.window = window
+        self.room = max(1, round(per_second * window))  # looks per window
+        self.clock = clock
+        self._booked: dict[int, int] = {}  # window number -> looks booked in it
+        self._lock = threading.Lock()
+
+    def delay(self, wanted: float) -> float:
+        """Seconds to wait before the next look: `wanted`, or later when its window is full."""
+        now = self.clock()
+        first = int((now + wanted) / self.window)
+        with self._lock:
+            slot = first
+            while self._booked.get(slot, 0) >= self.room:
+                slot += 1
+            taken = self._booked.get(slot, 0)
+            self._booked[slot] = taken + 1
+            if len(self._booked) > 256:
+                self._forget_before(int(now / self.window))
+        if slot == first:
+            return wanted
+        return (slot + taken / self.room) * self.window - now
+
+    def _forget_before(self, window: int) -> None:
+        for old in [w for w in self._booked if w < window]:
+            del self._booked[old]

@@ -1,4 +1,4 @@
-"""What a run carries from one upstream round to the next, and the run as its client sees it.
+"""A run's plan: what it carries from one upstream round to the next, and the run as its client sees it.
 
 A run that calls tools may take several upstream runs (on the responses engine each
 round is a new background response). The client sees one run: the first upstream
@@ -9,10 +9,9 @@ and only the calls it must answer itself.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from app.assistant_types import AssistantType
+from app.assistant_types import AssistantType, lookup
 from app.errors import ApiError
 from app.tools import Tool
 
@@ -33,7 +32,6 @@ class RunPlan:
     created_at: int | None = None
     rounds: int = 0  # model turns so far
     usage: dict | None = None  # of the rounds before the current one
-    emit: Callable[[str, object], None] | None = field(default=None, repr=False)  # a streamed answer's events
 
     @property
     def tools(self) -> tuple[Tool, ...]:
@@ -57,9 +55,9 @@ class RunPlan:
         }
 
     @classmethod
-    def resumed(cls, pending: dict, types: tuple[AssistantType, ...], thread_id: str, emit=None) -> RunPlan:
+    def resumed(cls, pending: dict, types: tuple[AssistantType, ...], thread_id: str) -> RunPlan:
         """The plan of a run that waited for the client's outputs."""
-        assistant = next((t for t in types if t.name == pending["assistant_type"]), None)
+        assistant = lookup(types, pending["assistant_type"])
         if assistant is None:
             raise ApiError(400, f"Assistant type '{pending['assistant_type']}' is no longer configured.")
         return cls(
@@ -73,8 +71,22 @@ class RunPlan:
             pending["created_at"],
             pending["rounds"],
             pending["usage"],
-            emit,
         )
+
+    def present(self, upstream: dict, client_calls: list[dict] | None = None, expires_at=None) -> dict:
+        """The upstream run as the client's one run: the view that leaves the driver
+        (to the record, the answer and the listener)."""
+        run = dict(upstream, id=self.run_id, created_at=self.created_at)
+        run["usage"] = added_usage(self.usage, upstream.get("usage"))
+        if self.tools:
+            run["tools"] = [{"type": "function", "function": tool.declaration()} for tool in self.tools]
+        if client_calls is not None:
+            run["required_action"] = {
+                "type": "submit_tool_outputs",
+                "submit_tool_outputs": {"tool_calls": client_calls},
+            }
+            run["expires_at"] = int(expires_at)
+        return run
 
 
 def tool_calls(run: dict) -> list[dict]:
@@ -86,18 +98,6 @@ def added_usage(total: dict | None, more: dict | None) -> dict | None:
     if total is None or more is None:
         return more or total
     return {key: (total.get(key) or 0) + (more.get(key) or 0) for key in USAGE_KEYS}
-
-
-def present(plan: RunPlan, upstream: dict, client_calls: list[dict] | None = None, expires_at=None) -> dict:
-    """The upstream run as the client's one run."""
-    run = dict(upstream, id=plan.run_id, created_at=plan.created_at)
-    run["usage"] = added_usage(plan.usage, upstream.get("usage"))
-    if plan.tools:
-        run["tools"] = [{"type": "function", "function": tool.declaration()} for tool in plan.tools]
-    if client_calls is not None:
-        run["required_action"] = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": client_calls}}
-        run["expires_at"] = int(expires_at)
-    return run
 
 
 def ended_as(run: dict, status: str, last_error: dict | None = None) -> dict:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from flask import request
 
 from app.errors import ApiError
+from app.runs.polling import WaitResult
 from app.services import Services
-from app.waiting import WaitResult
 
 PREFIX = "/v1"
 

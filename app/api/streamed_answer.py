@@ -1,4 +1,4 @@
-"""A streamed answer (`text/event-stream`) of a service that reports its progress through `emit`.
+"""A streamed answer (`text/event-stream`) of a service that tells its progress to a `RunEvents` listener.
 
 The service runs in a thread of its own (a greenlet under gevent) and puts its events
 in a queue; the view waits for the first item before it answers. An exception before
@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from flask import Response, current_app, g, stream_with_context
 
+from app.api.sse import DONE_FRAME, RunEvents, error_data, frame
 from app.contract import UpstreamError
 from app.errors import ApiError, from_upstream
-from app.stream_events import DONE_FRAME, RunEvents, error_data, frame
 
 log = logging.getLogger("app.streams")
 
@@ -32,8 +32,8 @@ class _Failed:
         self.error = error
 
 
-def event_stream(work: Callable[[RunEvents], None], ends_by: float) -> Response:
-    """Answer with the events of `work(emit)`, which runs in the background.
+def streamed_answer(work: Callable[..., None], args: tuple, ends_by: float) -> Response:
+    """Answer with the events of `work(*args, events)`, which runs in the background.
 
     `ends_by` (time.monotonic()) bounds the reading: should the service not have
     ended by then, the stream closes with an `error` event rather than hang.
@@ -47,7 +47,7 @@ def event_stream(work: Callable[[RunEvents], None], ends_by: float) -> Response:
         with app.app_context():
             g.request_id = request_id  # the request's id on the service's log lines
             try:
-                work(events)
+                work(*args, events)
             except BaseException as error:
                 items.put(_Failed(error))
             finally:

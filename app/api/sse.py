@@ -1,10 +1,11 @@
-"""The Assistants v2 event stream of one run: event shapes, their order, and the SSE frames (no HTTP).
+"""The Assistants v2 event stream of one run: event names and shapes, their order, and the SSE frames.
 
-The run's service reports what it learns through `emit(name, data)` with Assistants
-event names; `RunEvents` turns those reports into the events a client reads:
-`thread.run.created`, then each new status, `thread.message.created` before a
-message's first `thread.message.delta`, the rest of its text as a delta before
-`thread.message.completed`, and the run's final event, after which only `done`.
+The run's driver and the engines tell neutral facts to a listener (app/runs/events.py);
+`RunEvents` is that listener for a streamed answer, and turns the facts into the
+events a client reads: `thread.run.created`, then each new status,
+`thread.message.created` before a message's first `thread.message.delta`, the rest
+of its text as a delta before `thread.message.completed`, and the run's final event,
+after which only `done`. Assistants event names exist here only.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def _texts(message: dict) -> list[tuple[int, str]]:
 
 
 class RunEvents:
-    """The `emit` hook of one streamed run; `send(name, data)` receives the events to write."""
+    """The listener of one streamed run (app/runs/events.py); `send(name, data)` receives the
+    Assistants events to write."""
 
     def __init__(self, send: Callable[[str, object], None]):
         self.send = send
@@ -48,22 +50,29 @@ class RunEvents:
         self.ended = False
         self.written: dict[str, dict[int, str]] = {}  # message id -> content index -> text sent
 
-    def __call__(self, name: str, data) -> None:
-        if self.ended:
-            return
-        if name == "thread.run.created":
-            self.run = data
-            self.send(name, data)
-            self._status(data)
-        elif name.startswith("thread.run."):
-            self._status(data)
-        elif name == "thread.message.delta":
-            self._delta(data)
-        elif name in ("thread.message.completed", "thread.message.incomplete"):
-            self._completed(data)
-        elif name == "error":
+    def created(self, run: dict) -> None:
+        if not self.ended:
+            self.run = run
+            self.send("thread.run.created", run)
+            self._status(run)
+
+    def status_changed(self, run: dict) -> None:
+        if not self.ended:
+            self._status(run)
+
+    def text_appended(self, message_id: str, index: int, text: str) -> None:
+        if not self.ended:
+            self._delta(message_delta(message_id, text, index))
+
+    def message_completed(self, message: dict) -> None:
+        if not self.ended:
+            self._completed(message)
+
+    def error(self, data: dict) -> None:
+        """The stream's `error` event (`error_data`), after which nothing more is sent."""
+        if not self.ended:
             self.ended = True
-            self.send(name, data)
+            self.send("error", data)
 
     def _status(self, run: dict) -> None:
         self.run = run

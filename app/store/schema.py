@@ -17,11 +17,11 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
 from app.environment import ConfigError
-from app.store.db import alembic_config, make_engine, upgrade
+from app.store.db import alembic_config, make_database, upgrade
 
 log = logging.getLogger("app.schema")
 
-MIGRATE_COMMAND = "python -m app.migrate"
+MIGRATE_COMMAND = "python -m app.store.migrate"
 # pg_advisory_lock's key: any constant that other applications on the database are unlikely to use.
 LOCK_KEY = zlib.crc32(b"assistants-backend schema upgrade")
 _current = weakref.WeakSet()  # engines whose database was seen at head: the schema only moves forward
@@ -49,7 +49,7 @@ def is_current(engine: sa.Engine) -> bool:
 
 def _engine(url: str) -> sa.Engine:
     try:
-        return make_engine(url)
+        return make_database(url)
     except sa.exc.NoSuchModuleError:
         scheme = url.split(":", 1)[0]
         raise ConfigError(f"DATABASE_URL: unknown database {scheme!r} (sqlite or postgresql+psycopg)") from None

@@ -1,31 +1,118 @@
 """Runs as the API offers them: start one and wait for its end, answer the tool calls it asked
-the client for, retrieve one, cancel one (no HTTP). `run_loop` carries a run from its start
-to its end."""
+the client for, retrieve one, cancel one (no HTTP).
+
+The service checks the thread, takes its lock and hands the run to a `RunDriver`
+(app/runs/driver.py), which carries it upstream to its end.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass
 
-from app import metrics, run_loop
+from app import metrics
 from app.assistant_types import AssistantType
-from app.contract import ACTIVE_STATUSES, Poll, StartedRun, UpstreamNotFound
+from app.contract import ACTIVE_STATUSES, Poll, UpstreamNotFound
 from app.environment import CANCEL_GRACE_SECONDS
 from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy
-from app.rounds import RunPlan, added_usage, ended_as, present, tool_calls
-from app.run_loop import CreateUnconfirmed, Emit
+from app.runs.driver import RunDriver, release_requires_action
+from app.runs.errors import CreateUnconfirmed
+from app.runs.events import RunListener
+from app.runs.plan import RunPlan, added_usage, ended_as, tool_calls
+from app.runs.polling import WaitResult
 from app.services import Services
 from app.store.records import RecordedRun
 from app.threads import require_thread
 from app.tools import Tool
-from app.waiting import WaitResult
 
 log = logging.getLogger("app.runs")
 
 # The lock outlives the wait by this much, for the cancel and the bookkeeping.
 LOCK_MARGIN_SECONDS = CANCEL_GRACE_SECONDS + 10.0
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A request to start a run, checked: who asks, on which thread, with which assistant
+    and sampling, the function tools its client declared, and when it arrived
+    (time.monotonic(), where the run's deadline starts; None: now)."""
+
+    owner: str
+    thread_id: str
+    assistant: AssistantType
+    temperature: float | None
+    top_p: float | None
+    client_tools: tuple[Tool, ...] = ()
+    arrived: float | None = None
+
+
+@dataclass(frozen=True)
+class ToolOutputsRequest:
+    """A client's answer to the calls a run asked it for, checked for its shape only."""
+
+    owner: str
+    thread_id: str
+    run_id: str
+    tool_outputs: list[dict]
+    arrived: float | None = None
+
+
+def _deadline(services: Services, arrived: float | None) -> float:
+    return (time.monotonic() if arrived is None else arrived) + services.settings.run_timeout_seconds
+
+
+def start_and_wait(
+    services: Services, request: RunRequest, listener: RunListener | None = None, sleep=time.sleep
+) -> WaitResult:
+    """Start a run and wait for its end through its rounds of server tools.
+
+    The deadline runs from `request.arrived`. Raises DeadlineBeforeStart or
+    CreateUnconfirmed when no run could be started or confirmed. A `listener`
+    (a streamed answer) hears of the run's progress.
+    """
+    settings = services.settings
+    thread_id = request.thread_id
+    deadline = _deadline(services, request.arrived)
+    require_thread(services, request.owner, thread_id)
+    holder = f"starting-{uuid.uuid4().hex}"
+    if not services.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
+        require_thread(services, request.owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
+        raise thread_busy(thread_id, services.records.active_run(thread_id))
+    plan = RunPlan(
+        thread_id, request.owner, request.assistant, request.temperature, request.top_p, request.client_tools
+    )
+    with _holding_thread(services, plan, holder):
+        _expire_waiting_runs(services, thread_id)
+        return RunDriver(services, plan, deadline, sleep, listener).start(holder)
+
+
+def submit_tool_outputs(
+    services: Services, request: ToolOutputsRequest, listener: RunListener | None = None, sleep=time.sleep
+) -> WaitResult:
+    """Answer the calls a run asked the client for, and wait for the run's end as `start_and_wait` does."""
+    settings = services.settings
+    thread_id, run_id = request.thread_id, request.run_id
+    deadline = _deadline(services, request.arrived)
+    require_thread(services, request.owner, thread_id)
+    recorded = _owned_run_record(services, thread_id, run_id)
+    if recorded is None:
+        raise not_found("run", run_id)
+    recorded = _expire_if_due(services, recorded)
+    if recorded.pending is None:
+        raise ApiError(400, f"Runs in status '{recorded.run['status']}' do not accept tool outputs.")
+    plan = RunPlan.resumed(recorded.pending, settings.assistant_types, thread_id)
+    run, server_outputs = recorded.pending["run"], recorded.pending["server_outputs"]
+    answers = _checked_outputs(request.tool_outputs, [c["id"] for c in tool_calls(recorded.run)])
+    if not services.records.take_pending(run_id, recorded.pending, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
+        raise ApiError(409, f"Run {run_id} is already being answered.", headers=NO_RETRY)
+    outputs = [(c["id"], server_outputs.get(c["id"], answers.get(c["id"]))) for c in tool_calls(run)]
+    plan.usage = added_usage(plan.usage, run.get("usage"))
+    log.info("run %s: the client answered %d call(s)", run_id, len(answers))
+    with _holding_thread(services, plan, run_id):
+        return RunDriver(services, plan, deadline, sleep, listener).resume(run, outputs)
 
 
 def _remember(services: Services, poll: Poll, owner: str, assistant_type: str) -> None:
@@ -34,96 +121,6 @@ def _remember(services: Services, poll: Poll, owner: str, assistant_type: str) -
     services.records.save_run(run, owner, assistant_type, final)
     if poll.messages:
         services.records.add_messages(run["thread_id"], list(poll.messages), run_id=run["id"])
-
-
-def start_and_wait(
-    services: Services,
-    owner: str,
-    thread_id: str,
-    assistant: AssistantType,
-    temperature,
-    top_p,
-    client_tools: tuple[Tool, ...] = (),
-    arrived: float | None = None,
-    sleep=time.sleep,
-    emit: Emit | None = None,
-) -> WaitResult:
-    """Start a run and wait for its end through its rounds of server tools.
-
-    The deadline runs from `arrived` (time.monotonic() when the request came in). Raises
-    DeadlineBeforeStart or CreateUnconfirmed when no run could be started or confirmed.
-    With `emit`, the run's progress is told as Assistants stream events (`emit(name, data)`).
-    """
-    settings = services.settings
-    deadline = (time.monotonic() if arrived is None else arrived) + settings.run_timeout_seconds
-    require_thread(services, owner, thread_id)
-    holder = f"starting-{uuid.uuid4().hex}"
-    if not services.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
-        require_thread(services, owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
-        raise thread_busy(thread_id, services.records.active_run(thread_id))
-    plan = RunPlan(thread_id, owner, assistant, temperature, top_p, client_tools, emit=emit)
-
-    def create(timeout: float) -> StartedRun:
-        return services.engine.start_run(
-            thread_id,
-            assistant,
-            temperature,
-            top_p,
-            timeout=timeout,
-            stream=run_loop.streamed(services, plan),
-            tools=plan.tools,
-        )
-
-    def first_round() -> WaitResult:
-        _expire_waiting_runs(services, thread_id)
-        started = run_loop.attempt(services, create, deadline, sleep, f"create run on {thread_id}")
-        plan.run_id, plan.created_at = started.run["id"], started.run["created_at"]
-        run = present(plan, started.run)
-        services.records.run_started(thread_id, holder, run, owner, assistant.name)
-        if emit is not None:
-            emit("thread.run.created", run)
-        log.info(
-            "run %s created on %s (status %s, type %s)", plan.run_id, thread_id, started.run["status"], assistant.name
-        )
-        return run_loop.drive(services, plan, started, deadline, sleep)
-
-    return _holding_thread(services, plan, holder, first_round)
-
-
-def submit_tool_outputs(
-    services: Services,
-    owner: str,
-    thread_id: str,
-    run_id: str,
-    tool_outputs: list[dict],
-    arrived: float | None = None,
-    sleep=time.sleep,
-    emit: Emit | None = None,
-) -> WaitResult:
-    """Answer the calls a run asked the client for, and wait for the run's end as `start_and_wait` does."""
-    settings = services.settings
-    deadline = (time.monotonic() if arrived is None else arrived) + settings.run_timeout_seconds
-    require_thread(services, owner, thread_id)
-    recorded = _owned_run_record(services, thread_id, run_id)
-    if recorded is None:
-        raise not_found("run", run_id)
-    recorded = _expire_if_due(services, recorded)
-    if recorded.pending is None:
-        raise ApiError(400, f"Runs in status '{recorded.run['status']}' do not accept tool outputs.")
-    plan = RunPlan.resumed(recorded.pending, settings.assistant_types, thread_id, emit)
-    run, server_outputs = recorded.pending["run"], recorded.pending["server_outputs"]
-    answers = _checked_outputs(tool_outputs, [c["id"] for c in tool_calls(recorded.run)])
-    if not services.records.take_pending(run_id, recorded.pending, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
-        raise ApiError(409, f"Run {run_id} is already being answered.", headers=NO_RETRY)
-    outputs = [(c["id"], server_outputs.get(c["id"], answers.get(c["id"]))) for c in tool_calls(run)]
-    plan.usage = added_usage(plan.usage, run.get("usage"))
-    log.info("run %s: the client answered %d call(s)", run_id, len(answers))
-
-    def next_round() -> WaitResult:
-        started = run_loop.go_on(services, plan, run, outputs, deadline, sleep)
-        return started if isinstance(started, WaitResult) else run_loop.drive(services, plan, started, deadline, sleep)
-
-    return _holding_thread(services, plan, run_id, next_round)
 
 
 def _checked_outputs(tool_outputs: list[dict], open_ids: list[str]) -> dict[str, str]:
@@ -144,12 +141,13 @@ def _checked_outputs(tool_outputs: list[dict], open_ids: list[str]) -> dict[str,
     return answers
 
 
-def _holding_thread(services: Services, plan: RunPlan, holder: str, body: Callable[[], WaitResult]) -> WaitResult:
-    """Run `body` while this request holds the thread's lock (taken as `holder`, then held by the
-    run); free the lock if it breaks off, except when a run may exist upstream unconfirmed."""
+@contextlib.contextmanager
+def _holding_thread(services: Services, plan: RunPlan, holder: str):
+    """While this request holds the thread's lock (taken as `holder`, then held by the run):
+    free the lock if the run breaks off, except when a run may exist upstream unconfirmed."""
     metrics.run_started()
     try:
-        return body()
+        yield
     except CreateUnconfirmed as exc:
         # A run may exist upstream: the thread's lock and the Idempotency-Key stay
         # taken until they expire, so that nothing starts a second run beside it.
@@ -170,11 +168,11 @@ def _expire_if_due(services: Services, recorded: RecordedRun) -> RecordedRun:
         return recorded
     if not services.records.take_pending(recorded.run["id"], pending, 0):
         return services.records.run(recorded.run["id"]) or recorded
-    run_loop.release_requires_action(services, recorded.run["thread_id"], pending["run"])
+    release_requires_action(services, recorded.run["thread_id"], pending["run"])
     ended = ended_as(recorded.run, "expired")
     services.records.run_ended(ended, [], pending["owner"], pending["assistant_type"])
     log.info("run %s expired waiting for the client's tool outputs", ended["id"])
-    return RecordedRun(ended, True)
+    return RecordedRun(ended, True, assistant_type=recorded.assistant_type)
 
 
 def _expire_waiting_runs(services: Services, thread_id: str) -> None:
@@ -216,7 +214,7 @@ def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tup
         if run["status"] == "requires_action":  # the server is running its tools
             run.update(status="in_progress", required_action=None)
         messages = tuple(dict(m, run_id=run_id) for m in poll.messages)
-        _remember(services, Poll(run, poll.poll_after_ms, messages), owner, "unknown")
+        _remember(services, Poll(run, poll.poll_after_ms, messages), owner, recorded.assistant_type)
     poll_after = None
     if run["status"] in ACTIVE_STATUSES:
         poll_after = poll.poll_after_ms or services.settings.poll_max_ms
@@ -230,7 +228,7 @@ def cancel(services: Services, owner: str, thread_id: str, run_id: str) -> dict:
     if recorded is not None:
         recorded = _expire_if_due(services, recorded)
         if recorded.pending is not None and services.records.take_pending(run_id, recorded.pending, 0):
-            run_loop.release_requires_action(services, thread_id, recorded.pending["run"])
+            release_requires_action(services, thread_id, recorded.pending["run"])
             cancelled = ended_as(recorded.run, "cancelled")
             services.records.run_ended(cancelled, [], owner, recorded.pending["assistant_type"])
             return cancelled
@@ -244,5 +242,5 @@ def cancel(services: Services, owner: str, thread_id: str, run_id: str) -> dict:
         raise not_found("run", run_id) from None  # the same answer as for another user's run
     if recorded is not None:
         run = _as_recorded(run, recorded)
-        services.records.save_run(run, owner, "unknown", final=run["status"] not in ACTIVE_STATUSES)
+        services.records.save_run(run, owner, recorded.assistant_type, final=run["status"] not in ACTIVE_STATUSES)
     return run

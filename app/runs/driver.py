@@ -1,0 +1,315 @@
+"""A run's life upstream once it is being started, driven by one `RunDriver` (no HTTP).
+
+The driver holds what a run's rounds share (the services, the plan, the deadline, the
+sleep and the listener) and carries the run: each attempt to create it (or submit
+tool outputs) inside the deadline, the waits (app/runs/polling.py), the rounds of
+server tools, the turn handed to the client, and how it is settled and recorded at
+its end. Every run that leaves it (to the record, the answer or the listener) is
+shown as the client's one run (`RunPlan.present`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from app import metrics
+from app.contract import MessagePage, Poll, StartedRun, UpstreamError, UpstreamTransient
+from app.engines.client import QUICK_CALL_SECONDS
+from app.environment import CANCEL_GRACE_SECONDS
+from app.runs.errors import CreateUnconfirmed, DeadlineBeforeStart
+from app.runs.events import RunListener
+from app.runs.plan import RunPlan, added_usage, ended_as, too_many_rounds, tool_calls
+from app.runs.polling import MIN_DELAY_SECONDS, PollSchedule, WaitResult, wait_for_run
+from app.services import Services
+from app.tools import call_all
+
+log = logging.getLogger("app.runs")
+
+NOT_SUBMITTED = {"code": "server_error", "message": "The upstream refused the tool outputs; see the server log."}
+
+
+def _call_seconds(deadline: float) -> float:
+    """The timeout of one look or cancel: short, and never past `deadline`."""
+    return max(0.05, min(QUICK_CALL_SECONDS, deadline - time.monotonic()))
+
+
+def cancel_and_settle(services: Services, thread_id: str, run_id: str) -> Poll | None:
+    """Cancel the run upstream and wait briefly until the cancel has taken.
+
+    The cancel and the looks after it share CANCEL_GRACE_SECONDS, part of the timeout chain.
+    """
+    grace_ends = time.monotonic() + CANCEL_GRACE_SECONDS
+    try:
+        cancelled = services.engine.cancel_run(thread_id, run_id, _call_seconds(grace_ends))
+    except UpstreamError as exc:
+        log.warning("run %s: cancel failed: %s", run_id, exc)
+        return None
+    settled = wait_for_run(
+        lambda: services.engine.get_run(thread_id, run_id, _call_seconds(grace_ends)),
+        cancelled,
+        timeout=max(0.1, grace_ends - time.monotonic()),
+        schedule=PollSchedule(first_ms=50, max_ms=500),
+    )
+    log.info("run %s: cancelled upstream, now %s", run_id, settled.run["status"])
+    return Poll(settled.run)
+
+
+def release_requires_action(services: Services, thread_id: str, run: dict) -> Poll | None:
+    """Leave the thread usable after a run that stopped for function calls."""
+    try:
+        if services.engine.close_open_calls(thread_id, run, CANCEL_GRACE_SECONDS):
+            return None
+    except UpstreamError as exc:
+        log.warning("run %s: could not close its function calls: %s", run["id"], exc)
+        return None
+    return cancel_and_settle(services, thread_id, run["id"])
+
+
+class _ClientView:
+    """Passes what the engine and the wait tell on to the run's listener, each upstream run
+    shown as the client's one run."""
+
+    def __init__(self, plan: RunPlan, listener: RunListener):
+        self.plan = plan
+        self.listener = listener
+
+    def created(self, run: dict) -> None:
+        self.listener.created(self.plan.present(run))
+
+    def status_changed(self, run: dict) -> None:
+        self.listener.status_changed(self.plan.present(run))
+
+    def text_appended(self, message_id: str, index: int, text: str) -> None:
+        self.listener.text_appended(message_id, index, text)
+
+    def message_completed(self, message: dict) -> None:
+        self.listener.message_completed(message)
+
+
+class RunDriver:
+    """Carries one run from its creation (or the client's tool outputs) to its end, or to
+    the client's turn; `listener` (a streamed answer) hears of its progress."""
+
+    def __init__(
+        self, services: Services, plan: RunPlan, deadline: float, sleep=time.sleep, listener: RunListener | None = None
+    ):
+        self.services = services
+        self.settings = services.settings
+        self.engine = services.engine
+        self.records = services.records
+        self.plan = plan
+        self.deadline = deadline
+        self.sleep = sleep
+        self.listener = listener
+        # Whether to read the upstream event stream: always for a streamed answer.
+        self.follow_upstream = listener is not None or self.settings.wait_strategy == "stream"
+        self.upstream_listener = _ClientView(plan, listener) if listener is not None else None
+
+    def start(self, holder: str) -> WaitResult:
+        """Create the run upstream, record it (the thread's lock passes from `holder` to
+        the run), and drive it to its end."""
+        plan = self.plan
+        started = self._attempt(f"create run on {plan.thread_id}")
+        plan.run_id, plan.created_at = started.run["id"], started.run["created_at"]
+        run = plan.present(started.run)
+        self.records.run_started(plan.thread_id, holder, run, plan.owner, plan.assistant.name)
+        if self.listener is not None:
+            self.listener.created(run)
+        log.info(
+            "run %s created on %s (status %s, type %s)",
+            plan.run_id,
+            plan.thread_id,
+            started.run["status"],
+            plan.assistant.name,
+        )
+        return self.drive(started)
+
+    def resume(self, run: dict, outputs: list[tuple[str, str]]) -> WaitResult:
+        """Submit the outputs of every call of `run` (the client's and the server's), and
+        drive the run on to its end."""
+        started = self.go_on(run, outputs)
+        return started if isinstance(started, WaitResult) else self.drive(started)
+
+    def _attempt(self, what: str, run: dict | None = None, outputs=None) -> StartedRun:
+        """Create the upstream run (or, with `outputs`, submit them) inside the deadline: each
+        attempt bounded by the time left, and retried only when the upstream surely did not
+        receive it (connect error, 429)."""
+        backoff = 0.25
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineBeforeStart()
+            timeout = min(left, self.settings.upstream_timeout_seconds)
+            try:
+                if outputs is None:
+                    return self._create(timeout)
+                return self._submit(run, outputs, timeout)
+            except UpstreamError as exc:
+                if exc.maybe_sent:
+                    raise CreateUnconfirmed(str(exc)) from None
+                if not isinstance(exc, UpstreamTransient):
+                    raise
+                delay = max(MIN_DELAY_SECONDS, exc.retry_after if exc.retry_after is not None else backoff)
+                if time.monotonic() + delay >= self.deadline:
+                    raise
+                log.info("%s: %s (not sent); trying again in %.2fs", what, exc, delay)
+                self.sleep(delay)
+                backoff = min(backoff * 2, 4.0)
+
+    def _create(self, timeout: float) -> StartedRun:
+        plan = self.plan
+        return self.engine.start_run(
+            plan.thread_id,
+            plan.assistant,
+            plan.temperature,
+            plan.top_p,
+            timeout=timeout,
+            follow=self.follow_upstream,
+            tools=plan.tools,
+        )
+
+    def _submit(self, run: dict, outputs, timeout: float) -> StartedRun:
+        plan = self.plan
+        return self.engine.submit_tool_outputs(
+            plan.thread_id,
+            run,
+            outputs,
+            plan.assistant,
+            plan.temperature,
+            plan.top_p,
+            timeout=timeout,
+            follow=self.follow_upstream,
+            tools=plan.tools,
+        )
+
+    def _look(self) -> Poll:
+        """One look at the current upstream run."""
+        return self.engine.get_run(self.plan.thread_id, self.upstream_id, _call_seconds(self.deadline))
+
+    def _wait(self, started: StartedRun) -> WaitResult:
+        self.upstream_id = started.run["id"]
+        if self.upstream_id != self.plan.run_id:
+            self.records.run_progress(self.plan.run_id, self.upstream_id)
+        try:
+            return wait_for_run(
+                self._look,
+                started.run,
+                timeout=max(0.0, self.deadline - time.monotonic()),
+                schedule=self.services.schedule,
+                follow=started.follow,
+                listener=self.upstream_listener,
+            )
+        finally:
+            started.close()
+
+    def drive(self, started: StartedRun) -> WaitResult:
+        """Wait for the run; run the server tools it calls and submit their outputs, until it ends,
+        asks the client, or has taken TOOL_MAX_ROUNDS model turns."""
+        plan = self.plan
+        while True:
+            plan.rounds += 1
+            result = self._wait(started)
+            run = result.run
+            if result.timed_out or run["status"] != "requires_action":
+                return self._finish(result)
+            calls = tool_calls(run)
+            tools = {tool.name: tool for tool in plan.tools}
+            if not calls or any(c["function"]["name"] not in tools for c in calls):
+                log.info("run %s calls a tool it does not know; its calls are closed", plan.run_id)
+                return self._finish(result)
+            if plan.rounds >= self.settings.tool_max_rounds:
+                return self._finish(result, failure=too_many_rounds(plan.rounds))
+            server_calls = [(tools[c["function"]["name"]], c) for c in calls if tools[c["function"]["name"]].handler]
+            outputs = call_all(server_calls, self.deadline, plan.run_id) if server_calls else {}
+            if outputs is None:
+                return self._finish(replace(result, timed_out=True))
+            client_calls = [c for c in calls if c["id"] not in outputs]
+            if client_calls:
+                return self._await_client(result, outputs, client_calls)
+            plan.usage = added_usage(plan.usage, run.get("usage"))
+            started = self.go_on(run, [(c["id"], outputs[c["id"]]) for c in calls], result)
+            if isinstance(started, WaitResult):
+                return started
+
+    def go_on(self, run: dict, outputs, result: WaitResult | None = None) -> StartedRun | WaitResult:
+        """Submit the outputs of the run's calls: the next upstream run, or how the run ended
+        when the deadline left no time for it."""
+        plan = self.plan
+        try:
+            return self._attempt(f"submit tool outputs of {plan.run_id}", run, outputs)
+        except DeadlineBeforeStart:
+            result = result or WaitResult(run, timed_out=False, polls=0, transient_errors=0, waited=0.0)
+            return self._finish(replace(result, timed_out=True))
+        except UpstreamError:
+            # The outputs surely did not arrive: close the calls, so that the thread stays usable.
+            release_requires_action(self.services, plan.thread_id, run)
+            failed = ended_as(plan.present(run), "failed", last_error=NOT_SUBMITTED)
+            self.records.run_ended(failed, [], plan.owner, plan.assistant.name)
+            raise
+
+    def _await_client(self, result: WaitResult, outputs: dict[str, str], client_calls: list[dict]) -> WaitResult:
+        """Record the run as waiting for the client's outputs, and answer it."""
+        plan = self.plan
+        seconds = self.settings.tool_outputs_timeout_seconds
+        expires_at = time.time() + seconds
+        run = plan.present(result.run, client_calls=client_calls, expires_at=expires_at)
+        pending = plan.pending(result.run, outputs, expires_at)
+        self.records.await_outputs(run, pending, plan.owner, plan.assistant.name, seconds)
+        if self.listener is not None:
+            self.listener.status_changed(run)
+        metrics.run_finished(result)
+        log.info("run %s waits for the client's outputs of %d call(s)", plan.run_id, len(client_calls))
+        return replace(result, run=run, last=Poll(run), awaits_client=True)
+
+    def _finish(self, result: WaitResult, failure: dict | None = None) -> WaitResult:
+        """Settle the run upstream (calls closed, or cancelled at the deadline) and record its end."""
+        plan = self.plan
+        last = result.last or Poll(result.run)
+        if result.run["status"] == "requires_action":
+            last = release_requires_action(self.services, plan.thread_id, result.run) or last
+        elif result.timed_out and self.settings.run_cancel_on_timeout:
+            last = cancel_and_settle(self.services, plan.thread_id, result.run["id"]) or Poll(result.run)
+        # The answer shows the run as the wait saw it end; the record, as it is now upstream.
+        run, recorded = plan.present(result.run), plan.present(last.run)
+        if failure is not None:
+            run = recorded = ended_as(recorded, "failed", last_error=failure)
+        elif result.run["status"] == "requires_action":
+            # Its calls were closed (or the run cancelled, on the assistants engine): it goes no further.
+            if recorded["status"] == "requires_action":
+                recorded = ended_as(recorded, "cancelled")
+            if result.timed_out:
+                run = recorded
+        messages = tuple(dict(m, run_id=plan.run_id) for m in last.messages)
+        self.records.run_ended(recorded, list(messages), plan.owner, plan.assistant.name)
+        if self.listener is not None:
+            # A streamed answer ends with the run as the backend left it: cancelled at the deadline,
+            # or with its calls closed.
+            settled = result.timed_out or result.run["status"] == "requires_action"
+            self._tell_end(recorded if settled else run, messages)
+        metrics.run_finished(result)
+        log.info(
+            "run %s final status %s after %.2fs (%d polls, %d transient errors, %d model turns)",
+            plan.run_id,
+            "timeout" if result.timed_out else run["status"],
+            result.waited,
+            result.polls,
+            result.transient_errors,
+            plan.rounds,
+        )
+        return replace(result, run=run, last=Poll(run, last.poll_after_ms, messages))
+
+    def _tell_end(self, run: dict, messages: tuple) -> None:
+        """The listener's last facts: the run's messages, then the run."""
+        messages = list(messages)
+        if not messages and run["status"] in ("completed", "incomplete"):
+            try:  # engines that learn the messages apart from the run
+                page = MessagePage(limit=100, order="asc", run_id=run["id"])
+                listed = self.engine.list_messages(run["thread_id"], page)
+                messages = [m for m in listed["data"] if m["role"] == "assistant"]
+            except UpstreamError as exc:
+                log.warning("run %s: its messages could not be read for the stream: %s", run["id"], exc)
+        for message in messages:
+            self.listener.message_completed(message)
+        self.listener.status_changed(run)

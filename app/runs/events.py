@@ -1,0 +1,33 @@
+"""What a run tells while it goes on: the neutral facts a listener hears (no event names, no HTTP).
+
+The engines tell what they read on the upstream event stream (a new status, text
+appended to a message), the wait tells the statuses its looks find, and the driver
+tells the run's creation and its end. The API layer's `RunEvents` (app/api/sse.py)
+turns these facts into Assistants stream events.
+
+A new kind of fact (a citation, a run step, an event ID) is one new method here, told
+where it is learned (an engine or the driver), passed on by the driver's `_ClientView`,
+and written out by `RunEvents` in app/api/sse.py.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class RunListener(Protocol):
+    """Hears one run's progress, each run already shown as the client's one run
+    (except in the engines, whose runs the driver presents before passing them on)."""
+
+    def created(self, run: dict) -> None:
+        """The run exists upstream: its first snapshot."""
+
+    def status_changed(self, run: dict) -> None:
+        """The run as seen with a (maybe) new status; its end too."""
+
+    def text_appended(self, message_id: str, index: int, text: str) -> None:
+        """`text` was added to content part `index` of the assistant message `message_id`."""
+
+    def message_completed(self, message: dict) -> None:
+        """An assistant message is complete (or `incomplete`, as its status says)."""
+
