@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from app.api import validation as v
 from app.assistant_types import AssistantType
 from app.environment import OVERRIDABLE
 from app.errors import ApiError, bad_request
@@ -82,6 +81,14 @@ class RunOptions:
     model: str | None = None  # only where the type allows it
 
 
+def _validation():
+    """The request checks of app.api, imported when first needed: app.api imports the engines,
+    which import this module."""
+    from app.api import validation
+
+    return validation
+
+
 def _refuse(param: str, message: str) -> ApiError:
     return bad_request(f"'{param}' {message}")
 
@@ -97,13 +104,21 @@ def _text(body: dict, name: str, max_chars: int) -> str | None:
     return value
 
 
+def _whole(value) -> int | None:
+    """`value` as an int if it is a whole number (JSON's 300.0 included), else None."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _tokens(body: dict, name: str) -> int | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_TOKENS <= value <= MAX_TOKENS:
+    whole = _whole(value)
+    if whole is None or not MIN_TOKENS <= whole <= MAX_TOKENS:
         raise _refuse(name, f"must be a whole number of at least {MIN_TOKENS}.")
-    return value
+    return whole
 
 
 def _messages(value, max_chars: int, max_pairs: int) -> tuple[dict, ...]:
@@ -112,6 +127,7 @@ def _messages(value, max_chars: int, max_pairs: int) -> tuple[dict, ...]:
         return ()
     if not isinstance(value, list) or len(value) > MAX_ADDITIONAL_MESSAGES:
         raise _refuse("additional_messages", f"must be a list of at most {MAX_ADDITIONAL_MESSAGES} messages.")
+    v = _validation()
     messages = []
     for index, raw in enumerate(value):
         where = f"additional_messages[{index}]"
@@ -178,9 +194,10 @@ def _truncation(value) -> dict | None:
             raise _refuse(name, "of type 'auto' takes no 'last_messages'.")
         return dict(DEFAULT_TRUNCATION)
     if value.get("type") == "last_messages":
-        if isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= MAX_TOKENS:
+        whole = _whole(last)
+        if whole is None or not 1 <= whole <= MAX_TOKENS:
             raise _refuse(f"{name}.last_messages", "must be a whole number of at least 1.")
-        return {"type": "last_messages", "last_messages": last}
+        return {"type": "last_messages", "last_messages": whole}
     raise _refuse(f"{name}.type", "must be 'auto' or 'last_messages'.")
 
 
@@ -273,7 +290,7 @@ def parse(
         truncation_strategy=_truncation(body.get("truncation_strategy")),
         tool_choice=_tool_choice(body.get("tool_choice"), functions, set(hosted)),
         parallel_tool_calls=_flag(body, "parallel_tool_calls"),
-        metadata=v.metadata(body.get("metadata"), max_pairs) or {},
+        metadata=_validation().metadata(body.get("metadata"), max_pairs) or {},
         **_overrides(body, assistant),
     )
     if engine == "responses":

@@ -187,8 +187,16 @@ def test_max_prompt_tokens_goes_to_the_assistants_api_and_is_refused_on_response
         ro.responses_fields(options, None)
 
 
+def test_token_limits_may_be_whole_numbers_written_as_decimals():
+    options = parse(
+        {"max_completion_tokens": 300.0, "truncation_strategy": {"type": "last_messages", "last_messages": 2.0}}
+    )
+    assert options.max_completion_tokens == 300 and isinstance(options.max_completion_tokens, int)
+    assert options.truncation_strategy == {"type": "last_messages", "last_messages": 2}
+
+
 @pytest.mark.parametrize("name", ["max_completion_tokens", "max_prompt_tokens"])
-@pytest.mark.parametrize("value", [255, 0, -1, 300.5, "300", True, 2**31])
+@pytest.mark.parametrize("value", [255, 0, -1, 300.5, "300", True, 2**31, 255.0])
 def test_bad_token_limits_are_refused(name, value):
     refused({name: value}, name)
 

@@ -30,7 +30,8 @@ def load_document() -> dict:
 
 
 def document_for(types: tuple[AssistantType, ...], engine: str) -> dict:
-    """The document for these assistant types on this engine: their names the only allowed types;
+    """The document for these assistant types on this engine: their names (and configured IDs) the
+    only allowed types;
     `instructions` and `model` only where a type allows them; no `max_prompt_tokens` nor
     `last_messages` truncation on the responses engine."""
     document = copy.deepcopy(load_document())
@@ -39,6 +40,7 @@ def document_for(types: tuple[AssistantType, ...], engine: str) -> dict:
     components["parameters"]["AssistantType"]["schema"]["enum"] = names
     run = components["schemas"]["CreateRunRequest"]["properties"]
     run["assistant_type"]["enum"] = names
+    run["assistant_id"]["enum"] = names + [t.assistant_id for t in types if t.assistant_id]
     for name in OVERRIDABLE:
         if not any(name in t.allow_overrides for t in types):
             del run[name]

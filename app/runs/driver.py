@@ -168,6 +168,7 @@ class RunDriver:
             timeout=timeout,
             follow=self.follow_upstream,
             tools=plan.tools,
+            options=plan.options,
         )
 
     def _submit(self, run: dict, outputs, timeout: float) -> StartedRun:
@@ -182,6 +183,7 @@ class RunDriver:
             timeout=timeout,
             follow=self.follow_upstream,
             tools=plan.tools,
+            options=plan.options,
         )
 
     def _look(self) -> Poll:
