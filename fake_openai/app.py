@@ -4,7 +4,7 @@ import json
 import re
 import secrets
 
-from flask import Flask, Response, request, stream_with_context
+from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
 from . import assistants, control, edits, responses, streaming
@@ -65,6 +65,8 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
             raise bad_request(BAD_JSON_MESSAGE) from None
         if not isinstance(parsed, dict):
             raise bad_request(BAD_JSON_MESSAGE)
+        if "route" in g:
+            fake.record_body(g.route, parsed)
         return parsed
 
     def polled(job_id, operation, *args, poll_hint=False):
@@ -87,7 +89,8 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
             template = templates.get(rule.rule)
             if template is None:
                 template = templates[rule.rule] = _PLACEHOLDER.sub(r"{\1}", rule.rule)
-            fake.count_request(f"{request.method} {template}")
+            g.route = f"{request.method} {template}"
+            fake.count_request(g.route)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else ""
         if not token:

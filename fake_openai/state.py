@@ -250,6 +250,7 @@ class FakeState:
         self.assistants = {}  # assistant id -> {"tools", "tool_resources"}, set through /_fake/assistants
         self.jobs = {}  # every run and response ever created, even forgotten ones
         self.request_counts = {}
+        self.bodies = {}  # "METHOD /route/{template}" -> the last JSON body it received
         self.polls = 0
         self.runs_created = 0
 
@@ -272,6 +273,16 @@ class FakeState:
         """Count one API request under its "METHOD /route/{template}" key."""
         with self.lock:
             self.request_counts[key] = self.request_counts.get(key, 0) + 1
+
+    def record_body(self, key, body):
+        """Keep the JSON body of the latest request on a "METHOD /route/{template}" key."""
+        with self.lock:
+            self.bodies[key] = body
+
+    def last_body(self, key):
+        """The JSON body the latest request on that key carried (None if none came)."""
+        with self.lock:
+            return self.bodies.get(key)
 
     def record_poll(self, job_id):
         """Count one GET of a run/response; True when this poll must fail (fail_every_nth_poll)."""

@@ -10,7 +10,7 @@ import time
 
 from flask import Blueprint, g, jsonify
 
-from app import tools
+from app import run_options
 from app.api import authenticate_caller, services, v1_dialect
 from app.api import validation as v
 from app.api.idempotency import idempotent
@@ -25,7 +25,7 @@ from app.runs.errors import CreateUnconfirmed, DeadlineBeforeStart
 from app.runs.events import RunListener
 from app.runs.service import LOCK_MARGIN_SECONDS, RunRequest, ToolOutputsRequest
 
-RUN_FIELDS = {"assistant_type", "assistant_id", "temperature", "top_p", "stream", "metadata", "tools"}
+RUN_FIELDS = {"assistant_type", "assistant_id", "temperature", "top_p", "stream", "tools"} | run_options.FIELDS
 SUBMIT_FIELDS = {"tool_outputs", "stream"}
 
 bp = Blueprint("runs", __name__)
@@ -71,22 +71,26 @@ def create_run(thread_id):
     thread_id = v.checked_id(thread_id, "thread")
     body = v.json_body(RUN_FIELDS)
     stream = v.stream_flag(body)
-    v.metadata(body.get("metadata"), s.settings.max_metadata_pairs)
     try:
         assistant = resolve(
             s.settings.assistant_types, g.url_assistant_type, body.get("assistant_type"), body.get("assistant_id")
         )
     except AssistantTypeError as exc:
         raise v.bad_request(str(exc)) from None
-    try:
-        client_tools = tools.client_tools(body.get("tools"), assistant.tools)
-    except tools.ToolError as exc:
-        raise v.bad_request(str(exc)) from None
+    client_tools = run_options.run_tools(body.get("tools"), assistant)
+    options = run_options.parse(
+        body,
+        assistant,
+        engine=s.engine.name,
+        functions={tool.name for tool in assistant.tools + client_tools},
+        max_chars=s.settings.max_message_chars,
+        max_pairs=s.settings.max_metadata_pairs,
+    )
     temperature = v.number_in_range(body, "temperature", 0, 2)
     top_p = v.number_in_range(body, "top_p", 0, 1)
     temperature = assistant.temperature if temperature is None else temperature
     top_p = assistant.top_p if top_p is None else top_p
-    request = RunRequest(g.user, thread_id, assistant, temperature, top_p, client_tools, g.arrived)
+    request = RunRequest(g.user, thread_id, assistant, temperature, top_p, client_tools, g.arrived, options)
     return _answer(s, request, stream)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import openai
 
+from app import run_options
 from app.contract import (
     MessagePage,
     Poll,
@@ -152,6 +153,8 @@ class ResponsesEngine:
     """
 
     name = "responses"
+    # A run's `additional_messages` are added to the conversation before its response (see app/runs/service.py).
+    additional_messages_in_run = False
     # Conversation items carry no creation time or run, and can't be listed
     # `before` an item or by run: the backend's record fills those in.
     full_message_lists = False
@@ -216,7 +219,8 @@ class ResponsesEngine:
         data = data[: page.limit]
         return list_page(data, more)
 
-    def _create_body(self, thread_id, assistant, temperature, top_p, tools=(), items=()) -> dict:
+    def _create_body(self, thread_id, assistant, temperature, top_p, tools=(), items=(), options=None) -> dict:
+        """A response of the run; after tool outputs (`items`), one that goes on with it."""
         body = {
             "model": assistant.model,
             "conversation": thread_id,
@@ -225,23 +229,25 @@ class ResponsesEngine:
             "store": True,
             "metadata": {"assistant_id": assistant.assistant_id or assistant.name},
         }
-        for name, value in (("instructions", assistant.instructions), ("temperature", temperature), ("top_p", top_p)):
-            if value is not None and value != "":
+        for name, value in (("temperature", temperature), ("top_p", top_p)):
+            if value is not None:
                 body[name] = value
         if tools:
             body["tools"] = [{"type": "function", **tool.declaration()} for tool in tools]
+        options = options or run_options.RunOptions()
+        body.update(run_options.responses_fields(options, assistant.instructions, continuation=bool(items)))
         return body
 
-    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=()):
-        body = self._create_body(thread_id, assistant, temperature, top_p, tools)
+    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=(), options=None):
+        body = self._create_body(thread_id, assistant, temperature, top_p, tools, options=options)
         return self._start(thread_id, body, timeout, follow)
 
     def submit_tool_outputs(
-        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, follow=False, tools=()
+        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, follow=False, tools=(), options=None
     ):
         """A new background response on the conversation, its input the outputs of the run's calls."""
         items = [{"type": "function_call_output", "call_id": call_id, "output": output} for call_id, output in outputs]
-        body = self._create_body(thread_id, assistant, temperature, top_p, tools, items)
+        body = self._create_body(thread_id, assistant, temperature, top_p, tools, items, options)
         return self._start(thread_id, body, timeout, follow)
 
     def _start(self, thread_id, body, timeout, follow) -> StartedRun:

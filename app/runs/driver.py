@@ -169,6 +169,7 @@ class RunDriver:
             timeout=timeout,
             follow=self.follow_upstream,
             tools=plan.tools,
+            options=plan.options,
         )
 
     def _submit(self, run: dict, outputs, timeout: float) -> StartedRun:
@@ -183,6 +184,7 @@ class RunDriver:
             timeout=timeout,
             follow=self.follow_upstream,
             tools=plan.tools,
+            options=plan.options,
         )
 
     def _look(self) -> Poll:

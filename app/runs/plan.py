@@ -9,8 +9,9 @@ and only the calls it must answer itself.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from app import run_options
 from app.assistant_types import AssistantType, lookup
 from app.errors import ApiError
 from app.tools import Tool
@@ -32,6 +33,7 @@ class RunPlan:
     created_at: int | None = None
     rounds: int = 0  # model turns so far
     usage: dict | None = None  # of the rounds before the current one
+    options: run_options.RunOptions = field(default_factory=run_options.RunOptions)  # the run's own settings
 
     @property
     def tools(self) -> tuple[Tool, ...]:
@@ -49,6 +51,7 @@ class RunPlan:
             "created_at": self.created_at,
             "rounds": self.rounds,
             "usage": self.usage,
+            "options": run_options.to_record(self.options),
             "run": run,
             "server_outputs": server_outputs,
             "expires_at": expires_at,
@@ -71,12 +74,13 @@ class RunPlan:
             pending["created_at"],
             pending["rounds"],
             pending["usage"],
+            run_options.from_record(pending.get("options")),
         )
 
     def present(self, upstream: dict, client_calls: list[dict] | None = None, expires_at=None) -> dict:
         """The upstream run as the client's one run: the view that leaves the driver
-        (to the record, the answer and the listener)."""
-        run = dict(upstream, id=self.run_id, created_at=self.created_at)
+        (to the record, the answer and the listener), with the settings applied to it."""
+        run = run_options.reported(self.options, dict(upstream, id=self.run_id, created_at=self.created_at))
         run["usage"] = added_usage(self.usage, upstream.get("usage"))
         if self.tools:
             run["tools"] = [{"type": "function", "function": tool.declaration()} for tool in self.tools]

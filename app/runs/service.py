@@ -11,13 +11,14 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app import metrics, usage
 from app.assistant_types import AssistantType
 from app.contract import ACTIVE_STATUSES, Poll, UpstreamNotFound
 from app.environment import CANCEL_GRACE_SECONDS
 from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy
+from app.run_options import RunOptions, carried
 from app.runs.driver import RunDriver, release_requires_action
 from app.runs.errors import CreateUnconfirmed
 from app.runs.events import RunListener
@@ -37,8 +38,8 @@ LOCK_MARGIN_SECONDS = CANCEL_GRACE_SECONDS + 10.0
 @dataclass(frozen=True)
 class RunRequest:
     """A request to start a run, checked: who asks, on which thread, with which assistant
-    and sampling, the function tools its client declared, and when it arrived
-    (time.monotonic(), where the run's deadline starts; None: now)."""
+    and sampling, the function tools its client declared (the type's and the body's), when it
+    arrived (time.monotonic(), where the run's deadline starts; None: now), and its own settings."""
 
     owner: str
     thread_id: str
@@ -47,6 +48,7 @@ class RunRequest:
     top_p: float | None
     client_tools: tuple[Tool, ...] = ()
     arrived: float | None = None
+    options: RunOptions = field(default_factory=RunOptions)
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,17 @@ def start_and_wait(
         require_thread(services, request.owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
         raise thread_busy(thread_id, services.records.active_run(thread_id))
     plan = RunPlan(
-        thread_id, request.owner, request.assistant, request.temperature, request.top_p, request.client_tools
+        thread_id,
+        request.owner,
+        request.assistant,
+        request.temperature,
+        request.top_p,
+        request.client_tools,
+        options=request.options,
     )
     with _holding_thread(services, plan, holder):
         _expire_waiting_runs(services, thread_id)
+        _add_additional_messages(services, plan)
         return RunDriver(services, plan, deadline, sleep, listener).start(holder)
 
 
@@ -189,9 +198,22 @@ def _owned_run_record(services: Services, thread_id: str, run_id: str) -> Record
     return recorded
 
 
+def _add_additional_messages(services: Services, plan: RunPlan) -> None:
+    """A run's `additional_messages`, added to its thread before the run where the engine's run
+    creation does not add them itself."""
+    if services.engine.additional_messages_in_run:
+        return
+    for message in plan.options.additional_messages:
+        added = services.engine.add_message(
+            plan.thread_id, message["role"], message["content"], message.get("metadata")
+        )
+        services.records.add_messages(plan.thread_id, [added])
+
+
 def _as_recorded(upstream: dict, recorded: RecordedRun) -> dict:
-    """The current upstream run under the ID and creation time its client knows."""
-    return dict(upstream, id=recorded.run["id"], created_at=recorded.run["created_at"])
+    """The current upstream run under the ID and creation time its client knows, with the settings
+    its record shows."""
+    return carried(recorded.run, dict(upstream, id=recorded.run["id"], created_at=recorded.run["created_at"]))
 
 
 def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tuple[dict, int | None]:
