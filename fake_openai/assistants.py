@@ -153,7 +153,7 @@ class Run(Job):
             self.cancelled_at = at
         elif outcome == "expired":
             self.expired_at = at
-        prompt, cached, completion, reasoning = scripting.usage_numbers(self.script, reply)
+        prompt, cached, completion, reasoning = scripting.usage_numbers(self.script, reply, self.max_completion_tokens)
         self.usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,

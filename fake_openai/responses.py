@@ -253,7 +253,7 @@ class Response(Job):
         if self.conversation is not None and outcome in ("completed", "incomplete"):
             self.conversation.items.extend(self.input_items + self.output)
         if outcome != "cancelled":
-            prompt, cached, completion, reasoning = scripting.usage_numbers(self.script, reply)
+            prompt, cached, completion, reasoning = scripting.usage_numbers(self.script, reply, self.max_output_tokens)
             self.usage = {
                 "input_tokens": prompt,
                 "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
