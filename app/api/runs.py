@@ -102,7 +102,7 @@ def create_thread_and_run():
     s = services()
     body = v.json_body(CREATE_AND_RUN_FIELDS)
     stream = v.stream_flag(body)
-    thread = body.get("thread") or {}
+    thread = {} if body.get("thread") is None else body["thread"]
     if not isinstance(thread, dict) or set(thread) - THREAD_FIELDS:
         raise v.bad_request(f"'thread' must be an object with: {', '.join(sorted(THREAD_FIELDS))}.")
     new_thread = NewThread(*checked_thread(thread, s.settings))

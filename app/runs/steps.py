@@ -102,7 +102,9 @@ class StepBook:
     def _begin(self, step: dict) -> dict:
         self._save(step)
         if self.listener is not None:
-            self.listener.step_created(step)
+            # A tool_calls step begins empty; its calls follow as a delta (which the SDKs add to it).
+            empty = {"type": "tool_calls", "tool_calls": []} if step["type"] == "tool_calls" else step["step_details"]
+            self.listener.step_created(dict(step, step_details=empty))
         return step
 
     def _end(self, step: dict, status: str, **kwargs) -> dict:
