@@ -31,7 +31,8 @@ def document_for(type_names: list[str]) -> dict:
     document = copy.deepcopy(load_document())
     components = document["components"]
     components["parameters"]["AssistantType"]["schema"]["enum"] = list(type_names)
-    components["schemas"]["CreateRunRequest"]["properties"]["assistant_type"]["enum"] = list(type_names)
+    for request in ("CreateRunRequest", "CreateThreadAndRunRequest"):
+        components["schemas"][request]["properties"]["assistant_type"]["enum"] = list(type_names)
     return document
 
 
