@@ -12,6 +12,7 @@ import pytest
 
 from app.assistant_types import AssistantType
 from app.runs.plan import RunPlan, started_at
+from app.runs.steps import FILE_SEARCH_CONTENT, new_step, with_content
 from tests import tool_handlers
 from tests.helpers import TOKENS, Api, ServerThread
 
@@ -235,3 +236,36 @@ def test_runs_and_replies_tell_when_they_started_and_completed(make_app, fake, e
     reply = api.get(f"/threads/{thread}/messages?limit=1").json["data"][0]
     assert reply["role"] == "assistant" and reply["completed_at"] is not None
     assert api.get(f"/threads/{thread}/runs/{run['id']}").json["started_at"] == run["started_at"]
+
+
+def test_steps_are_the_owners_and_their_runs_only(tools_app, engine_name):
+    api = Api(tools_app.test_client(), TOKENS["alice"])
+    thread = api.new_thread()
+    api.say(thread, "hi [fake duration=0.05]")
+    first = api.run(thread).json["id"]
+    api.say(thread, "again [fake duration=0.05]")
+    second = api.run(thread).json["id"]
+    (step,) = api.get(f"/threads/{thread}/runs/{first}/steps").json["data"]
+    assert step["type"] == "message_creation" and step["run_id"] == first
+    assert api.get(f"/threads/{thread}/runs/{first}/steps/{step['id']}").json == step
+    assert api.get(f"/threads/{thread}/runs/{second}/steps/{step['id']}").status_code == 404  # another run's
+    bob = api.as_user("bob")
+    assert bob.get(f"/threads/{thread}/runs/{first}/steps/{step['id']}").status_code == 404
+    assert bob.under("/v1").get(f"/threads/{thread}/runs/{first}/steps").status_code == 404
+    bad = api.get(f"/threads/{thread}/runs/{first}/steps?include[]=step_details.everything")
+    assert bad.status_code == 400 and "include[]" in bad.json["error"]
+    content = "step_details.tool_calls[*].file_search.results[*].content"
+    assert api.get(f"/threads/{thread}/runs/{first}/steps", query_string={"include[]": content}).status_code == 200
+    assert api.get(f"/threads/{thread}/runs/run_nothing/steps").status_code == 404
+
+
+def test_file_search_results_keep_their_content_only_when_included():
+    results = [{"file_id": "file_1", "file_name": "a.txt", "score": 0.9, "content": [{"type": "text", "text": "A"}]}]
+    search = {"id": "call_1", "type": "file_search", "file_search": {"ranking_options": {}, "results": results}}
+    step = new_step(
+        {"id": "run_1", "thread_id": "thread_1"}, "tool_calls", {"type": "tool_calls", "tool_calls": [search]}
+    )
+    plain = with_content(step, ())
+    assert "content" not in plain["step_details"]["tool_calls"][0]["file_search"]["results"][0]
+    assert step["step_details"]["tool_calls"][0]["file_search"]["results"] == results  # not changed in place
+    assert with_content(step, (FILE_SEARCH_CONTENT,)) == step
