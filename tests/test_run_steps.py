@@ -9,10 +9,16 @@ import time
 
 import openai
 import pytest
+import sqlalchemy as sa
 
+from app.api.sse import RunEvents
 from app.assistant_types import AssistantType
+from app.contract import MessagePage
+from app.engines import responses
 from app.runs.plan import RunPlan, started_at
-from app.runs.steps import FILE_SEARCH_CONTENT, new_step, with_content
+from app.runs.steps import FILE_SEARCH_CONTENT, StepBook, new_step, with_content
+from app.store.db import metadata
+from app.store.records import Records
 from tests import tool_handlers
 from tests.helpers import TOKENS, Api, ServerThread
 
@@ -269,3 +275,45 @@ def test_file_search_results_keep_their_content_only_when_included():
     assert "content" not in plain["step_details"]["tool_calls"][0]["file_search"]["results"][0]
     assert step["step_details"]["tool_calls"][0]["file_search"]["results"] == results  # not changed in place
     assert with_content(step, (FILE_SEARCH_CONTENT,)) == step
+
+
+def test_a_tool_the_upstream_ran_is_its_step_before_the_reply(monkeypatch):
+    """A kind of call the upstream runs itself (file_search, once STEP_CALLS knows it) is told from
+    the upstream events as soon as it is done, so that its step comes before the reply's."""
+    monkeypatch.setitem(
+        responses.STEP_CALLS,
+        "file_search_call",
+        lambda item: {"id": item["id"], "type": "file_search", "file_search": {}},
+    )
+    told = []
+
+    class Listener:
+        def tool_calls_made(self, calls):
+            told.append(calls)
+
+    follower = responses._Follower(None, "conv_1")
+    for item in ({"type": "file_search_call", "id": "fs_1"}, {"type": "message", "id": "msg_1"}):
+        follower._tell({"type": "response.output_item.done", "item": item}, Listener())
+    assert told == [[{"id": "fs_1", "type": "file_search", "file_search": {}}]]
+
+    database = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    metadata.create_all(database)
+    records, sent = Records(database), []
+    book = StepBook(records, RunEvents(lambda name, data: sent.append(name)))
+    book.run = {"id": "resp_1", "thread_id": "conv_1", "assistant_id": "curator", "status": "in_progress"}
+    book.calls_made(told[0], answered=True)
+    book.reply_started("msg_1")
+    book.calls_made(told[0], answered=True)  # the round's end tells the same call again: no second step
+    book.reply_done("msg_1", {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3})
+    steps = records.list_steps("resp_1", MessagePage(order="asc"))["data"]
+    assert [(s["type"], s["status"]) for s in steps] == [("tool_calls", "completed"), ("message_creation", "completed")]
+    assert steps[0]["usage"] is None and steps[1]["usage"]["total_tokens"] == 3  # the round's usage, on its reply
+    assert sent == [
+        "thread.run.step.created",
+        "thread.run.step.in_progress",
+        "thread.run.step.delta",
+        "thread.run.step.completed",
+        "thread.run.step.created",
+        "thread.run.step.in_progress",
+        "thread.run.step.completed",
+    ]

@@ -154,6 +154,12 @@ def _function_step_call(item: dict) -> dict:
 STEP_CALLS = {"function_call": _function_step_call}
 
 
+def _ran_upstream(item_type: str) -> bool:
+    """Whether an output item is a tool call the upstream ran itself (every kind in STEP_CALLS but
+    function calls): its step ends as soon as it is made."""
+    return item_type in STEP_CALLS and item_type != "function_call"
+
+
 class ResponsesEngine:
     """Threads, messages and runs on the Responses and Conversations APIs.
 
@@ -428,3 +434,6 @@ class _Follower:
         elif kind == "response.output_text.delta":
             # Content part 0: a message's text parts are joined into one part (see `_message`).
             listener.text_appended(event["item_id"], 0, event["delta"])
+        elif kind == "response.output_item.done" and _ran_upstream(event["item"]["type"]):
+            # Told now, so that its step comes before the reply's, as the upstream made them.
+            listener.tool_calls_made([STEP_CALLS[event["item"]["type"]](event["item"])])

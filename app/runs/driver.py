@@ -96,6 +96,9 @@ class _ClientView:
         if self.listener is not None:
             self.listener.message_completed(message)
 
+    def tool_calls_made(self, calls: list[dict]) -> None:
+        self.steps.calls_made(calls, answered=True)
+
 
 class RunDriver:
     """Carries one run from its creation (or the client's tool outputs) to its end, or to
@@ -251,15 +254,16 @@ class RunDriver:
             self.steps.outputs_known(plan.run_id, outputs, usage=run.get("usage"))
 
     def _round_calls(self, result: WaitResult) -> None:
-        """The round's tool calls as a step: open while the run waits for their outputs, else
-        (tools the upstream ran itself) ended at once."""
+        """The round's tool calls as a step (unless the upstream events told them already): open
+        while the run waits for their outputs, else (tools the upstream ran itself) ended at once."""
         run = result.run
         calls = list(result.last.step_calls) if result.last is not None else []
         if not calls:
             calls = [function_step_call(c) for c in tool_calls(run)]
-        if calls:
-            answered = run["status"] != "requires_action"
-            self.steps.calls_made(calls, usage=run.get("usage"), answered=answered)
+        if run["status"] == "requires_action":
+            self.steps.calls_made(calls)
+        else:  # the round's usage goes on its reply's step
+            self.steps.calls_made(calls, answered=True)
 
     def go_on(self, run: dict, outputs, result: WaitResult | None = None) -> StartedRun | WaitResult:
         """Submit the outputs of the run's calls: the next upstream run, or how the run ended

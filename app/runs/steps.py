@@ -94,6 +94,7 @@ class StepBook:
         self.run: dict | None = None  # the run as its client sees it, last seen
         self.open_calls: dict | None = None  # the tool_calls step whose outputs are not all known
         self.replies: dict[str, dict] = {}  # message ID -> its message_creation step
+        self.call_ids: set[str] = set()  # the calls already in a step of this book
 
     def _save(self, step: dict) -> dict:
         self.records.save_step(step)
@@ -113,19 +114,21 @@ class StepBook:
             self.listener.step_changed(step)
         return step
 
-    def calls_made(self, calls: list[dict], usage: dict | None = None, answered: bool = False) -> None:
-        """A round ended with `calls` (tool calls in the step shape): a `tool_calls` step, which ends
-        now with the round's `usage` when `answered` (tools the upstream ran itself), else when
-        their outputs are known."""
+    def calls_made(self, calls: list[dict], answered: bool = False) -> None:
+        """`calls` (tool calls in the step shape) were made: a `tool_calls` step, which ends now
+        when `answered` (tools the upstream ran itself), else when their outputs are known. Calls
+        already in a step are left out."""
+        calls = [c for c in calls if c["id"] not in self.call_ids]
         if not calls:
             return
+        self.call_ids.update(c["id"] for c in calls)
         pending = [dict(c, function=dict(c["function"], output=None)) if c["type"] == "function" else c for c in calls]
         step = self._begin(new_step(self.run, "tool_calls", {"type": "tool_calls", "tool_calls": pending}))
         if self.listener is not None:
             delta = [dict(call, index=i) for i, call in enumerate(pending)]
             self.listener.step_delta(step["id"], {"type": "tool_calls", "tool_calls": delta})
         if answered:
-            self._end(dict(step, step_details=dict(step["step_details"], tool_calls=calls)), "completed", usage=usage)
+            self._end(dict(step, step_details=dict(step["step_details"], tool_calls=calls)), "completed")
         else:
             self.open_calls = self._save(step)
 
