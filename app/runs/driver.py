@@ -344,7 +344,7 @@ class RunDriver:
                 listed = self.engine.list_messages(run["thread_id"], page)
                 messages = [m for m in listed["data"] if m["role"] == "assistant"]
             except UpstreamError as exc:
-                log.warning("run %s: its messages could not be read for the stream: %s", run["id"], exc)
+                log.warning("run %s: its messages could not be read for its steps: %s", run["id"], exc)
         for message in messages:
             self.steps.reply_started(message["id"])
             if self.listener is not None:
