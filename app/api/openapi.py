@@ -38,8 +38,9 @@ def document_for(types: tuple[AssistantType, ...], engine: str) -> dict:
     components = document["components"]
     names = [t.name for t in types]
     components["parameters"]["AssistantType"]["schema"]["enum"] = names
+    for request in ("CreateRunRequest", "CreateThreadAndRunRequest"):
+        components["schemas"][request]["properties"]["assistant_type"]["enum"] = names
     run = components["schemas"]["CreateRunRequest"]["properties"]
-    run["assistant_type"]["enum"] = names
     run["assistant_id"]["enum"] = names + [t.assistant_id for t in types if t.assistant_id]
     for name in OVERRIDABLE:
         if not any(name in t.allow_overrides for t in types):

@@ -58,7 +58,9 @@ def _text_of(content) -> str:
     return "".join(part.get("text") or "" for part in content or [])
 
 
-def _message(item: dict, thread_id: str, created_at: int | None, run_id=None, assistant_id=None) -> dict:
+def _message(
+    item: dict, thread_id: str, created_at: int | None, run_id=None, assistant_id=None, completed_at=None
+) -> dict:
     return {
         "id": item["id"],
         "object": "thread.message",
@@ -71,7 +73,7 @@ def _message(item: dict, thread_id: str, created_at: int | None, run_id=None, as
         "attachments": [],
         "metadata": {},
         "status": "completed",
-        "completed_at": None,
+        "completed_at": completed_at,
         "incomplete_at": None,
         "incomplete_details": None,
     }
@@ -121,7 +123,7 @@ def _run(response: dict, thread_id: str) -> dict:
         "thread_id": thread_id,
         "assistant_id": assistant_id,
         "status": status,
-        "started_at": None if status == "queued" else created_at,
+        "started_at": None,  # the Responses API does not tell; the backend notes its first sight (RunPlan)
         "completed_at": ended_at if status in ("completed", "incomplete") else None,
         "cancelled_at": ended_at if status == "cancelled" else None,
         "failed_at": ended_at if status == "failed" else None,
@@ -143,6 +145,26 @@ def _run(response: dict, thread_id: str) -> dict:
         "max_prompt_tokens": None,
         "max_completion_tokens": None,
     }
+
+
+def _function_step_call(item: dict) -> dict:
+    """A `function_call` output item as a tool call of a run step (its output comes later)."""
+    return {
+        "id": item["call_id"],
+        "type": "function",
+        "function": {"name": item["name"], "arguments": item["arguments"], "output": None},
+    }
+
+
+# Output item type -> its tool call in a run step (app/runs/steps.py): one small function per
+# kind of tool call a response makes.
+STEP_CALLS = {"function_call": _function_step_call}
+
+
+def _ran_upstream(item_type: str) -> bool:
+    """Whether an output item is a tool call the upstream ran itself (every kind in STEP_CALLS but
+    function calls): its step ends as soon as it is made."""
+    return item_type in STEP_CALLS and item_type != "function_call"
 
 
 class ResponsesEngine:
@@ -304,13 +326,18 @@ class ResponsesEngine:
     @staticmethod
     def _poll(run, response, thread_id, hint=None) -> Poll:
         produced = ()
+        output = response.get("output") or []
         if run["status"] in ("completed", "incomplete"):
+            ended = run["completed_at"]
             produced = tuple(
-                _message(o, thread_id, run["completed_at"], run_id=run["id"], assistant_id=run["assistant_id"])
-                for o in response.get("output") or []
+                _message(o, thread_id, ended, run_id=run["id"], assistant_id=run["assistant_id"], completed_at=ended)
+                for o in output
                 if o["type"] == "message"
             )
-        return Poll(run, hint, produced)
+        step_calls = ()
+        if run["status"] in FINAL_STATUSES:
+            step_calls = tuple(STEP_CALLS[o["type"]](o) for o in output if o["type"] in STEP_CALLS)
+        return Poll(run, hint, produced, step_calls)
 
     def cancel_run(self, thread_id, run_id, timeout: float | None = None):
         """Cancel a queued or running response (one that has ended is a 400 upstream)."""
@@ -444,3 +471,6 @@ class _Follower:
         elif kind == "response.output_text.delta":
             # Content part 0: a message's text parts are joined into one part (see `_message`).
             listener.text_appended(event["item_id"], 0, event["delta"])
+        elif kind == "response.output_item.done" and _ran_upstream(event["item"]["type"]):
+            # Told now, so that its step comes before the reply's, as the upstream made them.
+            listener.tool_calls_made([STEP_CALLS[event["item"]["type"]](event["item"])])

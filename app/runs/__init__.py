@@ -7,5 +7,6 @@
 - `plan`: `RunPlan`, what a run carries between rounds, and the run as its client sees it.
 - `polling`: `wait_for_run`, its schedule, its `WaitResult`, the process's budget of looks.
 - `events`: the facts a listener hears while a run goes on (a streamed answer's source).
+- `steps`: `StepBook`, the run's steps (tool calls, replies), kept and told as they change.
 - `errors`: how a start fails before a run is confirmed.
 """

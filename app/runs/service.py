@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 
 from app import metrics, usage
 from app.assistant_types import AssistantType
-from app.contract import ACTIVE_STATUSES, Poll, UpstreamNotFound
+from app.contract import ACTIVE_STATUSES, MessagePage, Poll, UpstreamNotFound
 from app.environment import CANCEL_GRACE_SECONDS
 from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy
 from app.run_options import RunOptions, carried
 from app.runs.driver import RunDriver, release_requires_action
 from app.runs.errors import CreateUnconfirmed
 from app.runs.events import RunListener
-from app.runs.plan import RunPlan, added_usage, ended_as, tool_calls
+from app.runs.plan import RunPlan, added_usage, ended_as, started_at, tool_calls
 from app.runs.polling import WaitResult
+from app.runs.steps import end_open_steps, with_content
 from app.services import Services
 from app.store.records import RecordedRun
 from app.threads import require_thread
@@ -182,6 +183,7 @@ def _expire_if_due(services: Services, recorded: RecordedRun) -> RecordedRun:
     release_requires_action(services, recorded.run["thread_id"], pending["run"])
     ended = ended_as(recorded.run, "expired")
     services.records.run_ended(ended, [], pending["owner"], pending["assistant_type"])
+    end_open_steps(services.records, ended)
     log.info("run %s expired waiting for the client's tool outputs", ended["id"])
     return RecordedRun(ended, True, assistant_type=recorded.assistant_type)
 
@@ -211,9 +213,11 @@ def _add_additional_messages(services: Services, plan: RunPlan) -> None:
 
 
 def _as_recorded(upstream: dict, recorded: RecordedRun) -> dict:
-    """The current upstream run under the ID and creation time its client knows, with the settings
-    its record shows."""
-    return carried(recorded.run, dict(upstream, id=recorded.run["id"], created_at=recorded.run["created_at"]))
+    """The current upstream run under the ID, creation and start times its client knows, with the
+    settings its record shows."""
+    run = carried(recorded.run, dict(upstream, id=recorded.run["id"], created_at=recorded.run["created_at"]))
+    run["started_at"] = started_at(recorded.run.get("started_at"), upstream)
+    return run
 
 
 def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tuple[dict, int | None]:
@@ -256,6 +260,7 @@ def cancel(services: Services, owner: str, thread_id: str, run_id: str) -> dict:
             release_requires_action(services, thread_id, recorded.pending["run"])
             cancelled = ended_as(recorded.run, "cancelled")
             services.records.run_ended(cancelled, [], owner, recorded.pending["assistant_type"])
+            end_open_steps(services.records, cancelled)
             return cancelled
         if recorded.final:
             status = recorded.run["status"]
@@ -269,3 +274,40 @@ def cancel(services: Services, owner: str, thread_id: str, run_id: str) -> dict:
         run = _as_recorded(run, recorded)
         services.records.save_run(run, owner, recorded.assistant_type, final=run["status"] not in ACTIVE_STATUSES)
     return run
+
+
+def list_runs(services: Services, owner: str, thread_id: str, page: MessagePage) -> dict:
+    """The thread's runs as the backend recorded them (a run waiting past its time for the client's
+    tool outputs is expired first)."""
+    require_thread(services, owner, thread_id)
+    _expire_waiting_runs(services, thread_id)
+    return services.records.list_runs(thread_id, page)
+
+
+def _recorded_run_of(services: Services, owner: str, thread_id: str, run_id: str) -> RecordedRun:
+    require_thread(services, owner, thread_id)
+    recorded = _owned_run_record(services, thread_id, run_id)
+    if recorded is None:
+        raise not_found("run", run_id)
+    return recorded
+
+
+def list_steps(
+    services: Services, owner: str, thread_id: str, run_id: str, page: MessagePage, include: tuple[str, ...] = ()
+) -> dict:
+    """The run's steps (app/runs/steps.py), a page of them."""
+    _recorded_run_of(services, owner, thread_id, run_id)
+    listed = services.records.list_steps(run_id, page)
+    listed["data"] = [with_content(step, include) for step in listed["data"]]
+    return listed
+
+
+def retrieve_step(
+    services: Services, owner: str, thread_id: str, run_id: str, step_id: str, include: tuple[str, ...] = ()
+) -> dict:
+    """One step of the run."""
+    _recorded_run_of(services, owner, thread_id, run_id)
+    step = services.records.step(run_id, step_id)
+    if step is None:
+        raise not_found("run step", step_id)
+    return with_content(step, include)

@@ -59,6 +59,17 @@ messages = sa.Table(
     sa.Column("body", sa.Text, nullable=False),
 )
 
+# A run's steps (app/runs/steps.py), `seq` their order of creation.
+run_steps = sa.Table(
+    "run_steps",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(128), nullable=False, unique=True),
+    sa.Column("run_id", sa.String(128), nullable=False, index=True),
+    sa.Column("thread_id", sa.String(128), nullable=False, index=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
 idempotency = sa.Table(
     "idempotency",
     metadata,

@@ -9,7 +9,8 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from app.contract import ACTIVE_STATUSES, MessagePage, list_page
-from app.store.db import idempotency, messages, runs, threads
+from app.store.db import idempotency, messages, run_steps, runs, threads
+from app.store.pages import cursor_page
 from app.store.thread_records import ThreadRecords
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -58,6 +59,7 @@ class Records(ThreadRecords):
     def forget_thread(self, thread_id: str) -> None:
         with self.db.begin() as conn:
             conn.execute(messages.delete().where(messages.c.thread_id == thread_id))
+            conn.execute(run_steps.delete().where(run_steps.c.thread_id == thread_id))
             conn.execute(runs.delete().where(runs.c.thread_id == thread_id))
             conn.execute(threads.delete().where(threads.c.id == thread_id))
 
@@ -252,6 +254,37 @@ class Records(ThreadRecords):
             rows.reverse()
         data = [json.loads(r.body) for r in rows]
         return list_page(data, has_more)
+
+    def list_runs(self, thread_id: str, page: MessagePage) -> dict:
+        """The thread's recorded runs, a page of them, by creation."""
+        with self.db.connect() as conn:
+            return cursor_page(conn, runs, runs.c.created_at, runs.c.snapshot, runs.c.thread_id == thread_id, page)
+
+    # run steps
+
+    def save_step(self, step: dict) -> None:
+        """Insert or update a run step; its place in the run's list is set when first saved."""
+        body = json.dumps(step)
+        with self.db.begin() as conn:
+            updated = conn.execute(run_steps.update().where(run_steps.c.id == step["id"]).values(body=body))
+            if updated.rowcount == 0:
+                conn.execute(
+                    run_steps.insert().values(
+                        id=step["id"], run_id=step["run_id"], thread_id=step["thread_id"], body=body
+                    )
+                )
+
+    def step(self, run_id: str, step_id: str) -> dict | None:
+        with self.db.connect() as conn:
+            body = conn.execute(
+                sa.select(run_steps.c.body).where(run_steps.c.id == step_id, run_steps.c.run_id == run_id)
+            ).scalar()
+        return None if body is None else json.loads(body)
+
+    def list_steps(self, run_id: str, page: MessagePage) -> dict:
+        """The run's steps, a page of them, in their order of creation."""
+        with self.db.connect() as conn:
+            return cursor_page(conn, run_steps, run_steps.c.seq, run_steps.c.body, run_steps.c.run_id == run_id, page)
 
     # idempotency keys
 
