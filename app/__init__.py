@@ -13,6 +13,7 @@ from app.api import SERVICES_KEY, assistant_type_list, health, openapi, page, v1
 from app.api import errors as api_errors
 from app.api.runs import bp as runs_bp
 from app.api.threads import bp as threads_bp
+from app.runs.recovery import Heartbeat
 from app.services import build_services
 from app.settings import Settings, load_settings
 from app.store import schema
@@ -31,7 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         hops = settings.forwarded_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     schema.prepare(settings.database_url, settings.database_auto_migrate)
-    app.extensions[SERVICES_KEY] = build_services(settings)
+    services = app.extensions[SERVICES_KEY] = build_services(settings)
+    Heartbeat(services).start()
 
     logs.init_app(app)
     api_errors.init_app(app)

@@ -25,6 +25,12 @@ threads = sa.Table(
     # so a crashed process cannot block a thread for longer than one deadline.
     sa.Column("lock_run", sa.String(128)),
     sa.Column("lock_until", sa.Float),
+    # The process holding the lock (app/runs/recovery.py), NULL when the record holds it (a run
+    # waiting for the client's tool outputs); its heartbeat, so that another process can tell it died.
+    sa.Column("lock_host", sa.String(255)),
+    sa.Column("lock_pid", sa.Integer),
+    sa.Column("lock_started", sa.BigInteger),
+    sa.Column("lock_beat", sa.Float),
 )
 
 runs = sa.Table(
