@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import logs, metrics, ratelimit
+from app import logs, metrics, ratelimit, upstream_probe
 from app.api import SERVICES_KEY, assistant_type_list, health, openapi, page, v1_dialect
 from app.api import errors as api_errors
 from app.api.runs import bp as runs_bp
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         log.warning("AUTH_MODE=none: every caller is the same anonymous user; for local development only")
     if settings.offline:
         log.warning("OFFLINE UPSTREAM: answers are echo replies from the built-in simulator, not OpenAI")
+    elif not os.environ.get(upstream_probe.PROBED_VARIABLE):
+        upstream_probe.probe_in_background(settings.openai_base_url, settings.openai_api_key, log.warning)
     log.info("engine %s, assistant types: %s", settings.engine, ", ".join(t.name for t in settings.assistant_types))
     return app
 

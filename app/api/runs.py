@@ -21,7 +21,7 @@ from app.assistant_types import AssistantTypeError, resolve
 from app.errors import NO_RETRY, ApiError
 from app.ratelimit import run_limit
 from app.runs import service
-from app.runs.errors import CreateUnconfirmed, DeadlineBeforeStart
+from app.runs.errors import CreateFailed, CreateUnconfirmed, DeadlineBeforeStart
 from app.runs.events import RunListener
 from app.runs.service import LOCK_MARGIN_SECONDS, RunRequest, ToolOutputsRequest
 
@@ -54,6 +54,15 @@ def _unconfirmed() -> ApiError:
         "The upstream did not confirm the run in time; it may still be running. The thread stays busy "
         "until it would have ended; read its messages later.",
         headers=NO_RETRY,
+    )
+
+
+def _not_started() -> ApiError:
+    # No x-should-retry: false: the upstream made no run, so a retry cannot make a second one.
+    return ApiError(
+        503,
+        "The upstream failed to start the run and made none; the thread is free: try again.",
+        headers={"Retry-After": "1"},
     )
 
 
@@ -136,6 +145,8 @@ def _within_capacity(s, request: RunRequest | ToolOutputsRequest, listener: RunL
         raise ApiError(408, TIMEOUT_OUTCOME.error.format(seconds=seconds), headers=NO_RETRY) from None
     except CreateUnconfirmed:
         raise _unconfirmed() from None
+    except CreateFailed:
+        raise _not_started() from None
     finally:
         s.capacity.give_back()
 

@@ -59,9 +59,15 @@ def translated_errors(what: str):
     try:
         yield
     except openai.APITimeoutError as exc:
-        raise transport_error(what, exc.__cause__, timed_out=True) from None
+        raise transport_error(what, exc.__cause__, timed_out=True, url=_url(exc)) from None
     except openai.APIConnectionError as exc:
-        raise transport_error(what, exc.__cause__, timed_out=False) from None
+        raise transport_error(what, exc.__cause__, timed_out=False, url=_url(exc)) from None
     except openai.APIStatusError as exc:
         headers = exc.response.headers if exc.response is not None else None
-        raise status_error(what, exc.status_code, exc.body, headers, fallback=exc.message) from None
+        raise status_error(what, exc.status_code, exc.body, headers, fallback=exc.message, url=_url(exc)) from None
+
+
+def _url(exc: openai.APIError):
+    """The URL of the request an SDK error is about, if it tells."""
+    request = getattr(exc, "request", None)
+    return getattr(request, "url", None)

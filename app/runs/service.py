@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from app import metrics
 from app.assistant_types import AssistantType
 from app.contract import ACTIVE_STATUSES, Poll, UpstreamNotFound
-from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy
+from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy, upstream_lost
 from app.runs.driver import RunDriver, release_requires_action
 from app.runs.errors import CreateUnconfirmed
 from app.runs.events import RunListener
@@ -82,7 +82,10 @@ def start_and_wait(
     )
     with _holding_thread(services, plan, holder):
         _expire_waiting_runs(services, thread_id)
-        return RunDriver(services, plan, deadline, sleep, listener).start(holder)
+        try:
+            return RunDriver(services, plan, deadline, sleep, listener).start(holder)
+        except UpstreamNotFound:
+            raise upstream_lost(thread_id, plan.run_id) from None
 
 
 def _lock(services: Services, thread_id: str, holder: str) -> bool:
@@ -122,7 +125,10 @@ def submit_tool_outputs(
     plan.usage = added_usage(plan.usage, run.get("usage"))
     log.info("run %s: the client answered %d call(s)", run_id, len(answers))
     with _holding_thread(services, plan, run_id):
-        return RunDriver(services, plan, deadline, sleep, listener).resume(run, outputs)
+        try:
+            return RunDriver(services, plan, deadline, sleep, listener).resume(run, outputs)
+        except UpstreamNotFound:
+            raise upstream_lost(thread_id, run_id) from None
 
 
 def _remember(services: Services, poll: Poll, owner: str, assistant_type: str) -> None:
