@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from app.runs.recovery import HEARTBEAT_SECONDS
 from app.store.db import make_database, runs, threads, upgrade
-from harness.servers import start_fake_upstream, start_gunicorn, wait_until
+from harness.servers import free_port, start_fake_upstream, start_gunicorn, wait_until
 from tests.helpers import DEPLOY_TOKEN, DEPLOY_UPSTREAM_KEY, call, gunicorn_env
 
 AUTH = {"Authorization": f"Bearer {DEPLOY_TOKEN}"}
@@ -111,9 +111,13 @@ class Waiting:
         return self
 
 
+UPSTREAM_OPTIONS = ("--default-duration", "0.2", "--api-key", DEPLOY_UPSTREAM_KEY)
+ASSISTANTS = {"OPENAI_ENGINE": "assistants", "ASSISTANT_CURATOR_ID": "asst_curator"}
+
+
 @pytest.fixture
 def upstream(tmp_path):
-    child, url = start_fake_upstream(tmp_path, "--default-duration", "0.2", "--api-key", DEPLOY_UPSTREAM_KEY)
+    child, url = start_fake_upstream(tmp_path, *UPSTREAM_OPTIONS)
     yield url
     child.stop()
 
@@ -123,6 +127,11 @@ def backend(tmp_path, upstream):
     server = Backend(tmp_path, upstream)
     yield server
     server.stop()
+
+
+def _knobs(upstream_url: str, **values) -> None:
+    status, _, body = call("POST", f"{upstream_url}/_fake/config", values)
+    assert status == 200, body
 
 
 def test_a_killed_worker_s_runs_are_adopted_and_their_threads_freed(backend, upstream):
@@ -186,3 +195,162 @@ def test_the_heartbeat_keeps_a_long_run_s_lock_fresh(backend):
     later = backend.lock(thread_id)
     assert later.lock_pid == first.lock_pid and later.lock_beat > first.lock_beat
     assert waiting.result().status == 200
+
+
+# --- a create that fails upstream -----------------------------------------------------------------
+
+# fault -> (HTTP answer, whether the upstream made the run), on an upstream that lists a thread's runs
+# (Assistants). On the Responses engine nothing can tell, so every fault there keeps the hold (504).
+CREATE_FAULTS = {
+    "500-before": (503, False),
+    "500-after": (200, True),
+    "reset-before": (504, False),
+    "reset-after": (200, True),
+    "stall-before": (504, False),
+    "stall-after": (200, True),
+}
+
+
+@pytest.fixture(scope="module")
+def fault_upstream(tmp_path_factory):
+    child, url = start_fake_upstream(tmp_path_factory.mktemp("fault-upstream"), *UPSTREAM_OPTIONS)
+    _knobs(url, stall_seconds=3)
+    yield url
+    child.stop()
+
+
+@pytest.fixture(scope="module", params=["responses", "assistants"])
+def fault_backend(request, tmp_path_factory, fault_upstream):
+    env = ASSISTANTS if request.param == "assistants" else {}
+    server = Backend(tmp_path_factory.mktemp(f"fault-{request.param}"), fault_upstream, **env)
+    server.engine = request.param
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("fault", CREATE_FAULTS)
+def test_a_failed_create_frees_the_thread_when_the_upstream_can_tell_no_run_exists(
+    fault_backend, fault_upstream, fault
+):
+    backend = fault_backend
+    thread_id = backend.thread_with("a run whose create fails [fake duration=0.3]")
+    before = _upstream_stats(fault_upstream)["runs_created"]
+    _knobs(fault_upstream, fail_next_create=fault)
+    status, headers, body = call("POST", f"{backend.api}/threads/{thread_id}/runs", {"assistant_type": "curator"}, AUTH)
+    expected, made = CREATE_FAULTS[fault]
+    if backend.engine == "responses":
+        expected = 504
+    made_upstream = _upstream_stats(fault_upstream)["runs_created"] - before
+    assert made_upstream == int(made)  # the backend never sent the create twice
+    assert status == expected, body
+    lock = backend.lock(thread_id)
+    if expected == 200:  # the run the failed create made was found and waited for
+        assert body["status"] == "completed"
+        assert backend.recorded(body["id"]).status == "completed" and lock.lock_run is None
+    elif expected == 503:  # nothing was made: the thread is free, and a retry is allowed
+        assert headers.get("x-should-retry") != "false" and "made none" in body["error"]
+        assert lock.lock_run is None
+        status, body = backend.run(thread_id)
+        assert status == 200 and body["status"] == "completed"
+        assert _upstream_stats(fault_upstream)["runs_created"] - before == 1
+    else:  # nothing can tell: the thread stays busy until the lock expires
+        assert headers.get("x-should-retry") == "false"
+        assert lock.lock_run is not None
+        assert backend.run(thread_id)[0] == 409
+        assert _upstream_stats(fault_upstream)["runs_created"] - before == int(made)
+
+
+# --- an upstream that cannot be reached, refuses the key, forgets, or answers garbage -------------
+
+
+def _closed_port_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def test_an_unreachable_upstream_is_named_in_the_log_and_said_to_the_client(tmp_path):
+    url = _closed_port_url()
+    backend = Backend(tmp_path, url)
+    try:
+        log = wait_until(
+            lambda: "does not answer" in (text := backend.gunicorn.log()) and text, 10, "the start warning"
+        )
+        assert log.count("does not answer") == 1  # once per start, not per worker
+        assert f"the upstream at {url}/v1 does not answer (connection refused)" in log
+        status, headers, body = call("POST", f"{backend.api}/threads", {}, AUTH)
+        assert status == 503 and "could not be reached" in body["error"], body
+        assert "rate-limit" not in body["error"]
+        log = backend.gunicorn.log()
+        assert f"the upstream at {url}/v1/conversations could not be reached: connection refused" in log
+        assert DEPLOY_UPSTREAM_KEY not in log
+    finally:
+        backend.stop()
+
+
+def test_an_upstream_that_refuses_the_key_is_named_in_the_log(tmp_path, upstream):
+    wrong_key = "sk-wrong-key-for-this-upstream-000"
+    backend = Backend(tmp_path, upstream, OPENAI_API_KEY=wrong_key)
+    try:
+        log = wait_until(lambda: "refuses" in (text := backend.gunicorn.log()) and text, 10, "the start warning")
+        assert f"the upstream at {upstream}/v1 refuses this backend's key (HTTP 401)" in log
+        status, _, body = call("POST", f"{backend.api}/threads", {}, AUTH)
+        assert status == 502 and "key" in body["error"]
+        log = backend.gunicorn.log()
+        assert f"upstream at {upstream}/v1/conversations rejected the key" in log
+        assert wrong_key not in log
+    finally:
+        backend.stop()
+
+
+@pytest.mark.parametrize("engine", ["responses", "assistants"])
+def test_an_upstream_restarted_has_forgotten_threads_and_runs_a_502_not_a_404(tmp_path, engine):
+    port = free_port()
+    child, url = start_fake_upstream(tmp_path, *UPSTREAM_OPTIONS, port=port)
+    backend = Backend(tmp_path, url, **(ASSISTANTS if engine == "assistants" else {}))
+    try:
+        forgotten = backend.thread_with("made before the restart [fake duration=0.1]")
+        waiting_thread = backend.thread_with("waited across the restart [fake duration=4]")
+        waiting = Waiting(backend.port, waiting_thread, stream=False)
+        run_id = wait_until(
+            lambda: (
+                (lock := backend.lock(waiting_thread)).lock_run
+                and not lock.lock_run.startswith("starting-")
+                and lock.lock_run
+            ),
+            10,
+            "the run to start",
+        )
+        child.stop()
+        child, url = start_fake_upstream(tmp_path, *UPSTREAM_OPTIONS, port=port)
+
+        # The run being waited for: the upstream no longer knows it.
+        waiting.result()
+        assert waiting.status == 502
+        answer = json.loads("".join(waiting.lines))
+        assert "no longer knows" in answer["error"]
+        recorded = backend.recorded(run_id)
+        assert recorded.status == "failed" and json.loads(recorded.snapshot)["last_error"]["code"] == "upstream_lost"
+        assert backend.lock(waiting_thread).lock_run is None
+        status, run = backend.get_run(waiting_thread, run_id)
+        assert status == 200 and run["status"] == "failed"
+
+        # A new run on a thread the upstream forgot.
+        status, body = backend.run(forgotten)
+        assert status == 502 and "no longer knows thread" in body["error"], body
+        assert backend.lock(forgotten).lock_run is None
+        assert _upstream_stats(url)["runs_created"] == 0
+    finally:
+        backend.stop()
+        child.stop()
+
+
+def test_an_upstream_answering_garbage_mid_wait_is_waited_through(backend, upstream):
+    thread_id = backend.thread_with("garbage for a while [fake duration=2]")
+    waiting = Waiting(backend.port, thread_id, stream=False)
+    wait_until(lambda: (lock := backend.lock(thread_id)).lock_run and not lock.lock_run.startswith("s"), 10, "run")
+    _knobs(upstream, garbage=True)
+    status, _, body = call("POST", f"{backend.api}/threads", {}, AUTH)
+    assert status == 503 and "not its API" in body["error"], body
+    time.sleep(0.5)
+    _knobs(upstream, garbage=False)  # /_fake answers are never garbage
+    assert waiting.result().status == 200
+    assert json.loads("".join(waiting.lines))["status"] == "completed"
