@@ -29,7 +29,8 @@ from app.contract import ACTIVE_STATUSES, StartedRun, UpstreamError
 from app.environment import CANCEL_GRACE_SECONDS
 from app.runs.driver import RunDriver
 from app.runs.plan import RunPlan, ended_as
-from app.store.records import ProcessId, RecordedRun, ThreadLock
+from app.store.db import make_database
+from app.store.records import ProcessId, RecordedRun, Records, ThreadLock
 from app.tools import Tool
 
 log = logging.getLogger("app.runs")
@@ -49,7 +50,10 @@ _me: ProcessId | None = None
 
 
 def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (state first), or None."""
+    """The fields of /proc/<pid>/stat after the command name (state first); None when there is
+    no such process, [] when /proc cannot tell (not Linux)."""
+    if not os.path.exists("/proc/self/stat"):
+        return []
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
             return stat.read().rpartition(")")[2].split()
@@ -192,6 +196,8 @@ class Heartbeat:
     def __init__(self, services, interval: float = HEARTBEAT_SECONDS):
         self._services = weakref.ref(services)
         self.interval = interval
+        # Its own connections, each closed after use: the loop holds none between beats.
+        self._records = Records(make_database(services.settings.database_url, pooled=False))
         self._thread = threading.Thread(target=self._loop, name="lock-heartbeat", daemon=True)
 
     def start(self) -> Heartbeat:
@@ -205,15 +211,15 @@ class Heartbeat:
             if services is None:
                 return  # its app is gone
             try:
-                self.once(services)
+                self.once(services, self._records)
             except Exception as exc:  # the database may be away for a while; the loop goes on
                 log.warning("lock heartbeat failed: %s: %s", exc.__class__.__name__, exc)
             del services
 
     @staticmethod
-    def once(services) -> None:
-        """One beat, and one look for locks of dead processes."""
-        records = services.records
+    def once(services, records: Records | None = None) -> None:
+        """One beat, and one look for locks of dead processes (through `records`, else the services')."""
+        records = records or services.records
         me = this_process()
         records.beat(me)
         for thread_id, lock in records.locks_held_by_others(me, records.clock() - STALE_AFTER_SECONDS):

@@ -83,16 +83,20 @@ def _enable_sqlite_wal(dbapi_connection, _record):
     cursor.close()
 
 
-def make_database(url: str) -> sa.Engine:
-    """An SQLAlchemy engine for the URL; SQLite files get WAL and a busy timeout."""
+def make_database(url: str, pooled: bool = True) -> sa.Engine:
+    """An SQLAlchemy engine for the URL; SQLite files get WAL and a busy timeout. Not `pooled`:
+    every connection is closed after use (for a background loop that must hold none)."""
+    sizes = {} if pooled else {"poolclass": sa.pool.NullPool}
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, pool_size=20, max_overflow=200, pool_timeout=30)
+        sizes = sizes or dict(pool_size=20, max_overflow=200, pool_timeout=30)
+        engine = sa.create_engine(url, **sizes)
         sa.event.listen(engine, "connect", _enable_sqlite_wal)
         return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=50, pool_pre_ping=True)
+    sizes = sizes or dict(pool_size=10, max_overflow=50, pool_pre_ping=True)
+    return sa.create_engine(url, **sizes)
 
 
 def alembic_config(url: str | None = None, connection: sa.Connection | None = None) -> Config:
