@@ -119,3 +119,20 @@ def test_a_heartbeat_refreshes_only_its_own_process_s_locks(app, api):
     lock = records.thread_lock(theirs)
     assert records.take_over(theirs, lock, recovery.this_process(), 60)
     assert not records.take_over(theirs, lock, recovery.this_process(), 60)  # one process wins
+
+
+def test_an_adopted_run_the_upstream_no_longer_knows_is_recorded_failed(app, api):
+    thread = api.new_thread()
+    api.say(thread, "forgotten [fake duration=0.2]")
+    services = app.extensions["services"]
+    records = services.records
+    assert records.lock_thread(thread, "starting-crashed", 600, _dead_process_here())
+    shape = create_run_upstream(services.engine, thread, services.settings.assistant_types[0])
+    gone = dict(shape, id=shape["id"][:4] + "0" * (len(shape["id"]) - 4))  # a run the upstream never had
+    records.run_started(thread, "starting-crashed", gone, "alice", "curator")
+    answer = api.get(f"/threads/{thread}/runs/{gone['id']}")
+    assert answer.status_code == 200
+    wait_until(lambda: records.run(gone["id"]).final, 10, "the adoption to end")
+    recorded = records.run(gone["id"]).run
+    assert recorded["status"] == "failed" and recorded["last_error"]["code"] == "upstream_lost"
+    assert records.thread_lock(thread) is None

@@ -25,9 +25,9 @@ import time
 import weakref
 
 from app.assistant_types import lookup
-from app.contract import ACTIVE_STATUSES, StartedRun, UpstreamError
+from app.contract import ACTIVE_STATUSES, StartedRun, UpstreamError, UpstreamNotFound
 from app.environment import CANCEL_GRACE_SECONDS
-from app.runs.driver import RunDriver
+from app.runs.driver import RunDriver, cancel_and_settle
 from app.runs.plan import RunPlan, ended_as
 from app.store.db import make_database
 from app.store.records import ProcessId, RecordedRun, Records, ThreadLock
@@ -102,7 +102,17 @@ def holder_is_dead(lock: ThreadLock, now: float) -> bool:
     return lock.beat is None or lock.beat < now - STALE_AFTER_SECONDS
 
 
-def recover(services, thread_id: str, lock: ThreadLock | None = None) -> threading.Thread | None:
+class _Settled:
+    """What `recover` returns when nothing is left to wait for: joining it returns at once."""
+
+    def join(self, timeout: float | None = None) -> None:
+        """Nothing to wait for."""
+
+
+_SETTLED = _Settled()
+
+
+def recover(services, thread_id: str, lock: ThreadLock | None = None) -> threading.Thread | _Settled | None:
     """Take over the thread's lock if its holder is dead, and settle what it held: a starting
     request's lock is freed, a recorded run adopted in the background. The adoption's thread,
     or None when there was nothing to recover."""
@@ -123,9 +133,7 @@ def recover(services, thread_id: str, lock: ThreadLock | None = None) -> threadi
             gone.host,
         )
         records.unlock_thread(thread_id, lock.run)
-        done = threading.Thread(target=lambda: None, daemon=True)
-        done.start()
-        return done
+        return _SETTLED
     log.warning(
         "run %s on %s: its process (pid %d on %s) is dead; this process adopts the run",
         lock.run,
@@ -165,7 +173,10 @@ def _adopt(services, recorded: RecordedRun) -> None:
     try:
         plan = _plan_of(services, recorded)
         if plan is None:
-            log.warning("run %s: its assistant type %r is gone; the run is ended", run["id"], recorded.assistant_type)
+            log.warning(
+                "run %s: its assistant type %r is gone; the run is cancelled", run["id"], recorded.assistant_type
+            )
+            cancel_and_settle(services, thread_id, recorded.upstream_id or run["id"])
             services.records.run_ended(ended_as(run, "cancelled"), [], recorded.owner, recorded.assistant_type)
             return
         upstream = dict(run, id=recorded.upstream_id or run["id"])
@@ -175,6 +186,8 @@ def _adopt(services, recorded: RecordedRun) -> None:
         driver = RunDriver(services, plan, deadline)
         result = driver.drive(StartedRun(upstream))
         log.info("run %s: adopted, ended %s", run["id"], result.run["status"])
+    except UpstreamNotFound:
+        pass  # recorded as failed by the driver: the upstream no longer knows the run
     except UpstreamError as exc:
         log.warning("run %s: adopted, but the upstream cannot tell its end (%s); recorded as failed", run["id"], exc)
         failed = ended_as(run, "failed", last_error=LOST)
