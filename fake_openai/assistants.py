@@ -395,6 +395,14 @@ def _find_run(fake, thread_id, run_id):
     return run
 
 
+def list_runs(fake, thread_id, params):
+    """GET /v1/threads/{id}/runs: the thread's runs, newest first by default."""
+    thread = find_thread(fake, thread_id)
+    thread.advance(fake.now())
+    runs = [run.to_api() for run in fake.runs.values() if run.thread is thread]
+    return list_body(*paginate(runs, **params))
+
+
 def get_run(fake, thread_id, run_id):
     """GET /v1/threads/{id}/runs/{run_id}."""
     return _find_run(fake, thread_id, run_id).to_api()

@@ -25,7 +25,7 @@ from app.contract import UpstreamError
 from app.errors import NO_RETRY, ApiError, from_upstream
 from app.ratelimit import run_limit
 from app.runs import service
-from app.runs.errors import CreateUnconfirmed, DeadlineBeforeStart
+from app.runs.errors import CreateFailed, CreateUnconfirmed, DeadlineBeforeStart
 from app.runs.events import RunListener
 from app.runs.service import LOCK_MARGIN_SECONDS, RunRequest, ToolOutputsRequest
 from app.runs.steps import FILE_SEARCH_CONTENT
@@ -65,6 +65,15 @@ def _unconfirmed() -> ApiError:
         "The upstream did not confirm the run in time; it may still be running. The thread stays busy "
         "until it would have ended; read its messages later.",
         headers=NO_RETRY,
+    )
+
+
+def _not_started() -> ApiError:
+    # No x-should-retry: false: the upstream made no run, so a retry cannot make a second one.
+    return ApiError(
+        503,
+        "The upstream failed to start the run and made none; the thread is free: try again.",
+        headers={"Retry-After": "1"},
     )
 
 
@@ -205,6 +214,8 @@ def _service(s, request: RunRequest | ToolOutputsRequest, listener: RunListener 
         raise ApiError(408, TIMEOUT_OUTCOME.error.format(seconds=seconds), headers=NO_RETRY) from None
     except CreateUnconfirmed:
         raise _unconfirmed() from None
+    except CreateFailed:
+        raise _not_started() from None
 
 
 def _streamed(s, request: RunRequest | ToolOutputsRequest, new_thread: NewThread | None = None):

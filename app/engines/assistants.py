@@ -119,6 +119,19 @@ class AssistantsEngine:
         run = self._call("cancel run", self.quick_runs.cancel, run_id, thread_id=thread_id, timeout=_quick(timeout))
         return _plain(run)
 
+    def newest_run(self, thread_id, timeout):
+        """GET /threads/{id}/runs, newest first, one run."""
+        raw = self._call(
+            "list runs",
+            self.quick_runs.with_raw_response.list,
+            thread_id,
+            limit=1,
+            order="desc",
+            timeout=_quick(timeout),
+        )
+        listed = raw.http_response.json()["data"]
+        return True, (listed[0] if listed else None)
+
     def close_open_calls(self, thread_id, run, timeout):
         """False: a run in `requires_action` holds its thread until it is cancelled (or expires)."""
         return False

@@ -81,6 +81,12 @@ class Engine(Protocol):
 
     def cancel_run(self, thread_id: str, run_id: str, timeout: float | None = None) -> dict: ...
 
+    def newest_run(self, thread_id: str, timeout: float) -> tuple[bool, dict | None]:
+        """(whether the upstream can tell, the thread's newest run or None): the look after a
+        create that may have reached the upstream. (False, None) where the upstream API lists
+        no runs of a thread."""
+        ...
+
     def close_open_calls(self, thread_id: str, run: dict, timeout: float) -> bool:
         """Leave the thread usable after a run stopped for function calls; False when
         the run must be cancelled for that instead."""

@@ -347,6 +347,11 @@ class ResponsesEngine:
         )
         return _run(cancelled, thread_id)
 
+    def newest_run(self, thread_id, timeout):
+        """The Responses and Conversations APIs list no responses of a conversation, and its items
+        appear only once a response has completed: nothing can tell (UPSTREAM-FACTS.md)."""
+        return False, None
+
     def close_open_calls(self, thread_id, run, timeout):
         """Answer every function call of the run with an output saying it was not carried out.
 

@@ -15,10 +15,18 @@ import time
 from dataclasses import replace
 
 from app import metrics, usage
-from app.contract import MessagePage, Poll, StartedRun, UpstreamError, UpstreamTransient
+from app.contract import (
+    ACTIVE_STATUSES,
+    MessagePage,
+    Poll,
+    StartedRun,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamTransient,
+)
 from app.engines.client import QUICK_CALL_SECONDS
 from app.environment import CANCEL_GRACE_SECONDS
-from app.runs.errors import CreateUnconfirmed, DeadlineBeforeStart
+from app.runs.errors import CreateFailed, CreateUnconfirmed, DeadlineBeforeStart
 from app.runs.events import RunListener
 from app.runs.plan import RunPlan, added_usage, ended_as, too_many_rounds, tool_calls
 from app.runs.polling import MIN_DELAY_SECONDS, PollSchedule, WaitResult, wait_for_run
@@ -28,6 +36,10 @@ from app.tools import call_all
 
 log = logging.getLogger("app.runs")
 
+LOST_UPSTREAM = {
+    "code": "upstream_lost",
+    "message": "The upstream no longer knows this run (it may have been reset); its end is unknown.",
+}
 NOT_SUBMITTED = {"code": "server_error", "message": "The upstream refused the tool outputs; see the server log."}
 
 
@@ -160,12 +172,16 @@ class RunDriver:
             if left <= 0:
                 raise DeadlineBeforeStart()
             timeout = min(left, self.settings.upstream_timeout_seconds)
+            tried_at = time.time()
             try:
                 if outputs is None:
                     return self._create(timeout)
                 return self._submit(run, outputs, timeout)
             except UpstreamError as exc:
                 if exc.maybe_sent:
+                    found = self._look_after_create(exc, tried_at) if outputs is None else None
+                    if found is not None:
+                        return found
                     raise CreateUnconfirmed(str(exc)) from None
                 if not isinstance(exc, UpstreamTransient):
                     raise
@@ -175,6 +191,26 @@ class RunDriver:
                 log.info("%s: %s (not sent); trying again in %.2fs", what, exc, delay)
                 self.sleep(delay)
                 backoff = min(backoff * 2, 4.0)
+
+    def _look_after_create(self, exc: UpstreamError, tried_at: float) -> StartedRun | None:
+        """After a create that may have reached the upstream, look for the run it made, where the
+        upstream can tell: the run if it exists (this request waits for it); CreateFailed when
+        the upstream answered a 5xx and no run exists; None when nothing can tell."""
+        thread_id = self.plan.thread_id
+        try:
+            can_tell, newest = self.engine.newest_run(thread_id, _call_seconds(self.deadline))
+        except UpstreamError as look_failed:
+            log.info("create run on %s: %s; the look for its run failed too (%s)", thread_id, exc, look_failed)
+            return None
+        if newest is not None and self.records.run(newest["id"]) is None:
+            # The thread is locked by this request: a run the record does not know is the one it made.
+            if newest["status"] in ACTIVE_STATUSES or newest["created_at"] >= int(tried_at) - 1:
+                log.warning("create run on %s: %s, but the run %s exists; waiting for it", thread_id, exc, newest["id"])
+                return StartedRun(newest)
+        if can_tell and exc.status is not None:
+            log.warning("create run on %s: %s, and no run was made; the thread is free", thread_id, exc)
+            raise CreateFailed(str(exc))
+        return None
 
     def _create(self, timeout: float) -> StartedRun:
         plan = self.plan
@@ -221,6 +257,14 @@ class RunDriver:
                 follow=started.follow,
                 listener=self.upstream_listener,
             )
+        except UpstreamNotFound:
+            # Forgotten upstream (reset, or its data expired): the run ends here, failed, and the thread is free.
+            log.warning(
+                "run %s: the upstream no longer knows %s; recorded as failed", self.plan.run_id, self.upstream_id
+            )
+            lost = ended_as(self.plan.present(started.run), "failed", last_error=LOST_UPSTREAM)
+            self.records.run_ended(lost, [], self.plan.owner, self.plan.assistant.name)
+            raise
         finally:
             started.close()
         usage.record_run(self.services, self.plan.owner, self.plan.assistant.name, result.run, self.plan.run_id)

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from app import metrics, usage
 from app.assistant_types import AssistantType
 from app.contract import ACTIVE_STATUSES, MessagePage, Poll, UpstreamNotFound
-from app.environment import CANCEL_GRACE_SECONDS
-from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy
+from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy, upstream_lost
 from app.run_options import RunOptions, carried
 from app.runs.driver import RunDriver, release_requires_action
 from app.runs.errors import CreateUnconfirmed
 from app.runs.events import RunListener
 from app.runs.plan import RunPlan, added_usage, ended_as, started_at, tool_calls
 from app.runs.polling import WaitResult
+from app.runs.recovery import ADOPTION_GRACE_SECONDS, LOCK_MARGIN_SECONDS, STARTING_PREFIX, recover, this_process
 from app.runs.steps import end_open_steps, with_content
 from app.services import Services
 from app.store.records import RecordedRun
@@ -31,9 +31,6 @@ from app.threads import require_thread
 from app.tools import Tool
 
 log = logging.getLogger("app.runs")
-
-# The lock outlives the wait by this much, for the cancel and the bookkeeping.
-LOCK_MARGIN_SECONDS = CANCEL_GRACE_SECONDS + 10.0
 
 
 @dataclass(frozen=True)
@@ -76,13 +73,12 @@ def start_and_wait(
     CreateUnconfirmed when no run could be started or confirmed. A `listener`
     (a streamed answer) hears of the run's progress.
     """
-    settings = services.settings
     thread_id = request.thread_id
     deadline = _deadline(services, request.arrived)
     require_thread(services, request.owner, thread_id)
     usage.check_budget(services, request.owner, request.assistant.name)  # before anything is created upstream
-    holder = f"starting-{uuid.uuid4().hex}"
-    if not services.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
+    holder = f"{STARTING_PREFIX}{uuid.uuid4().hex}"
+    if not _lock(services, thread_id, holder):
         require_thread(services, request.owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
         raise thread_busy(thread_id, services.records.active_run(thread_id))
     plan = RunPlan(
@@ -97,7 +93,23 @@ def start_and_wait(
     with _holding_thread(services, plan, holder):
         _expire_waiting_runs(services, thread_id)
         _add_additional_messages(services, plan)
-        return RunDriver(services, plan, deadline, sleep, listener).start(holder)
+        try:
+            return RunDriver(services, plan, deadline, sleep, listener).start(holder)
+        except UpstreamNotFound:
+            raise upstream_lost(thread_id, plan.run_id) from None
+
+
+def _lock(services: Services, thread_id: str, holder: str) -> bool:
+    """Take the thread's lock for this process; a lock whose holder died is recovered first
+    (app/runs/recovery.py), and taken when its run has settled within a short grace."""
+    seconds = services.settings.run_timeout_seconds + LOCK_MARGIN_SECONDS
+    if services.records.lock_thread(thread_id, holder, seconds, this_process()):
+        return True
+    adoption = recover(services, thread_id)
+    if adoption is None:
+        return False
+    adoption.join(ADOPTION_GRACE_SECONDS)
+    return services.records.lock_thread(thread_id, holder, seconds, this_process())
 
 
 def submit_tool_outputs(
@@ -118,13 +130,17 @@ def submit_tool_outputs(
     usage.check_budget(services, request.owner, plan.assistant.name)  # before the outputs go upstream
     run, server_outputs = recorded.pending["run"], recorded.pending["server_outputs"]
     answers = _checked_outputs(request.tool_outputs, [c["id"] for c in tool_calls(recorded.run)])
-    if not services.records.take_pending(run_id, recorded.pending, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
+    lock_seconds = settings.run_timeout_seconds + LOCK_MARGIN_SECONDS
+    if not services.records.take_pending(run_id, recorded.pending, lock_seconds, this_process()):
         raise ApiError(409, f"Run {run_id} is already being answered.", headers=NO_RETRY)
     outputs = [(c["id"], server_outputs.get(c["id"], answers.get(c["id"]))) for c in tool_calls(run)]
     plan.usage = added_usage(plan.usage, run.get("usage"))
     log.info("run %s: the client answered %d call(s)", run_id, len(answers))
     with _holding_thread(services, plan, run_id):
-        return RunDriver(services, plan, deadline, sleep, listener).resume(run, outputs)
+        try:
+            return RunDriver(services, plan, deadline, sleep, listener).resume(run, outputs)
+        except UpstreamNotFound:
+            raise upstream_lost(thread_id, run_id) from None
 
 
 def _remember(services: Services, poll: Poll, owner: str, assistant_type: str) -> None:
@@ -220,6 +236,17 @@ def _as_recorded(upstream: dict, recorded: RecordedRun) -> dict:
     return run
 
 
+def _recovered(services: Services, recorded: RecordedRun) -> RecordedRun:
+    """The run's record after its adoption, when the process that waited for it has died."""
+    thread_id, run_id = recorded.run["thread_id"], recorded.run["id"]
+    lock = services.records.thread_lock(thread_id)
+    adoption = recover(services, thread_id, lock) if lock is not None and lock.run == run_id else None
+    if adoption is None:
+        return recorded
+    adoption.join(ADOPTION_GRACE_SECONDS)
+    return services.records.run(run_id) or recorded
+
+
 def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tuple[dict, int | None]:
     """The run now, without waiting (from the record once it has ended or while it waits for
     the client's tool outputs), and when to look again if it is active."""
@@ -227,6 +254,8 @@ def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tup
     recorded = _owned_run_record(services, thread_id, run_id)
     if recorded is not None:
         recorded = _expire_if_due(services, recorded)
+        if not recorded.final and recorded.pending is None:
+            recorded = _recovered(services, recorded)
         if recorded.final or recorded.pending is not None:
             return recorded.run, None
     upstream_id = recorded.upstream_id or run_id if recorded else run_id
