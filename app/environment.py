@@ -145,6 +145,8 @@ RATELIMIT_FAIL = Choice("RATELIMIT_FAIL", "open", ("open", "closed"))
 RATELIMIT_STORAGE_TIMEOUT_SECONDS = Number("RATELIMIT_STORAGE_TIMEOUT_SECONDS", 0.3, low=0.01, high=10)
 # With memory://, the counters of the workers of one gunicorn master: a SQLite file that gunicorn.conf.py names.
 RATELIMIT_SHARED_FILE = Text("RATELIMIT_SHARED_FILE")
+# What ASSISTANT_<TYPE>_ALLOW_OVERRIDES may name: run body fields a type lets its clients set.
+OVERRIDABLE = ("instructions", "model")
 # The chat page at `/`; off unless enabled (`make run` turns it on: scripts/dev_env.py).
 CHAT_PAGE = Flag("CHAT_PAGE", False)
 

@@ -78,10 +78,10 @@ class Headers(dict):
 class Reply:
     """One answer: its status, headers and body."""
 
-    __slots__ = ("status_code", "headers", "content")
+    __slots__ = ("status_code", "headers", "content", "url")
 
-    def __init__(self, status_code: int, headers: Headers, content: bytes):
-        self.status_code, self.headers, self.content = status_code, headers, content
+    def __init__(self, status_code: int, headers: Headers, content: bytes, url: str = ""):
+        self.status_code, self.headers, self.content, self.url = status_code, headers, content, url
 
     def json(self):
         return json.loads(self.content)
@@ -119,6 +119,7 @@ class Http1:
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if self.https else 80)
         self.prefix = parts.path.rstrip("/")
+        self.origin = f"{parts.scheme}://{parts.netloc}"
         host_header = self.host if parts.port is None else f"{self.host}:{parts.port}"
         fixed = {"Host": host_header, **headers}
         self._head_fields = "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
@@ -157,6 +158,7 @@ class Http1:
                 self._idle.popleft().close()
         else:
             conn.close()
+        reply.url = f"{self.origin}{self.prefix}{target}"
         return reply
 
     def _connection(self, connect_timeout: float) -> _Connection:

@@ -88,6 +88,7 @@ class UpstreamHTTP:
 
         self._client = pool()
         self._http1 = None
+        self._base_url = base_url.rstrip("/")
         if transport is None and not _proxied(base_url):
             headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json", "User-Agent": USER_AGENT}
             self._http1 = http1.Http1(base_url.rstrip("/"), headers, ssl_context)
@@ -131,12 +132,13 @@ class UpstreamHTTP:
         target = f"{path}?{urlencode(params)}" if params else path
         data = None if body is None else json.dumps(body).encode()
         seconds = max(0.001, float(timeout))
+        url = f"{self._base_url}{path}"  # for the log: address_of keeps no query
         try:
             return self._http1.request(method, target, data, seconds, min(seconds, CONNECT_SECONDS))
         except http1.NotSent as exc:
-            raise transport_error(what, exc, timed_out=exc.timed_out, detail=" (connect failed)") from None
+            raise transport_error(what, exc, timed_out=exc.timed_out, detail=" (ConnectError)", url=url) from None
         except http1.Broken as exc:
-            raise transport_error(what, exc, timed_out=exc.timed_out, detail=f" ({exc})") from None
+            raise transport_error(what, exc, timed_out=exc.timed_out, detail=" (ReadError)", url=url) from None
 
     def _answer(self, response, what):
         """The JSON answer and its headers, or the engine error of a failed one."""
@@ -145,7 +147,9 @@ class UpstreamHTTP:
         try:
             return response.json(), response.headers
         except ValueError:
-            raise UpstreamTransient(f"{what}: the upstream's answer is not JSON", maybe_sent=True) from None
+            raise UpstreamTransient(
+                f"{what}: the upstream's answer is not JSON", status=response.status_code, maybe_sent=True
+            ) from None
 
     @contextlib.contextmanager
     def stream(
@@ -202,9 +206,10 @@ class UpstreamHTTP:
         try:
             yield
         except httpx2.TimeoutException as exc:
-            raise transport_error(what, exc, timed_out=True) from None
+            raise transport_error(what, exc, timed_out=True, url=_request_url(exc)) from None
         except httpx2.TransportError as exc:
-            raise transport_error(what, exc, timed_out=False, detail=f" ({exc.__class__.__name__})") from None
+            detail = f" ({exc.__class__.__name__})"
+            raise transport_error(what, exc, timed_out=False, detail=detail, url=_request_url(exc)) from None
 
     def _raise_status(self, response: httpx2.Response, what: str):
         """Translate a 4xx/5xx answer, as the SDK path does (upstream_errors.status_error)."""
@@ -218,7 +223,9 @@ class UpstreamHTTP:
             # Before the translation, which may log the message (a 401 echoing the key).
             error["message"] = redact(error["message"], (self._key,))
         status = response.status_code
-        exc = status_error(what, status, error, response.headers, fallback=f"Error code: {status}")
+        exc = status_error(
+            what, status, error, response.headers, fallback=f"Error code: {status}", url=response.url
+        )
         if self._key and self._key in str(exc):
             exc.args = (redact(str(exc), (self._key,)),)
         raise exc
@@ -231,6 +238,13 @@ def _proxied(base_url: str) -> bool:
     if not (proxies.get(scheme) or proxies.get("all")):
         return False
     return not urllib.request.proxy_bypass_environment(host, proxies)
+
+
+def _request_url(exc: httpx2.TransportError):
+    try:
+        return exc.request.url
+    except RuntimeError:  # no request attached
+        return None
 
 
 def _timeout(seconds: float) -> httpx2.Timeout:

@@ -15,18 +15,32 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from app.contract import ACTIVE_STATUSES, MessagePage, list_page
-from app.store.db import idempotency, messages, runs, threads
+from app.store.db import idempotency, messages, run_steps, runs, threads
 from app.store.lean import Lean
+from app.store.pages import cursor_page
 from app.store.thread_records import ThreadRecords
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # What `RecordedRun` is read from.
-_RECORDED_SQL = "SELECT snapshot, finished_at, upstream_id, pending, assistant_type FROM runs"
+_LOCK_COLUMNS = (
+    threads.c.lock_run,
+    threads.c.lock_until,
+    threads.c.lock_host,
+    threads.c.lock_pid,
+    threads.c.lock_started,
+    threads.c.lock_beat,
+)
+_NO_PROCESS = dict(lock_host=None, lock_pid=None, lock_started=None, lock_beat=None)
+_RECORDED_SQL = "SELECT snapshot, finished_at, upstream_id, pending, assistant_type, owner FROM runs"
 
-_LOCK = "UPDATE threads SET lock_run = ?, lock_until = ? WHERE id = ? AND (lock_until IS NULL OR lock_until < ?)"
-_LOCK_OWNED = _LOCK + " AND owner = ?"
+_FREE = "(lock_until IS NULL OR lock_until < ?)"
+_HELD_BY = "lock_host = ?, lock_pid = ?, lock_started = ?, lock_beat = ?"
+_LOCK_OWNED = f"UPDATE threads SET lock_run = ?, lock_until = ?, {_HELD_BY} WHERE id = ? AND owner = ? AND {_FREE}"
 _PASS_LOCK = "UPDATE threads SET lock_run = ? WHERE id = ? AND lock_run = ?"
-_UNLOCK = "UPDATE threads SET lock_run = NULL, lock_until = NULL WHERE id = ? AND lock_run = ?"
+_UNLOCK = (
+    "UPDATE threads SET lock_run = NULL, lock_until = NULL, lock_host = NULL, lock_pid = NULL,"
+    " lock_started = NULL, lock_beat = NULL WHERE id = ? AND lock_run = ?"
+)
 # Owner, type and creation time are set once; the snapshot, status and end on every save.
 _SAVE_RUN = (
     "INSERT INTO runs (id, thread_id, owner, assistant_type, status, snapshot, finished_at, created_at)"
@@ -34,6 +48,24 @@ _SAVE_RUN = (
     " snapshot = excluded.snapshot, finished_at = excluded.finished_at"
 )
 _ADD_MESSAGE = "INSERT INTO messages (id, thread_id, run_id, body) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+
+
+class ProcessId(NamedTuple):
+    """A process, told apart from a later one with the same pid: its host, pid and start time."""
+
+    host: str
+    pid: int
+    started: int
+
+
+class ThreadLock(NamedTuple):
+    """Who holds a thread's lock: the run (or a starting request), until when, the process
+    (None when the record holds it for a run waiting for tool outputs) and its last heartbeat."""
+
+    run: str
+    until: float
+    process: ProcessId | None
+    beat: float | None
 
 
 class RecordedRun(NamedTuple):
@@ -46,6 +78,7 @@ class RecordedRun(NamedTuple):
     upstream_id: str | None = None
     pending: dict | None = None
     assistant_type: str | None = None
+    owner: str | None = None
 
 
 class Records(ThreadRecords):
@@ -79,22 +112,101 @@ class Records(ThreadRecords):
     def forget_thread(self, thread_id: str) -> None:
         with self.db.begin() as conn:
             conn.execute(messages.delete().where(messages.c.thread_id == thread_id))
+            conn.execute(run_steps.delete().where(run_steps.c.thread_id == thread_id))
             conn.execute(runs.delete().where(runs.c.thread_id == thread_id))
             conn.execute(threads.delete().where(threads.c.id == thread_id))
 
-    def lock_thread(self, thread_id: str, holder: str, seconds: float) -> bool:
-        """Take the thread's active-run lock unless another live holder has it."""
+    def lock_thread(self, thread_id: str, holder: str, seconds: float, process: ProcessId | None = None) -> bool:
+        """Take the thread's active-run lock unless another live holder has it; `process` is
+        the one that holds it (and beats for it), None for the record itself."""
         now = self.clock()
-        with self.lean.transaction() as sql:
-            return sql(_LOCK, (holder, now + seconds, thread_id, now)).rowcount == 1
+        free = sa.or_(threads.c.lock_until.is_(None), threads.c.lock_until < now)
+        with self.db.begin() as conn:
+            taken = conn.execute(
+                threads.update()
+                .where(threads.c.id == thread_id, free)
+                .values(lock_run=holder, lock_until=now + seconds, **self._held_by(process, now))
+            )
+            return taken.rowcount == 1
 
-    def lock_owned_thread(self, thread_id: str, owner: str, holder: str, seconds: float) -> list[RecordedRun] | None:
+    @staticmethod
+    def _held_by(process: ProcessId | None, now: float) -> dict:
+        if process is None:
+            return dict(_NO_PROCESS)
+        return dict(lock_host=process.host, lock_pid=process.pid, lock_started=process.started, lock_beat=now)
+
+    def thread_lock(self, thread_id: str) -> ThreadLock | None:
+        """The thread's lock while it is live, with its holder; None when the thread is free."""
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(*_LOCK_COLUMNS).where(threads.c.id == thread_id)).first()
+        return self._lock_of(row)
+
+    def _lock_of(self, row) -> ThreadLock | None:
+        if row is None or row.lock_run is None or row.lock_until is None or row.lock_until < self.clock():
+            return None
+        process = None
+        if row.lock_pid is not None:
+            process = ProcessId(row.lock_host, row.lock_pid, row.lock_started)
+        return ThreadLock(row.lock_run, row.lock_until, process, row.lock_beat)
+
+    def locks_held_by_others(self, process: ProcessId, beat_before: float) -> list[tuple[str, ThreadLock]]:
+        """Live locks held by another process that is on this host, or whose heartbeat is older
+        than `beat_before`: the ones whose holder may be dead."""
+        mine = sa.and_(
+            threads.c.lock_host == process.host,
+            threads.c.lock_pid == process.pid,
+            threads.c.lock_started == process.started,
+        )
+        suspect = sa.or_(threads.c.lock_host == process.host, threads.c.lock_beat < beat_before)
+        query = sa.select(threads.c.id, *_LOCK_COLUMNS).where(
+            threads.c.lock_pid.is_not(None), threads.c.lock_until >= self.clock(), suspect, sa.not_(mine)
+        )
+        with self.db.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(row.id, lock) for row in rows if (lock := self._lock_of(row)) is not None]
+
+    def beat(self, process: ProcessId) -> int:
+        """Refresh the heartbeat of every lock `process` holds (one UPDATE); how many it holds."""
+        with self.db.begin() as conn:
+            beaten = conn.execute(
+                threads.update()
+                .where(
+                    threads.c.lock_host == process.host,
+                    threads.c.lock_pid == process.pid,
+                    threads.c.lock_started == process.started,
+                    threads.c.lock_run.is_not(None),
+                )
+                .values(lock_beat=self.clock())
+            )
+            return beaten.rowcount
+
+    def take_over(self, thread_id: str, dead: ThreadLock, process: ProcessId, seconds: float) -> bool:
+        """Take the lock a dead process held, unless it changed meanwhile (another process was first)."""
+        now = self.clock()
+        with self.db.begin() as conn:
+            taken = conn.execute(
+                threads.update()
+                .where(
+                    threads.c.id == thread_id,
+                    threads.c.lock_run == dead.run,
+                    threads.c.lock_pid == dead.process.pid,
+                    threads.c.lock_started == dead.process.started,
+                    threads.c.lock_host == dead.process.host,
+                )
+                .values(lock_until=now + seconds, **self._held_by(process, now))
+            )
+            return taken.rowcount == 1
+
+    def lock_owned_thread(
+        self, thread_id: str, owner: str, holder: str, seconds: float, process: ProcessId | None = None
+    ) -> list[RecordedRun] | None:
         """Take the lock of `owner`'s thread as `lock_thread` does, and read the thread's runs that
         wait for the client's tool outputs, in one transaction; None when the lock was not taken
         (another live holder, or not their thread)."""
         now = self.clock()
+        held_by = tuple(self._held_by(process, now).values())
         with self.lean.transaction() as sql:
-            if sql(_LOCK_OWNED, (holder, now + seconds, thread_id, now, owner)).rowcount != 1:
+            if sql(_LOCK_OWNED, (holder, now + seconds, *held_by, thread_id, owner, now)).rowcount != 1:
                 return None
             rows = sql(_RECORDED_SQL + " WHERE thread_id = ? AND pending IS NOT NULL", (thread_id,)).fetchall()
         return [self._recorded(row) for row in rows]
@@ -145,9 +257,9 @@ class Records(ThreadRecords):
     @staticmethod
     def _recorded(row) -> RecordedRun:
         """The RecordedRun of a row of _RECORDED_SQL."""
-        snapshot, finished_at, upstream_id, pending, assistant_type = row
+        snapshot, finished_at, upstream_id, pending, assistant_type, owner = row
         pending = json.loads(pending) if pending else None
-        return RecordedRun(json.loads(snapshot), finished_at is not None, upstream_id, pending, assistant_type)
+        return RecordedRun(json.loads(snapshot), finished_at is not None, upstream_id, pending, assistant_type, owner)
 
     def run_progress(self, run_id: str, upstream_id: str) -> None:
         """The run goes on as another upstream run (the next round of a tool loop)."""
@@ -159,19 +271,19 @@ class Records(ThreadRecords):
         with self.lean.transaction() as sql:
             self._save_run(sql, run, owner, assistant_type, final=False)
             sql("UPDATE runs SET pending = ? WHERE id = ?", (json.dumps(pending), run["id"]))
-            self._hold_lock(sql, run["thread_id"], run["id"], seconds)
+            self._hold_lock(sql, run["thread_id"], run["id"], seconds, None)
 
-    def take_pending(self, run_id: str, pending: dict, lock_seconds: float) -> bool:
+    def take_pending(self, run_id: str, pending: dict, lock_seconds: float, process: ProcessId | None = None) -> bool:
         """Take the run's wait for tool outputs for one answer; False if someone else took it first.
 
-        The thread's lock is then held for `lock_seconds` more, for the run's next wait.
+        The thread's lock is then held for `lock_seconds` more, for the run's next wait, by `process`.
         """
         with self.lean.transaction() as sql:
             taken = sql("UPDATE runs SET pending = NULL WHERE id = ? AND pending = ?", (run_id, json.dumps(pending)))
             if taken.rowcount != 1:
                 return False
             (thread_id,) = sql("SELECT thread_id FROM runs WHERE id = ?", (run_id,)).fetchone()
-            self._hold_lock(sql, thread_id, run_id, lock_seconds)
+            self._hold_lock(sql, thread_id, run_id, lock_seconds, process)
             return True
 
     def waiting_runs(self, thread_id: str) -> list[RecordedRun]:
@@ -180,9 +292,11 @@ class Records(ThreadRecords):
             rows = sql(_RECORDED_SQL + " WHERE thread_id = ? AND pending IS NOT NULL", (thread_id,)).fetchall()
         return [self._recorded(row) for row in rows]
 
-    def _hold_lock(self, sql, thread_id: str, holder: str, seconds: float) -> None:
-        until = self.clock() + seconds
-        sql("UPDATE threads SET lock_until = ? WHERE id = ? AND lock_run = ?", (until, thread_id, holder))
+    def _hold_lock(self, sql, thread_id: str, holder: str, seconds: float, process: ProcessId | None) -> None:
+        now = self.clock()
+        held_by = tuple(self._held_by(process, now).values())
+        statement = f"UPDATE threads SET lock_until = ?, {_HELD_BY} WHERE id = ? AND lock_run = ?"
+        sql(statement, (now + seconds, *held_by, thread_id, holder))
 
     # messages
 
@@ -238,6 +352,37 @@ class Records(ThreadRecords):
             rows.reverse()
         data = [json.loads(r.body) for r in rows]
         return list_page(data, has_more)
+
+    def list_runs(self, thread_id: str, page: MessagePage) -> dict:
+        """The thread's recorded runs, a page of them, by creation."""
+        with self.db.connect() as conn:
+            return cursor_page(conn, runs, runs.c.created_at, runs.c.snapshot, runs.c.thread_id == thread_id, page)
+
+    # run steps
+
+    def save_step(self, step: dict) -> None:
+        """Insert or update a run step; its place in the run's list is set when first saved."""
+        body = json.dumps(step)
+        with self.db.begin() as conn:
+            updated = conn.execute(run_steps.update().where(run_steps.c.id == step["id"]).values(body=body))
+            if updated.rowcount == 0:
+                conn.execute(
+                    run_steps.insert().values(
+                        id=step["id"], run_id=step["run_id"], thread_id=step["thread_id"], body=body
+                    )
+                )
+
+    def step(self, run_id: str, step_id: str) -> dict | None:
+        with self.db.connect() as conn:
+            body = conn.execute(
+                sa.select(run_steps.c.body).where(run_steps.c.id == step_id, run_steps.c.run_id == run_id)
+            ).scalar()
+        return None if body is None else json.loads(body)
+
+    def list_steps(self, run_id: str, page: MessagePage) -> dict:
+        """The run's steps, a page of them, in their order of creation."""
+        with self.db.connect() as conn:
+            return cursor_page(conn, run_steps, run_steps.c.seq, run_steps.c.body, run_steps.c.run_id == run_id, page)
 
     # idempotency keys
 
