@@ -15,6 +15,7 @@ the request was on its way: it may have been received).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import socket
 import ssl
@@ -132,34 +133,34 @@ class Http1:
 
     def request(self, method: str, target: str, body: bytes | None, timeout: float, connect_timeout: float) -> Reply:
         """Send one request (`target`: path and query under the base URL) and read its answer."""
+        with self.open(method, target, body, timeout, connect_timeout) as answer:
+            return answer.reply()
+
+    def open(
+        self, method: str, target: str, body: bytes | None, timeout: float, connect_timeout: float, accept: str = ""
+    ) -> Answer:
+        """Send one request and read the head of its answer; the body is read from the `Answer`
+        (whole, or line by line as it comes), each read bounded by `timeout`."""
         head = f"{method} {self.prefix}{target} HTTP/1.1\r\n{self._head_fields}"
+        if accept:
+            head += f"Accept: {accept}\r\n"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         elif method in ("POST", "PUT", "PATCH"):
             head += "Content-Length: 0\r\n"
         payload = (head + "\r\n").encode("latin-1") + (body or b"")
         conn = self._connection(connect_timeout)
-        try:
+        with _failing(conn):
             conn.sock.settimeout(timeout)
             conn.sock.sendall(payload)
-            reply, keep = self._read(conn, method)
-        except TimeoutError:
-            conn.close()
-            raise Broken(timed_out=True) from None
-        except (OSError, ValueError, Broken) as exc:
-            conn.close()
-            if isinstance(exc, Broken):
-                raise
-            raise Broken(timed_out=False, why=exc.__class__.__name__) from None
-        if keep:
-            conn.idle_since = time.monotonic()
-            self._idle.append(conn)
-            while len(self._idle) > MAX_IDLE:
-                self._idle.popleft().close()
-        else:
-            conn.close()
-        reply.url = f"{self.origin}{self.prefix}{target}"
-        return reply
+            status, headers, keep = self._head(conn)
+        return Answer(self, conn, method, status, headers, keep, f"{self.origin}{self.prefix}{target}")
+
+    def _keep(self, conn: _Connection) -> None:
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
+        while len(self._idle) > MAX_IDLE:
+            self._idle.popleft().close()
 
     def _connection(self, connect_timeout: float) -> _Connection:
         """The most recently used idle connection that is still good, or a new one."""
@@ -203,8 +204,8 @@ class Http1:
         line, conn.buffer = conn.buffer[:end], conn.buffer[end + 2 :]
         return line
 
-    def _read(self, conn: _Connection, method: str) -> tuple[Reply, bool]:
-        """The answer (1xx skipped) and whether the connection may be kept."""
+    def _head(self, conn: _Connection) -> tuple[int, Headers, bool]:
+        """The answer's status (1xx skipped), headers, and whether the connection may be kept."""
         while True:
             while (end := conn.buffer.find(b"\r\n\r\n")) < 0:
                 if len(conn.buffer) > _MAX_HEAD_BYTES:
@@ -222,26 +223,108 @@ class Http1:
             name, value = name.strip().lower(), value.strip()
             headers[name] = f"{dict.get(headers, name)}, {value}" if name in headers else value
         keep = version == "HTTP/1.1" and "close" not in dict.get(headers, "connection", "").lower()
+        return status, headers, keep
+
+    def _pieces(self, conn: _Connection, method: str, status: int, headers: Headers):
+        """The body's bytes as they come; returns True at its end when the connection may carry another."""
         if method == "HEAD" or status in (204, 304):
-            return Reply(status, headers, b""), keep
+            return True
         if "chunked" in dict.get(headers, "transfer-encoding", "").lower():
-            return Reply(status, headers, self._chunked(conn)), keep
+            while True:
+                size = int(self._line(conn).split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    while self._line(conn):  # trailers, to the blank line
+                        pass
+                    return True
+                yield self._take(conn, size)
+                self._take(conn, 2)
         length = dict.get(headers, "content-length")
         if length is not None:
-            return Reply(status, headers, self._take(conn, int(length))), keep
+            left = int(length)
+            while left > 0:
+                if not conn.buffer:
+                    self._fill(conn)
+                piece, conn.buffer = conn.buffer[:left], conn.buffer[left:]
+                left -= len(piece)
+                yield piece
+            return True
         while True:  # to the connection's end
+            if conn.buffer:
+                piece, conn.buffer = conn.buffer, b""
+                yield piece
             chunk = conn.sock.recv(_READ_BYTES)
             if not chunk:
-                return Reply(status, headers, conn.buffer), False
+                return False
             conn.buffer += chunk
 
-    def _chunked(self, conn: _Connection) -> bytes:
-        parts = []
-        while True:
-            size = int(self._line(conn).split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                while self._line(conn):  # trailers, to the blank line
-                    pass
-                return b"".join(parts)
-            parts.append(self._take(conn, size))
-            self._take(conn, 2)
+
+@contextlib.contextmanager
+def _failing(conn: _Connection):
+    """Socket failures as Broken (the connection closed): the request may have been received."""
+    try:
+        yield
+    except TimeoutError:
+        conn.close()
+        raise Broken(timed_out=True) from None
+    except Broken:
+        conn.close()
+        raise
+    except (OSError, ValueError) as exc:
+        conn.close()
+        raise Broken(timed_out=False, why=exc.__class__.__name__) from None
+
+
+class Answer:
+    """An answer whose head has been read: its body whole (`reply`) or line by line (`iter_lines`).
+    Leaving it (`close`, or the `with` block) keeps the connection when the body was read to its end."""
+
+    def __init__(self, client: Http1, conn: _Connection, method, status: int, headers: Headers, keep: bool, url):
+        self.client, self.conn, self.keep, self.url = client, conn, keep, url
+        self.status_code, self.headers = status, headers
+        self._pieces = client._pieces(conn, method, status, headers)
+        self._done = False
+
+    def __enter__(self) -> Answer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _next_pieces(self):
+        with _failing(self.conn):
+            try:
+                while True:
+                    yield next(self._pieces)
+            except StopIteration as end:
+                self._done = True
+                self.keep = self.keep and bool(end.value)
+
+    def reply(self) -> Reply:
+        """The whole body read now, as a Reply."""
+        return Reply(self.status_code, self.headers, b"".join(self._next_pieces()), self.url)
+
+    def read(self) -> bytes:
+        return self.reply().content
+
+    def json(self):
+        return self.reply().json()
+
+    def iter_lines(self):
+        """The body's lines as they arrive (text, without their line ends)."""
+        pending = b""
+        for piece in self._next_pieces():
+            pending += piece
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r").decode("utf-8", errors="replace")
+        if pending:
+            yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self.conn is None:
+            return
+        if self._done and self.keep:
+            self.client._keep(self.conn)
+        else:
+            self.conn.close()
+        self.conn = None

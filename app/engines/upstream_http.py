@@ -11,9 +11,9 @@ fraction of the CPU, and nothing is ever retried behind the caller's back.
         for event in events:  # dicts from `data:` lines
             ...
 
-The short JSON calls (`get`, `post`, `delete`) go over plain HTTP/1.1 on kept-alive
-sockets (app/engines/http1.py) unless a test transport or a proxy is configured;
-streams and uploads through httpx2.
+The JSON calls (`get`, `post`, `delete`) and the event streams go over plain HTTP/1.1
+on kept-alive sockets (app/engines/http1.py) unless a test transport or a proxy is
+configured; uploads (and those cases) through httpx2.
 
 Every failure is one of the engine errors of `app.contract` (`upstream_errors`
 translates them), whose `maybe_sent` is False only when the upstream surely did
@@ -132,13 +132,8 @@ class UpstreamHTTP:
         target = f"{path}?{urlencode(params)}" if params else path
         data = None if body is None else json.dumps(body).encode()
         seconds = max(0.001, float(timeout))
-        url = f"{self._base_url}{path}"  # for the log: address_of keeps no query
-        try:
+        with self._translated(what, f"{self._base_url}{path}"):  # the log's address_of keeps no query
             return self._http1.request(method, target, data, seconds, min(seconds, CONNECT_SECONDS))
-        except http1.NotSent as exc:
-            raise transport_error(what, exc, timed_out=exc.timed_out, detail=" (ConnectError)", url=url) from None
-        except http1.Broken as exc:
-            raise transport_error(what, exc, timed_out=exc.timed_out, detail=" (ReadError)", url=url) from None
 
     def _answer(self, response, what):
         """The JSON answer and its headers, or the engine error of a failed one."""
@@ -169,6 +164,10 @@ class UpstreamHTTP:
         UpstreamTransient (maybe_sent=True).
         """
         what = what or f"{method} {path} (stream)"
+        if self._http1 is not None:
+            with self._plain_stream(method, path, body, params, timeout, what) as events:
+                yield events
+            return
         headers = {"Accept": "text/event-stream"}
         client = self._next_stream_client()
         with self._translated(what):
@@ -185,8 +184,26 @@ class UpstreamHTTP:
         finally:
             response.close()
 
-    def _events(self, response, what):
-        with self._translated(what):
+    @contextlib.contextmanager
+    def _plain_stream(self, method, path, body, params, timeout, what):
+        """`stream` over http1: one socket per stream, kept for another call if read to its end."""
+        target = f"{path}?{urlencode(params)}" if params else path
+        data = None if body is None else json.dumps(body).encode()
+        seconds = max(0.001, float(timeout))
+        url = f"{self._base_url}{path}"
+        with self._translated(what, url):
+            answer = self._http1.open(method, target, data, seconds, min(seconds, CONNECT_SECONDS), "text/event-stream")
+        try:
+            if answer.status_code >= 400:
+                with self._translated(what, url):
+                    reply = answer.reply()
+                self._raise_status(reply, what)
+            yield self._events(answer, what, url)
+        finally:
+            answer.close()
+
+    def _events(self, response, what, url=None):
+        with self._translated(what, url):
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue  # blank separator, comment (`:`), event:, id:, retry:
@@ -201,10 +218,14 @@ class UpstreamHTTP:
                     yield event
 
     @contextlib.contextmanager
-    def _translated(self, what):
+    def _translated(self, what, url=None):
         """Transport errors as UpstreamTransient, without the exception's own text."""
         try:
             yield
+        except http1.NotSent as exc:
+            raise transport_error(what, exc, timed_out=exc.timed_out, detail=" (ConnectError)", url=url) from None
+        except http1.Broken as exc:
+            raise transport_error(what, exc, timed_out=exc.timed_out, detail=" (ReadError)", url=url) from None
         except httpx2.TimeoutException as exc:
             raise transport_error(what, exc, timed_out=True, url=_request_url(exc)) from None
         except httpx2.TransportError as exc:
