@@ -32,7 +32,8 @@ from bench import procs
 from bench.config import STRATEGIES
 
 _charged: dict[str, float] = defaultdict(float)
-_stack: list[list[float]] = []  # per open part: [its start, CPU of the parts inside it]
+_stack: list[list[float]] = []
+_show_sql = False  # --show-sql  # per open part: [its start, CPU of the parts inside it]
 
 
 def _timed(part: str, fn):
@@ -85,8 +86,10 @@ class Counts:
     def _begin(self, _conn):
         self.begins += 1
 
-    def _statement(self, *_args):
+    def _statement(self, _conn, _cursor, statement, *_args):
         self.statements += 1
+        if _show_sql:
+            print("SQL through SQLAlchemy:", statement.split("\n")[0][:120])
 
     def _checkout(self, *_args):
         self.checkouts += 1
@@ -132,7 +135,7 @@ def instrument(app) -> None:
     for name in ("claim_idempotency_key", "finish_idempotency_key"):
         _patch(Records, name, "database: idempotency key")
     recorded = ("thread_owner", "lock_thread", "lock_owned_thread", "waiting_runs", "run_started", "run_ended")
-    for name in (*recorded, "save_run", "add_messages"):
+    for name in (*recorded, "save_run", "add_messages", "save_step", "step"):
         _patch(Records, name, f"database: {name}")
     _patch(UsageStore, "add", "database: usage row")
     _patch(UsageStore, "month_rows", "database: budget sums")
@@ -156,7 +159,10 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--code", type=Path, default=procs.ROOT, help="the tree whose app is measured (an older commit's `git archive`)"
     )
+    parser.add_argument("--show-sql", action="store_true", help="print the statements sent through SQLAlchemy")
     args = parser.parse_args(argv)
+    global _show_sql
+    _show_sql = args.show_sql
 
     work = Path(tempfile.mkdtemp(prefix="bench-post-"))
     fake_port = procs.free_port()

@@ -47,6 +47,10 @@ _SAVE_RUN = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
     " snapshot = excluded.snapshot, finished_at = excluded.finished_at"
 )
+_SAVE_STEP = (
+    "INSERT INTO run_steps (id, run_id, thread_id, body) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET body = excluded.body"
+)
 _ADD_MESSAGE = "INSERT INTO messages (id, thread_id, run_id, body) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 
 
@@ -362,22 +366,13 @@ class Records(ThreadRecords):
 
     def save_step(self, step: dict) -> None:
         """Insert or update a run step; its place in the run's list is set when first saved."""
-        body = json.dumps(step)
-        with self.db.begin() as conn:
-            updated = conn.execute(run_steps.update().where(run_steps.c.id == step["id"]).values(body=body))
-            if updated.rowcount == 0:
-                conn.execute(
-                    run_steps.insert().values(
-                        id=step["id"], run_id=step["run_id"], thread_id=step["thread_id"], body=body
-                    )
-                )
+        with self.lean.transaction() as sql:
+            sql(_SAVE_STEP, (step["id"], step["run_id"], step["thread_id"], json.dumps(step)))
 
     def step(self, run_id: str, step_id: str) -> dict | None:
-        with self.db.connect() as conn:
-            body = conn.execute(
-                sa.select(run_steps.c.body).where(run_steps.c.id == step_id, run_steps.c.run_id == run_id)
-            ).scalar()
-        return None if body is None else json.loads(body)
+        with self.lean.transaction() as sql:
+            row = sql("SELECT body FROM run_steps WHERE id = ? AND run_id = ?", (step_id, run_id)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def list_steps(self, run_id: str, page: MessagePage) -> dict:
         """The run's steps, a page of them, in their order of creation."""
