@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from app.contract import ACTIVE_STATUSES, MessagePage
+from app.contract import ACTIVE_STATUSES
 from app.runs.events import RunListener
 from app.store.records import Records
 
@@ -154,9 +154,9 @@ class StepBook:
 
     def _last_open_calls(self, run_id: str) -> dict | None:
         """The run's unfinished tool_calls step in the record (the run may have waited in another process)."""
-        newest = self.records.list_steps(run_id, MessagePage(limit=1, order="desc"))["data"]
-        if newest and newest[0]["type"] == "tool_calls" and newest[0]["status"] == "in_progress":
-            return newest[0]
+        newest = self.records.newest_step(run_id)
+        if newest and newest["type"] == "tool_calls" and newest["status"] == "in_progress":
+            return newest
         return None
 
     def reply_started(self, message_id: str) -> None:

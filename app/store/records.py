@@ -374,6 +374,12 @@ class Records(ThreadRecords):
             row = sql("SELECT body FROM run_steps WHERE id = ? AND run_id = ?", (step_id, run_id)).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def newest_step(self, run_id: str) -> dict | None:
+        """The run's last step, if it has any (asked at every run's end: plain SQL)."""
+        with self.lean.transaction() as sql:
+            row = sql("SELECT body FROM run_steps WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def list_steps(self, run_id: str, page: MessagePage) -> dict:
         """The run's steps, a page of them, in their order of creation."""
         with self.db.connect() as conn:
