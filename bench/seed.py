@@ -118,6 +118,8 @@ def main(argv=None) -> None:
                     f"{1000 * cpu / n:.2f} ms per run; fit {step['cpu']}; gave {step['gave']}",
                     flush=True,
                 )
+                if step["gave"]:
+                    break
     finally:
         shutil.rmtree(work, ignore_errors=True)
     (args.out / "seed-results.json").write_text(json.dumps(results, indent=1))
