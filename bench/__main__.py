@@ -32,7 +32,7 @@ def _names(text: str, allowed) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes: a couple of minutes in all")
+    parser.add_argument("--quick", action="store_true", help="small sizes: 5-7 minutes in all (docs/benchmarks.md)")
     parser.add_argument(
         "--strategies",
         default=",".join(config.STRATEGIES),
