@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, g, jsonify
+from flask import request as flask_request
 
 from app import tools
 from app.api import authenticate_caller, services, v1_dialect
@@ -18,6 +19,7 @@ from app.api.outcomes import TIMEOUT_OUTCOME, outcome_of
 from app.api.sse import RunEvents, error_data
 from app.api.streamed_answer import streamed_answer
 from app.assistant_types import AssistantTypeError, resolve
+from app.attachments import INCLUDE_RESULTS
 from app.errors import NO_RETRY, ApiError
 from app.ratelimit import run_limit
 from app.runs import service
@@ -86,8 +88,18 @@ def create_run(thread_id):
     top_p = v.number_in_range(body, "top_p", 0, 1)
     temperature = assistant.temperature if temperature is None else temperature
     top_p = assistant.top_p if top_p is None else top_p
-    request = RunRequest(g.user, thread_id, assistant, temperature, top_p, client_tools, g.arrived)
+    include = _include()
+    request = RunRequest(g.user, thread_id, assistant, temperature, top_p, client_tools, g.arrived, include)
     return _answer(s, request, stream)
+
+
+def _include() -> tuple[str, ...]:
+    """The run's `include[]` query parameter: only the file_search results' text."""
+    values = tuple(flask_request.args.getlist("include[]") + flask_request.args.getlist("include"))
+    unknown = [value for value in values if value != INCLUDE_RESULTS]
+    if unknown:
+        raise v.bad_request(f"Unknown 'include[]' value '{unknown[0]}'; the only one is '{INCLUDE_RESULTS}'.")
+    return values
 
 
 @bp.post("/threads/<thread_id>/runs/<run_id>/submit_tool_outputs")

@@ -8,6 +8,7 @@ from app import threads
 from app.api import authenticate_caller, services
 from app.api import validation as v
 from app.api.idempotency import idempotent
+from app.attachments import checked_attachments
 from app.store.thread_records import ThreadPage
 
 bp = Blueprint("threads", __name__)
@@ -23,8 +24,8 @@ def create_thread():
         raise v.bad_request("'messages' must be a list of at most 32 messages.")
     messages = []
     for raw in raw_messages:
-        if not isinstance(raw, dict) or set(raw) - {"role", "content", "metadata"}:
-            raise v.bad_request('Each message must be {"role", "content", "metadata"?}.')
+        if not isinstance(raw, dict) or set(raw) - {"role", "content", "metadata", "attachments"}:
+            raise v.bad_request('Each message must be {"role", "content", "metadata"?, "attachments"?}.')
         message = {
             "role": v.role(raw.get("role")),
             "content": v.message_text(raw.get("content"), s.settings.max_message_chars),
@@ -32,6 +33,9 @@ def create_thread():
         message_metadata = v.metadata(raw.get("metadata"), s.settings.max_metadata_pairs)
         if message_metadata:
             message["metadata"] = message_metadata
+        attachments = checked_attachments(raw.get("attachments"), s.engine.name)
+        if attachments:
+            message["attachments"] = attachments
         messages.append(message)
     metadata = v.metadata(body.get("metadata"), s.settings.max_metadata_pairs)
     return jsonify(threads.create(s, g.user, messages, metadata))
@@ -53,8 +57,6 @@ def add_message(thread_id):
     s = services()
     thread_id = v.checked_id(thread_id, "thread")
     body = v.json_body({"role", "content", "metadata", "attachments"})
-    if body.get("attachments"):
-        raise v.bad_request("Attachments are not supported by this backend.")
     message = threads.add_message(
         s,
         g.user,
@@ -62,6 +64,7 @@ def add_message(thread_id):
         v.role(body.get("role")),
         v.message_text(body.get("content"), s.settings.max_message_chars),
         v.metadata(body.get("metadata"), s.settings.max_metadata_pairs),
+        checked_attachments(body.get("attachments"), s.engine.name),
     )
     return jsonify(message)
 

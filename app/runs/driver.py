@@ -84,6 +84,9 @@ class _ClientView:
     def text_appended(self, message_id: str, index: int, text: str) -> None:
         self.listener.text_appended(message_id, index, text)
 
+    def citation_added(self, message_id: str, index: int, text: str, annotation: dict) -> None:
+        self.listener.citation_added(message_id, index, text, annotation)
+
     def message_completed(self, message: dict) -> None:
         self.listener.message_completed(message)
 
@@ -168,6 +171,7 @@ class RunDriver:
             timeout=timeout,
             follow=self.follow_upstream,
             tools=plan.tools,
+            **plan.knowledge(),
         )
 
     def _submit(self, run: dict, outputs, timeout: float) -> StartedRun:
@@ -182,6 +186,7 @@ class RunDriver:
             timeout=timeout,
             follow=self.follow_upstream,
             tools=plan.tools,
+            **plan.knowledge(),
         )
 
     def _look(self) -> Poll:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from app import metrics
 from app.assistant_types import AssistantType
+from app.attachments import run_file_search
 from app.contract import ACTIVE_STATUSES, Poll, UpstreamNotFound
 from app.environment import CANCEL_GRACE_SECONDS
 from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy
@@ -47,6 +48,7 @@ class RunRequest:
     top_p: float | None
     client_tools: tuple[Tool, ...] = ()
     arrived: float | None = None
+    include: tuple[str, ...] = ()  # what the run's file_search answers ("include[]")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ def start_and_wait(
     )
     with _holding_thread(services, plan, holder):
         _expire_waiting_runs(services, thread_id)
+        plan.file_search = run_file_search(
+            services, request.owner, thread_id, request.assistant, request.include, deadline, sleep
+        )
         return RunDriver(services, plan, deadline, sleep, listener).start(holder)
 
 
