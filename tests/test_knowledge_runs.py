@@ -97,9 +97,9 @@ def test_the_sdk_streams_the_citations_that_the_thread_keeps(live_server, quick,
         assert value == stored.value
         assert [a.pop("index") for a in annotations] == list(range(len(annotations)))
         kept = [a.model_dump(exclude_none=True) for a in stored.annotations]
-        assert annotations and [dict(a, file_citation={"file_id": a["file_citation"]["file_id"]}) for a in annotations] == [
-            dict(a, file_citation={"file_id": a["file_citation"]["file_id"]}) for a in kept
-        ]
+        assert annotations and [
+            dict(a, file_citation={"file_id": a["file_citation"]["file_id"]}) for a in annotations
+        ] == [dict(a, file_citation={"file_id": a["file_citation"]["file_id"]}) for a in kept]
         assert_cites({"value": stored.value, "annotations": kept}, file.id)
 
 
@@ -135,7 +135,9 @@ def test_another_users_file_is_a_404_that_never_reaches_the_upstream(api, quick,
     before = upstream_calls(quick)
     answer = ask(api, thread_id, file_id)
     assert answer.status_code == 404 and file_id in answer.json["error"]
-    created = api.post("/threads", json={"messages": [{"role": "user", "content": "hi", "attachments": attached(file_id)}]})
+    created = api.post(
+        "/threads", json={"messages": [{"role": "user", "content": "hi", "attachments": attached(file_id)}]}
+    )
     assert created.status_code == 404
     assert upstream_calls(quick) == before
 
@@ -163,7 +165,11 @@ def test_malformed_attachments_are_a_400_before_the_upstream(api, quick, attachm
 def test_code_interpreter_attachments_are_refused_on_responses_and_passed_on_assistants(api, quick, engine_name):
     file_id = upload(api)
     thread_id = api.new_thread()
-    body = {"role": "user", "content": "hi", "attachments": [{"file_id": file_id, "tools": [{"type": "code_interpreter"}]}]}
+    body = {
+        "role": "user",
+        "content": "hi",
+        "attachments": [{"file_id": file_id, "tools": [{"type": "code_interpreter"}]}],
+    }
     answer = api.post(f"/threads/{thread_id}/messages", json=body)
     if engine_name == "responses":
         assert answer.status_code == 400 and "not supported on this engine" in answer.json["error"]
@@ -216,7 +222,9 @@ def test_deleting_a_thread_deletes_its_store_and_a_failed_delete_is_tried_again(
     first, second = api.new_thread(), api.new_thread()
     for thread_id in (first, second):
         assert ask(api, thread_id, file_id).status_code == 200
-    stores = [api.get(f"/threads/{t}").json["tool_resources"]["file_search"]["vector_store_ids"][0] for t in (first, second)]
+    stores = [
+        api.get(f"/threads/{t}").json["tool_resources"]["file_search"]["vector_store_ids"][0] for t in (first, second)
+    ]
 
     assert api.delete(f"/threads/{first}").status_code == 200
     assert stores[0] not in quick.vector_stores and file_id in quick.files  # the file stays the user's

@@ -261,9 +261,7 @@ class ResponsesEngine:
             _add_file_search(body, file_search)
         return body
 
-    def start_run(
-        self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=(), file_search=None
-    ):
+    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=(), file_search=None):
         body = self._create_body(thread_id, assistant, temperature, top_p, tools, file_search=file_search)
         return self._start(thread_id, body, timeout, follow)
 

@@ -34,4 +34,3 @@ class RunListener(Protocol):
 
     def message_completed(self, message: dict) -> None:
         """An assistant message is complete (or `incomplete`, as its status says)."""
-
