@@ -282,3 +282,24 @@ def _api(app, user):
     from tests.helpers import Api
 
     return Api(app.test_client(), TOKENS[user])
+
+
+@responses_only
+def test_every_response_of_a_run_searches_the_same_stores(api, quick):
+    file_id = upload(api)
+    thread_id = api.new_thread()
+    assert ask(api, thread_id, file_id, QUESTION + " [fake call=lookup]").status_code == 200
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+    run = api.run(thread_id, tools=[tool])
+    assert run.json["status"] == "requires_action", run.json
+    assert {"type": "file_search"} in run.json["tools"]
+    call_id = run.json["required_action"]["submit_tool_outputs"]["tool_calls"][0]["id"]
+    outputs = {"tool_outputs": [{"tool_call_id": call_id, "output": "nothing"}]}
+    done = api.post(f"/threads/{thread_id}/runs/{run.json['id']}/submit_tool_outputs", json=outputs)
+    assert done.status_code == 200 and done.json["status"] == "completed", done.json
+    responses = [r for r in quick.responses.values() if r.conversation and r.conversation.id == thread_id]
+    assert len(responses) == 2
+    for response in responses:
+        tool = next(t for t in response.tools if t["type"] == "file_search")
+        assert len(tool["vector_store_ids"]) == 1
+    assert_cites(answer_text(api, thread_id), file_id)
