@@ -55,7 +55,8 @@ class Engine(Protocol):
         an error whose `maybe_sent` is true leaves it unknown whether the run exists.
         With `follow`, the run's upstream events are read from the creation's own answer
         where the upstream allows it (`StartedRun.follow`). `tools` are the function tools
-        the model may call."""
+        the model may call. The responses engine also takes `file_search` (app.contract.FileSearch),
+        given only to a run that searches (`RunPlan.knowledge`), here and in `submit_tool_outputs`."""
         ...
 
     def submit_tool_outputs(
