@@ -8,6 +8,7 @@ import io
 import openai
 import pytest
 
+from app.citations import StreamedCitations, annotated
 from app.contract import UpstreamTransient
 from app.engines.responses import file_search_call
 from tests.helpers import TOKENS, upstream_calls
@@ -303,3 +304,29 @@ def test_every_response_of_a_run_searches_the_same_stores(api, quick):
         tool = next(t for t in response.tools if t["type"] == "file_search")
         assert len(tool["vector_store_ids"]) == 1
     assert_cites(answer_text(api, thread_id), file_id)
+
+
+def test_markers_go_in_at_each_index_and_the_stream_places_them_alike():
+    text = "Café au lait is Travis's. Cake is Filip's."
+    cites = [
+        {"type": "file_citation", "file_id": "file-b", "filename": "b.txt", "index": 41},
+        {"type": "file_citation", "file_id": "file-a", "filename": "a.txt", "index": 24},
+        {"type": "url_citation", "url": "https://example.com", "start_index": 0, "end_index": 4},
+    ]
+    value, annotations = annotated(text, cites, turn=1)
+    assert value == "Café au lait is Travis's【1:0†a.txt】. Cake is Filip's【1:1†b.txt】."
+    assert [a["file_citation"]["file_id"] for a in annotations] == ["file-a", "file-b"]
+    for annotation in annotations:
+        assert value[annotation["start_index"] : annotation["end_index"]] == annotation["text"]
+
+    streamed, placed = StreamedCitations(turn=1), []
+    written = ""
+    for piece, cite in (("Café au lait is Travis's", cites[1]), (". Cake is Filip's", cites[0]), (".", None)):
+        streamed.text(piece)
+        written += piece
+        if cite is not None:
+            marker, annotation = streamed.cite(cite)
+            written += marker
+            placed.append(annotation)
+    assert written == value and placed == annotations
+    assert streamed.cite(cites[1]) is None  # a citation behind the text already sent cannot go in
