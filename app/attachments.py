@@ -133,8 +133,12 @@ def run_file_search(
                 f"'{assistant.name}' has {len(store_ids)} and this thread has its own (its attachments). Use a "
                 f"thread without attachments, or a type with fewer vector stores."
             )
-        _wait_processed(services, owner, thread_store, deadline, sleep)
-        store_ids.append(thread_store)
+        try:
+            _wait_processed(services, owner, thread_store, deadline, sleep)
+            store_ids.append(thread_store)
+        except UpstreamNotFound:  # deleted upstream behind the backend's back: nothing left to search
+            log.warning("thread %s: its vector store %s is gone upstream; forgotten", thread_id, thread_store)
+            services.knowledge.forget_thread_vector_store(thread_id)
     if not store_ids:
         return None
     return FileSearch(tuple(store_ids), assistant.file_search_max_results, INCLUDE_RESULTS in include)

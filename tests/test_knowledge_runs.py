@@ -330,3 +330,15 @@ def test_markers_go_in_at_each_index_and_the_stream_places_them_alike():
             placed.append(annotation)
     assert written == value and placed == annotations
     assert streamed.cite(cites[1]) is None  # a citation behind the text already sent cannot go in
+
+
+@responses_only
+def test_a_thread_store_gone_upstream_is_forgotten_and_the_run_goes_on(api, quick):
+    file_id = upload(api)
+    thread_id = api.new_thread()
+    assert ask(api, thread_id, file_id).status_code == 200
+    store_id = api.get(f"/threads/{thread_id}").json["tool_resources"]["file_search"]["vector_store_ids"][0]
+    del quick.vector_stores[store_id]  # deleted behind the backend's back
+    run = api.run(thread_id)
+    assert run.status_code == 200 and run.json["status"] == "completed"
+    assert api.get(f"/threads/{thread_id}").json["tool_resources"] == {}
