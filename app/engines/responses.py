@@ -310,7 +310,9 @@ class ResponsesEngine:
         options=None,
         file_search=None,
     ):
-        body = self._create_body(thread_id, assistant, temperature, top_p, tools, options=options, file_search=file_search)
+        body = self._create_body(
+            thread_id, assistant, temperature, top_p, tools, options=options, file_search=file_search
+        )
         return self._start(thread_id, body, timeout, follow)
 
     def submit_tool_outputs(
