@@ -9,6 +9,7 @@ import time
 import sqlalchemy as sa
 
 from app.store.db import assistant_vector_stores, files, vector_stores
+from app.store.lean import Lean
 from app.store.thread_stores import ThreadStoreRecords
 
 
@@ -72,10 +73,9 @@ class KnowledgeRecords(ThreadStoreRecords):
     # the stores an administrator gave an assistant type
 
     def type_vector_stores(self, assistant_type: str) -> list[str]:
-        table = assistant_vector_stores
-        with self.db.connect() as conn:
-            query = sa.select(table.c.vector_store_id).where(table.c.assistant_type == assistant_type)
-            return list(conn.execute(query.order_by(table.c.position)).scalars())
+        query = "SELECT vector_store_id FROM assistant_vector_stores WHERE assistant_type = ? ORDER BY position"
+        with Lean(self.db).transaction() as sql:  # asked at every run's start: plain SQL
+            return [row[0] for row in sql(query, (assistant_type,)).fetchall()]
 
     def set_type_vector_stores(self, assistant_type: str, store_ids: list[str], by: str) -> None:
         """Replace the type's stores with these, in this order."""

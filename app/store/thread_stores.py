@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from app.store.db import thread_vector_stores, vector_store_deletions
+from app.store.lean import Lean
 
 # A failed delete is tried again after this many seconds, doubled per attempt up to a day.
 RETRY_FIRST_SECONDS = 30.0
@@ -21,9 +22,10 @@ class ThreadStoreRecords:
     db: sa.Engine
 
     def thread_vector_store(self, thread_id: str) -> str | None:
-        table = thread_vector_stores
-        with self.db.connect() as conn:
-            return conn.execute(sa.select(table.c.vector_store_id).where(table.c.thread_id == thread_id)).scalar()
+        # Asked at every run's start: plain SQL (app/store/lean.py).
+        with Lean(self.db).transaction() as sql:
+            row = sql("SELECT vector_store_id FROM thread_vector_stores WHERE thread_id = ?", (thread_id,)).fetchone()
+        return None if row is None else row[0]
 
     def set_thread_vector_store(self, thread_id: str, store_id: str) -> bool:
         """Record the thread's new store; False when another request recorded one first."""
@@ -57,10 +59,12 @@ class ThreadStoreRecords:
 
     def deletions_due(self, limit: int) -> list[tuple[str, str]]:
         """(store ID, thread ID) of failed deletes whose next try is due, oldest first."""
-        table = vector_store_deletions
-        query = sa.select(table.c.vector_store_id, table.c.thread_id).where(table.c.next_try_at <= self.clock())
-        with self.db.connect() as conn:
-            return [tuple(row) for row in conn.execute(query.order_by(table.c.next_try_at).limit(limit))]
+        query = (
+            "SELECT vector_store_id, thread_id FROM vector_store_deletions WHERE next_try_at <= ?"
+            " ORDER BY next_try_at LIMIT ?"
+        )
+        with Lean(self.db).transaction() as sql:  # asked at every run's start: plain SQL
+            return [tuple(row) for row in sql(query, (self.clock(), limit)).fetchall()]
 
     def deletion_done(self, store_id: str) -> None:
         with self.db.begin() as conn:
