@@ -368,7 +368,8 @@ function streamProblem(event) {
 
 // A stream lost mid-reply is read again from the event after the last one shown
 // (GET .../runs/{id}/events with Last-Event-ID), after each of these pauses in turn.
-const REATTACH_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
+const REATTACH_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000, 8000, 8000, 8000, 8000];
+const ACTIVE_STATUSES = new Set(["queued", "in_progress", "cancelling"]);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -380,7 +381,12 @@ async function readStream(response, item) {
     if (!stream.runId || attempt >= REATTACH_DELAYS_MS.length) throw new Problem(SENTENCES.cut);
     await sleep(REATTACH_DELAYS_MS[attempt++]);
     response = await reattach(stream);
-    if (response === "stored") return showRunMessages(item, await call("GET", `${stream.path}/runs/${encodeURIComponent(stream.runId)}`));
+    if (response === "stored") {
+      // The events are not kept where this request landed: the stored reply, once the run has ended.
+      const run = await call("GET", `${stream.path}/runs/${encodeURIComponent(stream.runId)}`);
+      if (!ACTIVE_STATUSES.has(run.status)) return showRunMessages(item, run);
+      response = null;
+    }
   }
 }
 
