@@ -5,6 +5,7 @@ the live ones, to `done`, from the process's own log or from Redis shared by two
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import httpx2
@@ -12,6 +13,9 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.environment import ConfigError
+from app.event_log import LoggedEvent, MemoryEventLog, Stream
+from app.settings import load_settings
 from harness.servers import start_redis
 from tests.helpers import TOKENS, ServerThread
 
@@ -223,3 +227,86 @@ def test_without_redis_the_run_streams_to_its_client_and_a_reattach_is_a_503(red
     assert _metric(app, "backend_event_log_errors_total", operation="publish") == before + 1
     status, body = _reattach(first.url, thread_id, run_id)
     assert status == 503 and "try again" in body["error"]
+
+
+# --- the event log itself -------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _events_of(*names, start=1):
+    return [LoggedEvent(start + i, name, "{}") for i, name in enumerate(names)]
+
+
+def test_the_memory_log_keeps_a_run_while_it_streams_then_for_the_replay_time():
+    clock = Clock()
+    log = MemoryEventLog(replay_seconds=10, live_seconds=100, clock=clock)
+    log.append("run_1", Stream("alice", "thread_1"), _events_of("thread.run.created", "thread.message.delta"))
+    clock.now += 99
+    assert [e.seq for e in log.read("run_1", 1)] == [2] and log.last_seq("run_1") == 2
+    log.append("run_1", Stream("alice", "thread_1"), _events_of("done", start=3))
+    clock.now += 9.9
+    assert log.stream("run_1") == Stream("alice", "thread_1")
+    clock.now += 0.2
+    assert log.stream("run_1") is None and log.read("run_1", 0) == [] and log.last_seq("run_1") == 0
+
+
+def test_the_memory_log_is_bounded_per_run_and_in_runs():
+    log = MemoryEventLog(replay_seconds=10, live_seconds=100, max_events=3, max_runs=2)
+    log.append("run_1", Stream("alice", "t"), _events_of(*["thread.message.delta"] * 5))
+    assert [e.seq for e in log.read("run_1", 0)] == [3, 4, 5]  # the oldest dropped: a reattach from 0 is a 410
+    log.append("run_2", Stream("alice", "t"), _events_of("done"))  # expires first
+    log.append("run_3", Stream("alice", "t"), _events_of("thread.run.created"))
+    assert log.stream("run_2") is None and log.stream("run_1") and log.stream("run_3")
+
+
+def test_a_follower_of_the_memory_log_is_woken_by_the_next_event():
+    log = MemoryEventLog(replay_seconds=10, live_seconds=100)
+    log.append("run_1", Stream("alice", "t"), _events_of("thread.run.created"))
+    later = threading.Timer(0.2, lambda: log.append("run_1", Stream("alice", "t"), _events_of("done", start=2)))
+    later.start()
+    started = time.monotonic()
+    assert [e.name for e in log.read("run_1", 1, wait=5)] == ["done"]
+    assert time.monotonic() - started < 2
+    assert log.read("run_1", 2, wait=0.1) == []
+
+
+def test_the_event_log_url_follows_the_rate_limits_redis_unless_set():
+    env = {"OPENAI_BASE_URL": "offline", "AUTH_MODE": "none", "ASSISTANT_CURATOR_MODEL": "gpt-4o"}
+    assert load_settings(env).event_log_url == "memory://"
+    redis = "redis://127.0.0.1:6379/0"
+    assert load_settings({**env, "RATELIMIT_STORAGE_URI": redis}).event_log_url == redis
+    assert load_settings({**env, "RATELIMIT_STORAGE_URI": redis, "EVENT_LOG_URL": "memory://"}).event_log_url == (
+        "memory://"
+    )
+    with pytest.raises(ConfigError, match="EVENT_LOG_URL: expected memory:// or a redis:// URL"):
+        load_settings({**env, "EVENT_LOG_URL": "http://example"})
+    with pytest.raises(ConfigError, match="STREAM_REPLAY_SECONDS"):
+        load_settings({**env, "STREAM_REPLAY_SECONDS": "-1"})
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def test_a_submit_tool_outputs_stream_goes_on_from_the_runs_last_id(live_server):
+    thread_id = _new_thread(live_server.url, 'w [fake call=get_weather args={"city": "Oslo"} duration=0.3]')
+    base = f"{live_server.url}/api/openai/threads/{thread_id}/runs"
+    body = {"assistant_type": "curator", "stream": True, "tools": [WEATHER]}
+    with httpx2.stream("POST", base, json=body, headers=_headers(), timeout=30) as r:
+        first = list(_events(r.iter_lines()))
+    assert first[-2][1] == "thread.run.requires_action"
+    run = first[-2][2]
+    call_id = run["required_action"]["submit_tool_outputs"]["tool_calls"][0]["id"]
+    outputs = {"tool_outputs": [{"tool_call_id": call_id, "output": "sunny"}], "stream": True}
+    path = f"{base}/{run['id']}/submit_tool_outputs"
+    with httpx2.stream("POST", path, json=outputs, headers=_headers(), timeout=30) as r:
+        second = list(_events(r.iter_lines()))
+    assert [e[0] for e in first + second] == list(range(1, len(first) + len(second) + 1))
+    status, rest = _reattach(live_server.url, thread_id, run["id"], after=first[-1][0])  # after the first `done`
+    assert status == 200 and rest == second
