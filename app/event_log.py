@@ -27,7 +27,7 @@ from app.settings import Settings
 
 KEY_PREFIX = "assistants-backend:run-events"
 MAX_EVENTS_PER_RUN = 10_000  # a reply of several thousand words, a delta each
-MAX_RUNS_IN_MEMORY = 5_000  # runs whose events this process keeps at once; the earliest to expire go first
+MAX_RUNS_IN_MEMORY = 1_000  # runs whose events this process keeps at once (memory://); the earliest to expire go first
 READ_BATCH = 500
 EXTENSION_KEY = "event_log"
 
