@@ -254,12 +254,27 @@ def _check_app_settings():
         raise SystemExit(3)
 
 
+def _probe_upstream(server):
+    # Once per start, here in the master (loaded by path: the master never imports the app);
+    # the workers then skip their own look.
+    if OFFLINE:
+        return
+    spec = importlib.util.spec_from_file_location(
+        "_gunicorn_upstream_probe", Path(__file__).resolve().parent / "app" / "upstream_probe.py"
+    )
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    os.environ[probe.PROBED_VARIABLE] = "1"
+    probe.probe_in_background(_env.get("OPENAI_BASE_URL"), _env.get("OPENAI_API_KEY"), server.log.warning)
+
+
 def on_starting(server):
-    """Refuse an unsafe configuration; prepare what the workers inherit."""
+    """Refuse an unsafe configuration; prepare what the workers inherit; look at the upstream once."""
     refusal = _refusal(server.cfg)
     if refusal:
         _refuse(refusal)
     _check_app_settings()
+    _probe_upstream(server)
     _export_threads(server.cfg)
     _prepare_metrics_dir()
     _prepare_ratelimit_file()

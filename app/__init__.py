@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import logs, metrics, ratelimit
+from app import logs, metrics, ratelimit, upstream_probe
 from app.api import SERVICES_KEY, assistant_type_list, health, openapi, page, run_events, v1_dialect, validation
 from app.api import errors as api_errors
 from app.api.assistants import bp as assistants_bp
@@ -17,6 +18,7 @@ from app.api.run_events import bp as run_events_bp
 from app.api.runs import bp as runs_bp
 from app.api.threads import bp as threads_bp
 from app.api.usage import bp as usage_bp
+from app.runs.recovery import Heartbeat
 from app.services import build_services
 from app.settings import Settings, load_settings
 from app.store import schema
@@ -35,7 +37,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         hops = settings.forwarded_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     schema.prepare(settings.database_url, settings.database_auto_migrate)
-    app.extensions[SERVICES_KEY] = build_services(settings)
+    services = app.extensions[SERVICES_KEY] = build_services(settings)
+    Heartbeat(services).start()
     run_events.init_app(app, settings)  # the event log of streamed runs, for clients that reattach
 
     logs.init_app(app)
@@ -56,6 +59,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         log.warning("AUTH_MODE=none: every caller is the same anonymous user; for local development only")
     if settings.offline:
         log.warning("OFFLINE UPSTREAM: answers are echo replies from the built-in simulator, not OpenAI")
+    elif not os.environ.get(upstream_probe.PROBED_VARIABLE):
+        upstream_probe.probe_in_background(settings.openai_base_url, settings.openai_api_key, log.warning)
     log.info("engine %s, assistant types: %s", settings.engine, ", ".join(t.name for t in settings.assistant_types))
     return app
 

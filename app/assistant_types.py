@@ -25,6 +25,8 @@ class AssistantType:
     description: str | None = None
     vector_store_ids: tuple[str, ...] = ()  # file_search stores of ASSISTANT_<TYPE>_VECTOR_STORE_IDS
     file_search_max_results: int | None = None  # 1-50; None: the upstream's default
+    client_tools: tuple[Tool, ...] = ()  # declared on every run; the client runs them (requires_action)
+    allow_overrides: frozenset[str] = frozenset()  # run body fields a client may set: instructions, model
 
 
 def lookup(types: tuple[AssistantType, ...], name: str) -> AssistantType | None:

@@ -66,6 +66,9 @@ class Poll:
     run: dict
     poll_after_ms: int | None = None
     messages: tuple = ()
+    # The upstream run's tool calls in the run-step shape (app/runs/steps.py), when the engine
+    # reads them from its output; otherwise the steps are built from the run's required_action.
+    step_calls: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,8 @@ EVENT_LOG_URL = Text("EVENT_LOG_URL")
 STREAM_REPLAY_SECONDS = Number("STREAM_REPLAY_SECONDS", 300.0, low=0, high=86400)
 # The longest one call to the event log's Redis may take (connect, then each read).
 EVENT_LOG_TIMEOUT_SECONDS = Number("EVENT_LOG_TIMEOUT_SECONDS", 0.3, low=0.01, high=10)
+# What ASSISTANT_<TYPE>_ALLOW_OVERRIDES may name: run body fields a type lets its clients set.
+OVERRIDABLE = ("instructions", "model")
 # The chat page at `/`; off unless enabled (`make run` turns it on: scripts/dev_env.py).
 CHAT_PAGE = Flag("CHAT_PAGE", False)
 

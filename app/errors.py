@@ -46,6 +46,29 @@ def thread_busy(thread_id: str, run_id: str | None = None) -> ApiError:
     )
 
 
+def _transient_reason(exc: UpstreamTransient) -> str:
+    """What the client is told of a passing upstream failure: unreachable, rate-limited or failing."""
+    if exc.status is None:
+        return "The upstream could not be reached (no answer from it); try again later."
+    if exc.status < 400:
+        return "The upstream answered with something that is not its API; try again later."
+    if exc.status == 429:
+        return "The upstream is rate-limiting this server; try again later."
+    return f"The upstream failed (HTTP {exc.status}); try again later."
+
+
+def upstream_lost(thread_id: str, run_id: str | None = None) -> ApiError:
+    """The upstream no longer knows a thread or run the backend knows (it was reset, or its data
+    expired): an upstream error, not the 404 of a thread that does not exist."""
+    what = f"run {run_id} of thread {thread_id}" if run_id else f"thread {thread_id}"
+    return ApiError(
+        502,
+        f"The upstream no longer knows {what} (it may have been reset or have dropped it); "
+        "start a new thread to go on.",
+        headers=NO_RETRY,
+    )
+
+
 def from_upstream(exc: UpstreamError) -> ApiError:
     """The contract's answer to an upstream failure."""
     if isinstance(exc, UpstreamNotFound):
@@ -62,11 +85,7 @@ def from_upstream(exc: UpstreamError) -> ApiError:
         )
     if isinstance(exc, UpstreamTransient):
         retry_after = max(1, round(exc.retry_after or UPSTREAM_RETRY_AFTER_SECONDS))
-        return ApiError(
-            503,
-            "The upstream is unavailable or rate-limited; try again later.",
-            headers={**NO_RETRY, "Retry-After": str(retry_after)},
-        )
+        return ApiError(503, _transient_reason(exc), headers={**NO_RETRY, "Retry-After": str(retry_after)})
     if isinstance(exc, UpstreamRejected):
         return ApiError(400, redact(str(exc)))
     return ApiError(502, "Unexpected upstream error; see the server log.", headers=NO_RETRY)

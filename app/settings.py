@@ -8,6 +8,7 @@ and parsers are those of `app.environment`.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -22,13 +23,13 @@ from app import environment as var
 from app.assistant_types import AssistantType
 from app.budgets import Budgets, load_budgets
 from app.environment import ConfigError, text
-from app.tools import ToolError, load_tools
+from app.tools import ToolError, client_tools, load_tools
 
 OFFLINE = var.OFFLINE
 RATELIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
 _TYPE_VARIABLE = re.compile(
-    r"^ASSISTANT_([A-Z0-9_]+?)_(ID|MODEL|INSTRUCTIONS_FILE|INSTRUCTIONS|TEMPERATURE|TOP_P|TOOLS|DESCRIPTION|VECTOR_STORE_IDS|"
-    r"FILE_SEARCH_MAX_RESULTS)$"
+    r"^ASSISTANT_([A-Z0-9_]+?)_(ID|MODEL|INSTRUCTIONS_FILE|INSTRUCTIONS|TEMPERATURE|TOP_P|TOOLS|CLIENT_TOOLS|DESCRIPTION|"
+    r"VECTOR_STORE_IDS|FILE_SEARCH_MAX_RESULTS|ALLOW_OVERRIDES)$"
 )
 _TYPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _VECTOR_STORE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -136,6 +137,36 @@ def _is_local_url(url: str) -> bool:
         return False
 
 
+def _client_tools(name: str, raw: str | None, server_tools) -> tuple:
+    """The client tools a type declares: a JSON list of function tools, or the path of a JSON file of one."""
+    if raw is None:
+        return ()
+    if raw.startswith(("[", "{")):
+        source = raw
+    else:
+        try:
+            source = Path(raw).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {raw}: {exc.strerror}") from None
+    try:
+        declared = json.loads(source)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: not a JSON list of function tools ({exc})") from None
+    try:
+        return client_tools(declared, server_tools)
+    except ToolError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _overrides(name: str, raw: str | None) -> frozenset[str]:
+    """The run body fields a type lets its clients set: a comma-separated subset of instructions, model."""
+    chosen = frozenset(part.strip().lower() for part in (raw or "").split(",") if part.strip())
+    unknown = sorted(chosen - set(var.OVERRIDABLE))
+    if unknown:
+        raise ConfigError(f"{name}: expected a list of {', '.join(var.OVERRIDABLE)}, got {', '.join(unknown)}")
+    return chosen
+
+
 def _assistant_types(env) -> tuple[AssistantType, ...]:
     groups: dict[str, dict[str, str]] = {}
     for key, value in env.items():
@@ -179,6 +210,8 @@ def _assistant_types(env) -> tuple[AssistantType, ...]:
                 temperature=var.Number(prefix + "TEMPERATURE", None, low=0, high=2).read(env),
                 top_p=var.Number(prefix + "TOP_P", None, low=0, high=1).read(env),
                 tools=tools,
+                client_tools=_client_tools(prefix + "CLIENT_TOOLS", values.get("CLIENT_TOOLS"), tools),
+                allow_overrides=_overrides(prefix + "ALLOW_OVERRIDES", values.get("ALLOW_OVERRIDES")),
             )
         )
     return tuple(types)

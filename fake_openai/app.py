@@ -3,8 +3,10 @@
 import json
 import re
 import secrets
+import socket
+import time
 
-from flask import Flask, Response, request, stream_with_context
+from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
 from . import assistants, control, edits, responses, streaming
@@ -43,6 +45,10 @@ def mask_key(key):
     return key[:head] + "*" * (len(key) - head - tail) + key[len(key) - tail :]
 
 
+# What a misconfigured proxy in front of the upstream might answer (knob `garbage`).
+GARBAGE = "<html><body><h1>It works!</h1></body></html>"
+
+
 def create_fake_app(api_key=None, default_duration=0.3, label=None):
     """A WSGI app speaking the OpenAI subset; its state object is `app.fake`."""
     app = Flask(__name__)
@@ -65,6 +71,8 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
             raise bad_request(BAD_JSON_MESSAGE) from None
         if not isinstance(parsed, dict):
             raise bad_request(BAD_JSON_MESSAGE)
+        if "route" in g:
+            fake.record_body(g.route, parsed)
         return parsed
 
     def polled(job_id, operation, *args, poll_hint=False):
@@ -87,7 +95,8 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
             template = templates.get(rule.rule)
             if template is None:
                 template = templates[rule.rule] = _PLACEHOLDER.sub(r"{\1}", rule.rule)
-            fake.count_request(f"{request.method} {template}")
+            g.route = f"{request.method} {template}"
+            fake.count_request(g.route)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else ""
         if not token:
@@ -107,8 +116,27 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
 
     @app.after_request
     def request_id(response):
+        if fake.config.garbage and request.path.startswith("/v1/"):
+            response = Response(GARBAGE, 200, mimetype="text/html")
         response.headers["x-request-id"] = "req_" + secrets.token_hex(16)
         return response
+
+    def faulty_create(make):
+        """`make()` (a run's creation), or the fault the `fail_next_create` knob scripts for it."""
+        with fake.lock:
+            fault, fake.config.fail_next_create = fake.config.fail_next_create, None
+        if fault is None:
+            return make()
+        how, when = fault.split("-")
+        if when == "after":
+            make()  # the run exists; its creator never hears of it
+        if how == "reset":
+            connection = request.environ.get("werkzeug.socket")
+            if connection is not None:  # werkzeug's server only
+                connection.shutdown(socket.SHUT_RDWR)
+        elif how == "stall":
+            time.sleep(fake.config.stall_seconds)
+        raise transient("500")
 
     @app.errorhandler(ApiError)
     def api_error(error):
@@ -150,7 +178,12 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
 
     @app.post("/v1/threads/<thread_id>/runs")
     def create_run(thread_id):
-        return locked(assistants.create_run, thread_id, body())
+        data = body()
+        return faulty_create(lambda: locked(assistants.create_run, thread_id, data))
+
+    @app.get("/v1/threads/<thread_id>/runs")
+    def list_runs(thread_id):
+        return locked(assistants.list_runs, thread_id, parse_list_params(request.args))
 
     @app.get("/v1/threads/<thread_id>/runs/<run_id>")
     def get_run(thread_id, run_id):
@@ -195,6 +228,9 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
     @app.post("/v1/responses")
     def create_response():
         data = body()
+        return faulty_create(lambda: make_response(data))
+
+    def make_response(data):
         with fake.lock:
             if data.get("stream") is True:
                 streaming.refuse_if_off(fake)

@@ -1,6 +1,6 @@
 """Assistants v2: threads, messages and runs. Every function expects `fake.lock` to be held."""
 
-from . import attachments, knowledge, run_steps, scripting, tools
+from . import attachments, formats, knowledge, run_steps, scripting, tools
 from .errors import ApiError, bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
 from .listing import list_body, paginate
 from .state import FAILURE_MESSAGE, Holder, Job, alnum_id, epoch
@@ -92,11 +92,17 @@ class Run(Job):
         self.label = label
         self.assistant_id = body["assistant_id"]
         self.model = body.get("model") or "gpt-4o"
-        self.instructions = body.get("instructions") or ""
+        self.instructions = _instructions(body)
         self.tools = body.get("tools") or []
         self.metadata = body.get("metadata") or {}
         self.temperature = body.get("temperature", 1.0)
         self.top_p = body.get("top_p", 1.0)
+        self.max_completion_tokens = body.get("max_completion_tokens")
+        self.max_prompt_tokens = body.get("max_prompt_tokens")
+        self.truncation_strategy = formats.check_truncation_strategy(body.get("truncation_strategy"))
+        self.response_format = body.get("response_format") or "auto"
+        self.text_format = formats.assistants_format(body.get("response_format"))
+        self.tool_choice = body.get("tool_choice") or "auto"
         self.required_action = None
         self.last_error = None
         self.incomplete_details = None
@@ -131,9 +137,9 @@ class Run(Job):
         self.required_action = None
         reply = ""
         if outcome in ("completed", "incomplete"):
+            reply, outcome = self._reply(outcome)
+            self.status = outcome
             partial = outcome == "incomplete"
-            results = self.results + knowledge.results(self.search, markers=True)
-            reply = scripting.reply_text(self.script, self.label, partial=partial, results=results)
             message = make_message(self.thread.id, "assistant", [reply], at, run=self, incomplete=partial)
             message["content"][0]["text"]["annotations"] = knowledge.message_annotations(self.search, reply)
             self.thread.messages.append(message)
@@ -147,7 +153,7 @@ class Run(Job):
             self.cancelled_at = at
         elif outcome == "expired":
             self.expired_at = at
-        prompt, cached, completion, reasoning = scripting.usage_numbers(self.script, reply)
+        prompt, cached, completion, reasoning = scripting.usage_numbers(self.script, reply, self.max_completion_tokens)
         self.usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -155,6 +161,16 @@ class Run(Job):
             "prompt_token_details": {"cached_tokens": cached},
             "completion_tokens_details": {"reasoning_tokens": reasoning},
         }
+
+    def _reply(self, outcome):
+        """The scripted reply in the requested format and its outcome: a reply longer than
+        max_completion_tokens is cut there, and the run ends incomplete."""
+        partial = outcome == "incomplete"
+        results = self.results + knowledge.results(self.search, markers=True)
+        text = formats.reply(self.text_format, self.script, self.label, partial, results)
+        if not partial and formats.over(text, self.max_completion_tokens):
+            return formats.cut(text, self.max_completion_tokens), "incomplete"
+        return text, outcome
 
     def to_api(self):
         """The OpenAI `thread.run` object as of the last `advance`."""
@@ -186,11 +202,11 @@ class Run(Job):
             "usage": self.usage,
             "temperature": self.temperature,
             "top_p": self.top_p,
-            "max_prompt_tokens": None,
-            "max_completion_tokens": None,
-            "truncation_strategy": {"type": "auto", "last_messages": None},
-            "response_format": "auto",
-            "tool_choice": "auto",
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "max_completion_tokens": self.max_completion_tokens,
+            "truncation_strategy": self.truncation_strategy,
+            "response_format": self.response_format,
+            "tool_choice": self.tool_choice,
             "parallel_tool_calls": self.parallel_tool_calls,
         }
 
@@ -201,6 +217,28 @@ def _required_action(open_calls):
         for call_id, (name, arguments) in open_calls.items()
     ]
     return {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}}
+
+
+def _instructions(body):
+    """The run's instructions: its `instructions` (the fake keeps no assistant's), then
+    `additional_instructions` after a blank line (the separator is a guess)."""
+    parts = [part for part in (body.get("instructions"), body.get("additional_instructions")) if part]
+    return "\n\n".join(parts)
+
+
+def _check_run_knobs(body):
+    """The 400s of a bad token limit, response_format, truncation_strategy or tool_choice."""
+    for name in ("max_completion_tokens", "max_prompt_tokens"):
+        formats.token_limit(body, name, formats.MIN_RUN_TOKENS)
+    formats.assistants_format(body.get("response_format"))
+    formats.check_truncation_strategy(body.get("truncation_strategy"))
+    declared = tools.function_names(body["tools"]) if body.get("tools") is not None else None
+    formats.check_tool_choice(
+        body.get("tool_choice"), declared, lambda choice: (choice.get("function") or {}).get("name")
+    )
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise invalid_type("parallel_tool_calls", "a boolean", parallel)
 
 
 def _metadata(body):
@@ -326,6 +364,7 @@ def create_run(fake, thread_id, body):
         raise not_found(f"No assistant found with id '{assistant_id}'.")
     if body.get("stream"):
         raise bad_request("streaming is not supported by the fake", param="stream")
+    _check_run_knobs(body)
     thread.advance(fake.now())
     if thread.active is not None:
         raise bad_request(f"Thread {thread.id} already has an active run {thread.active.id}.")
@@ -354,6 +393,14 @@ def _find_run(fake, thread_id, run_id):
         raise not_found(f"No run found with id '{run_id}'.")
     thread.advance(fake.now())
     return run
+
+
+def list_runs(fake, thread_id, params):
+    """GET /v1/threads/{id}/runs: the thread's runs, newest first by default."""
+    thread = find_thread(fake, thread_id)
+    thread.advance(fake.now())
+    runs = [run.to_api() for run in fake.runs.values() if run.thread is thread]
+    return list_body(*paginate(runs, **params))
 
 
 def get_run(fake, thread_id, run_id):

@@ -1,5 +1,7 @@
 """The control API under /_fake (JSON, no auth) for out-of-process tests and the benchmark."""
 
+from flask import request
+
 
 def register(app, fake, read_body):
     """Add the /_fake routes to `app`; `read_body` parses a request's JSON object."""
@@ -15,6 +17,10 @@ def register(app, fake, read_body):
     @app.get("/_fake/runs/<job_id>")
     def fake_run_info(job_id):
         return fake.run_info(job_id)
+
+    @app.get("/_fake/last_body")
+    def fake_last_body():
+        return {"route": request.args.get("route"), "body": fake.last_body(request.args.get("route"))}
 
     @app.get("/_fake/config")
     def fake_get_config():

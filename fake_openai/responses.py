@@ -2,7 +2,7 @@
 
 import math
 
-from . import events, knowledge, scripting, tools
+from . import events, formats, knowledge, scripting, tools
 from .errors import ApiError, bad_request, check_known_params, invalid_type, invalid_value, missing_param, not_found
 from .listing import list_body, paginate, parse_list_params
 from .state import FAILURE_MESSAGE, Holder, Job, epoch, hex_id
@@ -170,11 +170,20 @@ class Response(Job):
         self.tool_choice = body.get("tool_choice") or "auto"
         self.parallel_tool_calls = body.get("parallel_tool_calls") is not False
         self.max_output_tokens = body.get("max_output_tokens")
+        self.text_format = formats.text_format(body.get("text"))
+        self.truncation = formats.check_truncation(body.get("truncation"))
         self.streamable = body.get("stream") is True
         turn = tools.since_last_user(history)
         done = sum(1 for item in turn if item["type"] == "function_call")
         self.calls = tools.next_calls(script, done, self.parallel_tool_calls)
         self.results = tools.results(turn, history)
+        # A reply longer than max_output_tokens is cut there, and the response ends incomplete.
+        self.capped = False
+        if not self.calls and self.outcome == "completed":
+            whole = formats.reply(self.text_format, self.script, self.label, False, self.results)
+            self.capped = formats.over(whole, self.max_output_tokens)
+        if self.capped:
+            self.outcome = "incomplete"
         self.output = []
         self.usage = None
         self.error = None
@@ -183,6 +192,13 @@ class Response(Job):
         self.events = []
         self.writing = None  # the reply while it is being written (events.Writing)
         events.created(self)
+
+    def _reply(self, partial):
+        """The scripted reply in the requested text format, cut at max_output_tokens."""
+        partial = partial and not self.capped
+        results = self.results + knowledge.results(self.search)
+        text = formats.reply(self.text_format, self.script, self.label, partial, results)
+        return formats.cut(text, self.max_output_tokens)
 
     def next_change_at(self):
         """When the status or the written text changes next by itself (infinity if never)."""
@@ -203,8 +219,7 @@ class Response(Job):
 
     def _answer(self, partial):
         """The reply text and its message item, quoting and citing what a file search found."""
-        results = self.results + knowledge.results(self.search)
-        reply = scripting.reply_text(self.script, self.label, partial=partial, results=results)
+        reply = self._reply(partial)
         item = message_item("assistant", reply)
         item["content"][0]["annotations"] = knowledge.output_text_annotations(self.search, reply)
         return reply, item
@@ -238,7 +253,7 @@ class Response(Job):
         if self.conversation is not None and outcome in ("completed", "incomplete"):
             self.conversation.items.extend(self.input_items + self.output)
         if outcome != "cancelled":
-            prompt, cached, completion, reasoning = scripting.usage_numbers(self.script, reply)
+            prompt, cached, completion, reasoning = scripting.usage_numbers(self.script, reply, self.max_output_tokens)
             self.usage = {
                 "input_tokens": prompt,
                 "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
@@ -274,12 +289,12 @@ class Response(Job):
             "service_tier": "default",
             "store": True,
             "temperature": self.temperature,
-            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "text": {"format": self.text_format, "verbosity": "medium"},
             "tool_choice": self.tool_choice,
             "tools": self.tools,
             "top_logprobs": 0,
             "top_p": self.top_p,
-            "truncation": "disabled",
+            "truncation": self.truncation,
             "usage": self.usage,
             "user": None,
             "metadata": self.metadata,
@@ -372,6 +387,7 @@ def create_response(fake, body):
         raise bad_request("the fake only supports background responses", param="background")
     if body.get("store") is False:
         raise bad_request("the fake only supports stored responses", param="store")
+    _check_run_knobs(body)
     items = _parse_items(body.get("input") or [], "input")
     conversation = None
     ref = body.get("conversation")
@@ -396,6 +412,18 @@ def create_response(fake, body):
     fake.responses[response.id] = response
     fake.add_job(response)
     return response
+
+
+def _check_run_knobs(body):
+    """The 400s OpenAI answers for a bad max_output_tokens, text.format, truncation or tool_choice."""
+    formats.token_limit(body, "max_output_tokens", formats.MIN_OUTPUT_TOKENS)
+    formats.text_format(body.get("text"))
+    formats.check_truncation(body.get("truncation"))
+    declared = tools.function_names(body.get("tools"))
+    formats.check_tool_choice(body.get("tool_choice"), declared, lambda choice: choice.get("name"))
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise invalid_type("parallel_tool_calls", "a boolean", parallel)
 
 
 def find_response(fake, response_id):

@@ -136,11 +136,14 @@ def count_tokens(text):
     return max(1, len(text.split()))
 
 
-def usage_numbers(script, reply):
+def usage_numbers(script, reply, output_cap=None):
     """Deterministic (input, cached, output, reasoning) tokens of one run or response: the input
     counts the echoed text, half of it cached; the output counts the reply, plus 2 reasoning
-    tokens per turn that all count as output."""
+    tokens per turn that all count as output, never more than `output_cap` (max_output_tokens
+    and max_completion_tokens cover reasoning tokens too)."""
     prompt = count_tokens(script.text)
     reasoning = 2
     completion = (count_tokens(reply) if reply else 0) + reasoning
+    if output_cap is not None:
+        completion = min(completion, output_cap)
     return prompt, prompt // 2, completion, reasoning

@@ -53,6 +53,18 @@ class Config:
         self.retry_after = "0"  # the Retry-After header of a 429
         self.stuck_if_aborted = False  # a creation stream closed before the start leaves it queued
         self.file_processing_seconds = 0.3  # a file added to a vector store is in_progress this long
+        # The next create of a run (or response) fails: "<how>-<when>", how in 500, reset, stall
+        # (no answer for stall_seconds), when before or after the run is made; None: no fault.
+        self.fail_next_create = None
+        self.stall_seconds = 5.0
+        self.garbage = False  # every /v1 answer is an HTML page with status 200
+
+    CREATE_FAULTS = tuple(f"{how}-{when}" for how in ("500", "reset", "stall") for when in ("before", "after"))
+
+    def _create_fault(self, value):
+        if value is not None and value not in self.CREATE_FAULTS:
+            raise ValueError(f"expected null or one of {', '.join(self.CREATE_FAULTS)}")
+        return value
 
     def update(self, values):
         """Set knobs from a JSON object, validating each; unknown names are an error."""
@@ -69,6 +81,9 @@ class Config:
             "run_expiry_seconds": _non_negative_float,
             "stuck_if_aborted": _boolean,
             "file_processing_seconds": _non_negative_float,
+            "fail_next_create": self._create_fault,
+            "stall_seconds": _non_negative_float,
+            "garbage": _boolean,
             "retry_after": lambda v: str(_non_negative_float(v)).removesuffix(".0"),
         }
         parsed = {}
@@ -98,6 +113,9 @@ class Config:
             "retry_after": self.retry_after,
             "stuck_if_aborted": self.stuck_if_aborted,
             "file_processing_seconds": self.file_processing_seconds,
+            "fail_next_create": self.fail_next_create,
+            "stall_seconds": self.stall_seconds,
+            "garbage": self.garbage,
         }
 
     @staticmethod
@@ -250,6 +268,7 @@ class FakeState:
         self.assistants = {}  # assistant id -> {"tools", "tool_resources"}, set through /_fake/assistants
         self.jobs = {}  # every run and response ever created, even forgotten ones
         self.request_counts = {}
+        self.bodies = {}  # "METHOD /route/{template}" -> the last JSON body it received
         self.polls = 0
         self.runs_created = 0
 
@@ -272,6 +291,16 @@ class FakeState:
         """Count one API request under its "METHOD /route/{template}" key."""
         with self.lock:
             self.request_counts[key] = self.request_counts.get(key, 0) + 1
+
+    def record_body(self, key, body):
+        """Keep the JSON body of the latest request on a "METHOD /route/{template}" key."""
+        with self.lock:
+            self.bodies[key] = body
+
+    def last_body(self, key):
+        """The JSON body the latest request on that key carried (None if none came)."""
+        with self.lock:
+            return self.bodies.get(key)
 
     def record_poll(self, job_id):
         """Count one GET of a run/response; True when this poll must fail (fail_every_nth_poll)."""

@@ -64,6 +64,7 @@ class RunPublisher:
         self._lock = threading.Lock()
         self._outbox: list[LoggedEvent] = []
         self._sending = False
+        self._early: list[LoggedEvent] = []  # numbered before the run was known
 
     def frame(self, name: str, data) -> str:
         """The server-sent event `name` with its `id:`, published to the log."""
@@ -71,19 +72,21 @@ class RunPublisher:
         with self._lock:
             if self.run_id is None and isinstance(data, dict) and data.get("object") == "thread.run":
                 self._begin(name, data)
-            if self.run_id is None:  # no event comes before the run's own today; such a one is not numbered
-                return f"event: {name}\ndata: {text}\n\n"
             self.seq += 1
             event = LoggedEvent(self.seq, name, text)
-            if not self.failed:
-                self._publish(event)
+            if self.run_id is None:  # `thread.created` comes before the run: kept for its first event
+                self._early.append(event)
+            elif not self.failed:
+                for each in (*self._early, event):
+                    self._publish(each)
+                self._early = []
         return event.frame()
 
     def _begin(self, name: str, run: dict) -> None:
         """Learn the run from its first event; a run's later stream goes on from its last number."""
         self.run_id = run["id"]
         self.stream = Stream(self.owner, run.get("thread_id") or "")
-        if name != "thread.run.created":
+        if name != "thread.run.created" and not self._early:
             try:
                 self.seq = self.log.last_seq(self.run_id)
             except EventLogUnavailable as error:

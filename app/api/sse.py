@@ -4,8 +4,11 @@ The run's driver and the engines tell neutral facts to a listener (app/runs/even
 `RunEvents` is that listener for a streamed answer, and turns the facts into the
 events a client reads: `thread.run.created`, then each new status,
 `thread.message.created` before a message's first `thread.message.delta`, the rest
-of its text as a delta before `thread.message.completed`, and the run's final event,
-after which only `done`. Assistants event names exist here only.
+of its text as a delta before `thread.message.completed`, each run step's
+`thread.run.step.created` / `.in_progress` / `.delta` / its end where the driver tells
+it (a `message_creation` step around its message's events), and the run's final
+event, after which only `done`. A stream that creates its thread starts with
+`thread.created`. Assistants event names exist here only.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ def message_delta(message_id: str, text: str, index: int = 0) -> dict:
     """A `thread.message.delta` payload adding `text` to content part `index`."""
     part = {"index": index, "type": "text", "text": {"value": text, "annotations": []}}
     return {"id": message_id, "object": "thread.message.delta", "delta": {"content": [part]}}
+
+
+def step_delta(step_id: str, step_details: dict) -> dict:
+    """A `thread.run.step.delta` payload adding `step_details` to step `step_id`."""
+    return {"id": step_id, "object": "thread.run.step.delta", "delta": {"step_details": step_details}}
 
 
 def error_data(message: str, code: str) -> dict:
@@ -67,6 +75,24 @@ class RunEvents:
     def message_completed(self, message: dict) -> None:
         if not self.ended:
             self._completed(message)
+
+    def step_created(self, step: dict) -> None:
+        if not self.ended:
+            self.send("thread.run.step.created", step)
+            self.send("thread.run.step.in_progress", step)
+
+    def step_delta(self, step_id: str, step_details: dict) -> None:
+        if not self.ended:
+            self.send("thread.run.step.delta", step_delta(step_id, step_details))
+
+    def step_changed(self, step: dict) -> None:
+        if not self.ended:
+            self.send(f"thread.run.step.{step['status']}", step)
+
+    def thread_created(self, thread: dict) -> None:
+        """`thread.created`, first of a stream that creates its thread (`POST .../threads/runs`)."""
+        if not self.ended:
+            self.send("thread.created", thread)
 
     def error(self, data: dict) -> None:
         """The stream's `error` event (`error_data`), after which nothing more is sent."""

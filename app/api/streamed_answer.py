@@ -53,15 +53,17 @@ def streamed_answer(work: Callable[..., None], args: tuple, ends_by: float) -> R
     def run():
         with app.app_context():
             g.request_id = request_id  # the request's id on the service's log lines
+            failed = False
             try:
                 work(*args, events)
             except BaseException as error:
-                if publisher.run_id is None:
-                    items.put(_Failed(error))  # before the first event: the view's JSON error
+                failed = publisher.run_id is None
+                if failed:  # before the first event: the view's JSON error; else after `thread.created`
+                    items.put(_Failed(error))
                 else:
                     events.error(_error_of(error))
             finally:
-                if publisher.run_id is not None:
+                if publisher.seq and not failed:
                     events.error(error_data("The run's end is unknown; read the thread's messages.", "run_unknown"))
                     items.put(publisher.frame("done", "[DONE]"))
                 items.put(_END)
@@ -78,8 +80,9 @@ def streamed_answer(work: Callable[..., None], args: tuple, ends_by: float) -> R
 
 def _frames(item, items: queue.Queue, publisher: RunPublisher, ends_by: float):
     while item is not _END:
-        if isinstance(item, _Failed):  # not after the first event; kept for safety
+        if isinstance(item, _Failed):  # after `thread.created`, before the run
             yield publisher.frame("error", _error_of(item.error))
+            yield publisher.frame("done", "[DONE]")
             break
         yield item
         try:

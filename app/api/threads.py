@@ -18,6 +18,12 @@ bp.before_request(authenticate_caller)
 def create_thread():
     s = services()
     body = v.json_body({"messages", "metadata"}, optional=True)
+    messages, metadata = checked_thread(body, s.settings)
+    return jsonify(threads.create(s, g.user, messages, metadata))
+
+
+def checked_thread(body: dict, settings) -> tuple[list[dict], dict | None]:
+    """The messages and metadata of a new thread (`POST .../threads`, `thread` of `.../threads/runs`), checked."""
     raw_messages = body.get("messages") or []
     if not isinstance(raw_messages, list) or len(raw_messages) > 32:
         raise v.bad_request("'messages' must be a list of at most 32 messages.")
@@ -27,14 +33,13 @@ def create_thread():
             raise v.bad_request('Each message must be {"role", "content", "metadata"?}.')
         message = {
             "role": v.role(raw.get("role")),
-            "content": v.message_text(raw.get("content"), s.settings.max_message_chars),
+            "content": v.message_text(raw.get("content"), settings.max_message_chars),
         }
-        message_metadata = v.metadata(raw.get("metadata"), s.settings.max_metadata_pairs)
+        message_metadata = v.metadata(raw.get("metadata"), settings.max_metadata_pairs)
         if message_metadata:
             message["metadata"] = message_metadata
         messages.append(message)
-    metadata = v.metadata(body.get("metadata"), s.settings.max_metadata_pairs)
-    return jsonify(threads.create(s, g.user, messages, metadata))
+    return messages, v.metadata(body.get("metadata"), settings.max_metadata_pairs)
 
 
 @bp.get("/threads/<thread_id>")

@@ -184,6 +184,31 @@ def _query_id(value: str, name: str) -> str:
     return value
 
 
+def list_page(extra: tuple[str, ...] = ()) -> MessagePage:
+    """The list arguments of `GET .../runs` and `.../steps`: limit, order, after, before (and `extra`)."""
+    args = request.args
+    unknown = sorted(set(args) - {"limit", "order", "after", "before", *extra})
+    if unknown:
+        raise bad_request(f"Unknown query parameter(s): {', '.join(unknown)}.")
+    raw_limit = args.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        raise bad_request("'limit' must be a whole number from 1 to 100.")
+    order = args.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise bad_request("'order' must be 'asc' or 'desc'.")
+    cursors = {name: checked_id(args[name], name) if name in args else None for name in ("after", "before")}
+    return MessagePage(limit=int(raw_limit), order=order, **cursors)
+
+
+def step_include(allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """`include[]` of a run-step read: what it may add to the steps."""
+    include = tuple(request.args.getlist("include[]"))
+    for value in include:
+        if value not in allowed:
+            raise bad_request(f"'include[]' may only be: {', '.join(allowed)}.")
+    return include
+
+
 def stream_flag(body: dict) -> bool:
     """`stream`: true for an answer of Assistants stream events."""
     stream = body.get("stream")

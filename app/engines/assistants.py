@@ -10,6 +10,7 @@ import warnings
 
 import openai
 
+from app import run_options
 from app.contract import MessagePage, Poll, StartedRun, list_page
 from app.engines.client import QUICK_CALL_SECONDS, quick_client, translated_errors
 
@@ -22,6 +23,7 @@ class AssistantsEngine:
     """Threads, messages and runs on an Assistants v2 upstream."""
 
     name = "assistants"
+    additional_messages_in_run = True  # the run's creation adds them
     full_message_lists = True
 
     def __init__(self, client: openai.OpenAI):
@@ -73,8 +75,9 @@ class AssistantsEngine:
             warnings.simplefilter("ignore", DeprecationWarning)
             return client.beta.threads.runs
 
-    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=()):
-        """Polled: a run streams only to the client that created it, which the backend does not need."""
+    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=(), options=None):
+        """Polled: a run streams only to the client that created it, which the backend does not need.
+        The run's settings (`options`) go as the Assistants API takes them."""
         run = self._call(
             "create run",
             self._one_attempt(timeout).create,
@@ -83,11 +86,12 @@ class AssistantsEngine:
             temperature=temperature if temperature is not None else openai.omit,
             top_p=top_p if top_p is not None else openai.omit,
             tools=[{"type": "function", "function": tool.declaration()} for tool in tools] or openai.omit,
+            **run_options.assistants_fields(options or run_options.RunOptions()),
         )
         return StartedRun(_plain(run))
 
     def submit_tool_outputs(
-        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, follow=False, tools=()
+        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, follow=False, tools=(), options=None
     ):
         """The outputs of the run's calls; the same run goes on."""
         submitted = self._call(
@@ -114,6 +118,19 @@ class AssistantsEngine:
     def cancel_run(self, thread_id, run_id, timeout: float | None = None):
         run = self._call("cancel run", self.quick_runs.cancel, run_id, thread_id=thread_id, timeout=_quick(timeout))
         return _plain(run)
+
+    def newest_run(self, thread_id, timeout):
+        """GET /threads/{id}/runs, newest first, one run."""
+        raw = self._call(
+            "list runs",
+            self.quick_runs.with_raw_response.list,
+            thread_id,
+            limit=1,
+            order="desc",
+            timeout=_quick(timeout),
+        )
+        listed = raw.http_response.json()["data"]
+        return True, (listed[0] if listed else None)
 
     def close_open_calls(self, thread_id, run, timeout):
         """False: a run in `requires_action` holds its thread until it is cancelled (or expires)."""

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from app.assistant_types import AssistantType
 from app.contract import MessagePage, Poll, StartedRun
+from app.run_options import RunOptions
 from app.tools import Tool
 
 
@@ -23,6 +24,9 @@ class Engine(Protocol):
     # False when the upstream's message lists lack creation times and runs, and
     # can't be listed `before` a message or by run: the backend's record fills in.
     full_message_lists: bool
+    # True when the run's creation adds its `additional_messages` to the thread; False when the
+    # service adds them first.
+    additional_messages_in_run: bool
 
     def create_thread(self, messages: list[dict], metadata: dict | None) -> tuple[dict, list[dict]]:
         """The new thread, and its first messages where the upstream tells them."""
@@ -46,12 +50,13 @@ class Engine(Protocol):
         timeout: float,
         follow: bool = False,
         tools: tuple[Tool, ...] = (),
+        options: RunOptions | None = None,
     ) -> StartedRun:
         """Create a run in one attempt of at most `timeout` seconds, never retried:
         an error whose `maybe_sent` is true leaves it unknown whether the run exists.
         With `follow`, the run's upstream events are read from the creation's own answer
         where the upstream allows it (`StartedRun.follow`). `tools` are the function tools
-        the model may call."""
+        the model may call; `options` the run's own settings (app/run_options.py)."""
         ...
 
     def submit_tool_outputs(
@@ -66,6 +71,7 @@ class Engine(Protocol):
         timeout: float,
         follow: bool = False,
         tools: tuple[Tool, ...] = (),
+        options: RunOptions | None = None,
     ) -> StartedRun:
         """Answer every call of a run in `requires_action` with (call ID, output) and let it go
         on, in one attempt like `start_run`; the run that goes on may have another ID."""
@@ -74,6 +80,12 @@ class Engine(Protocol):
     def get_run(self, thread_id: str, run_id: str, timeout: float | None = None) -> Poll: ...
 
     def cancel_run(self, thread_id: str, run_id: str, timeout: float | None = None) -> dict: ...
+
+    def newest_run(self, thread_id: str, timeout: float) -> tuple[bool, dict | None]:
+        """(whether the upstream can tell, the thread's newest run or None): the look after a
+        create that may have reached the upstream. (False, None) where the upstream API lists
+        no runs of a thread."""
+        ...
 
     def close_open_calls(self, thread_id: str, run: dict, timeout: float) -> bool:
         """Leave the thread usable after a run stopped for function calls; False when

@@ -8,6 +8,7 @@ import logging
 import httpx2
 import openai
 
+from app.contract import UpstreamTransient
 from app.engines.upstream_errors import status_error, transport_error
 from app.settings import Settings
 
@@ -26,6 +27,21 @@ def offline_transport() -> httpx2.WSGITransport:
     return httpx2.WSGITransport(app=create_fake_app(default_duration=1.0, label=OFFLINE_LABEL))
 
 
+class NotTheApi(Exception):
+    """A success answer that is not the API's JSON (a proxy's or a wrong server's page)."""
+
+    def __init__(self, status: int, content_type: str):
+        super().__init__(f"HTTP {status} with {content_type or 'no content type'}")
+        self.status = status
+
+
+def _require_json(response: httpx2.Response) -> None:
+    """The SDK would hand a page that is not JSON back as a string: refuse it here."""
+    content_type = response.headers.get("content-type", "")
+    if response.status_code < 400 and "json" not in content_type and "event-stream" not in content_type:
+        raise NotTheApi(response.status_code, content_type.split(";")[0])
+
+
 def make_client(settings: Settings, offline: httpx2.WSGITransport | None = None) -> openai.OpenAI:
     """The SDK client for the configured upstream (the in-process offline one included)."""
     options = dict(max_retries=2, timeout=httpx2.Timeout(settings.upstream_timeout_seconds, connect=5.0))
@@ -42,7 +58,7 @@ def make_client(settings: Settings, offline: httpx2.WSGITransport | None = None)
     return openai.OpenAI(
         api_key=settings.openai_api_key or "unused-local-upstream",
         base_url=settings.openai_base_url,
-        http_client=httpx2.Client(limits=limits),
+        http_client=httpx2.Client(limits=limits, event_hooks={"response": [_require_json]}),
         **options,
     )
 
@@ -59,9 +75,21 @@ def translated_errors(what: str):
     try:
         yield
     except openai.APITimeoutError as exc:
-        raise transport_error(what, exc.__cause__, timed_out=True) from None
+        raise transport_error(what, exc.__cause__, timed_out=True, url=_url(exc)) from None
+    except NotTheApi as exc:
+        raise UpstreamTransient(f"{what}: the upstream's answer is not JSON ({exc})", status=exc.status) from None
     except openai.APIConnectionError as exc:
-        raise transport_error(what, exc.__cause__, timed_out=False) from None
+        if isinstance(exc.__cause__, NotTheApi):
+            raise UpstreamTransient(
+                f"{what}: the upstream's answer is not JSON ({exc.__cause__})", status=exc.__cause__.status
+            ) from None
+        raise transport_error(what, exc.__cause__, timed_out=False, url=_url(exc)) from None
     except openai.APIStatusError as exc:
         headers = exc.response.headers if exc.response is not None else None
-        raise status_error(what, exc.status_code, exc.body, headers, fallback=exc.message) from None
+        raise status_error(what, exc.status_code, exc.body, headers, fallback=exc.message, url=_url(exc)) from None
+
+
+def _url(exc: openai.APIError):
+    """The URL of the request an SDK error is about, if it tells."""
+    request = getattr(exc, "request", None)
+    return getattr(request, "url", None)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import openai
 
+from app import run_options
 from app.contract import (
     MessagePage,
     Poll,
@@ -57,7 +58,9 @@ def _text_of(content) -> str:
     return "".join(part.get("text") or "" for part in content or [])
 
 
-def _message(item: dict, thread_id: str, created_at: int | None, run_id=None, assistant_id=None) -> dict:
+def _message(
+    item: dict, thread_id: str, created_at: int | None, run_id=None, assistant_id=None, completed_at=None
+) -> dict:
     return {
         "id": item["id"],
         "object": "thread.message",
@@ -70,7 +73,7 @@ def _message(item: dict, thread_id: str, created_at: int | None, run_id=None, as
         "attachments": [],
         "metadata": {},
         "status": "completed",
-        "completed_at": None,
+        "completed_at": completed_at,
         "incomplete_at": None,
         "incomplete_details": None,
     }
@@ -120,7 +123,7 @@ def _run(response: dict, thread_id: str) -> dict:
         "thread_id": thread_id,
         "assistant_id": assistant_id,
         "status": status,
-        "started_at": None if status == "queued" else created_at,
+        "started_at": None,  # the Responses API does not tell; the backend notes its first sight (RunPlan)
         "completed_at": ended_at if status in ("completed", "incomplete") else None,
         "cancelled_at": ended_at if status == "cancelled" else None,
         "failed_at": ended_at if status == "failed" else None,
@@ -144,6 +147,26 @@ def _run(response: dict, thread_id: str) -> dict:
     }
 
 
+def _function_step_call(item: dict) -> dict:
+    """A `function_call` output item as a tool call of a run step (its output comes later)."""
+    return {
+        "id": item["call_id"],
+        "type": "function",
+        "function": {"name": item["name"], "arguments": item["arguments"], "output": None},
+    }
+
+
+# Output item type -> its tool call in a run step (app/runs/steps.py): one small function per
+# kind of tool call a response makes.
+STEP_CALLS = {"function_call": _function_step_call}
+
+
+def _ran_upstream(item_type: str) -> bool:
+    """Whether an output item is a tool call the upstream ran itself (every kind in STEP_CALLS but
+    function calls): its step ends as soon as it is made."""
+    return item_type in STEP_CALLS and item_type != "function_call"
+
+
 class ResponsesEngine:
     """Threads, messages and runs on the Responses and Conversations APIs.
 
@@ -152,6 +175,8 @@ class ResponsesEngine:
     """
 
     name = "responses"
+    # A run's `additional_messages` are added to the conversation before its response (see app/runs/service.py).
+    additional_messages_in_run = False
     # Conversation items carry no creation time or run, and can't be listed
     # `before` an item or by run: the backend's record fills those in.
     full_message_lists = False
@@ -216,7 +241,8 @@ class ResponsesEngine:
         data = data[: page.limit]
         return list_page(data, more)
 
-    def _create_body(self, thread_id, assistant, temperature, top_p, tools=(), items=()) -> dict:
+    def _create_body(self, thread_id, assistant, temperature, top_p, tools=(), items=(), options=None) -> dict:
+        """A response of the run; after tool outputs (`items`), one that goes on with it."""
         body = {
             "model": assistant.model,
             "conversation": thread_id,
@@ -225,23 +251,25 @@ class ResponsesEngine:
             "store": True,
             "metadata": {"assistant_id": assistant.assistant_id or assistant.name},
         }
-        for name, value in (("instructions", assistant.instructions), ("temperature", temperature), ("top_p", top_p)):
-            if value is not None and value != "":
+        for name, value in (("temperature", temperature), ("top_p", top_p)):
+            if value is not None:
                 body[name] = value
         if tools:
             body["tools"] = [{"type": "function", **tool.declaration()} for tool in tools]
+        options = options or run_options.RunOptions()
+        body.update(run_options.responses_fields(options, assistant.instructions, continuation=bool(items)))
         return body
 
-    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=()):
-        body = self._create_body(thread_id, assistant, temperature, top_p, tools)
+    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=(), options=None):
+        body = self._create_body(thread_id, assistant, temperature, top_p, tools, options=options)
         return self._start(thread_id, body, timeout, follow)
 
     def submit_tool_outputs(
-        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, follow=False, tools=()
+        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, follow=False, tools=(), options=None
     ):
         """A new background response on the conversation, its input the outputs of the run's calls."""
         items = [{"type": "function_call_output", "call_id": call_id, "output": output} for call_id, output in outputs]
-        body = self._create_body(thread_id, assistant, temperature, top_p, tools, items)
+        body = self._create_body(thread_id, assistant, temperature, top_p, tools, items, options)
         return self._start(thread_id, body, timeout, follow)
 
     def _start(self, thread_id, body, timeout, follow) -> StartedRun:
@@ -298,13 +326,18 @@ class ResponsesEngine:
     @staticmethod
     def _poll(run, response, thread_id, hint=None) -> Poll:
         produced = ()
+        output = response.get("output") or []
         if run["status"] in ("completed", "incomplete"):
+            ended = run["completed_at"]
             produced = tuple(
-                _message(o, thread_id, run["completed_at"], run_id=run["id"], assistant_id=run["assistant_id"])
-                for o in response.get("output") or []
+                _message(o, thread_id, ended, run_id=run["id"], assistant_id=run["assistant_id"], completed_at=ended)
+                for o in output
                 if o["type"] == "message"
             )
-        return Poll(run, hint, produced)
+        step_calls = ()
+        if run["status"] in FINAL_STATUSES:
+            step_calls = tuple(STEP_CALLS[o["type"]](o) for o in output if o["type"] in STEP_CALLS)
+        return Poll(run, hint, produced, step_calls)
 
     def cancel_run(self, thread_id, run_id, timeout: float | None = None):
         """Cancel a queued or running response (one that has ended is a 400 upstream)."""
@@ -313,6 +346,11 @@ class ResponsesEngine:
             f"/responses/{run_id}/cancel", timeout=timeout or QUICK_CALL_SECONDS, what="cancel run"
         )
         return _run(cancelled, thread_id)
+
+    def newest_run(self, thread_id, timeout):
+        """The Responses and Conversations APIs list no responses of a conversation, and its items
+        appear only once a response has completed: nothing can tell (UPSTREAM-FACTS.md)."""
+        return False, None
 
     def close_open_calls(self, thread_id, run, timeout):
         """Answer every function call of the run with an output saying it was not carried out.
@@ -438,3 +476,6 @@ class _Follower:
         elif kind == "response.output_text.delta":
             # Content part 0: a message's text parts are joined into one part (see `_message`).
             listener.text_appended(event["item_id"], 0, event["delta"])
+        elif kind == "response.output_item.done" and _ran_upstream(event["item"]["type"]):
+            # Told now, so that its step comes before the reply's, as the upstream made them.
+            listener.tool_calls_made([STEP_CALLS[event["item"]["type"]](event["item"])])

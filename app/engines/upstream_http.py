@@ -117,7 +117,9 @@ class UpstreamHTTP:
         try:
             return response.json(), response.headers
         except ValueError:
-            raise UpstreamTransient(f"{what}: the upstream's answer is not JSON", maybe_sent=True) from None
+            raise UpstreamTransient(
+                f"{what}: the upstream's answer is not JSON", status=response.status_code, maybe_sent=True
+            ) from None
 
     @contextlib.contextmanager
     def stream(
@@ -174,9 +176,10 @@ class UpstreamHTTP:
         try:
             yield
         except httpx2.TimeoutException as exc:
-            raise transport_error(what, exc, timed_out=True) from None
+            raise transport_error(what, exc, timed_out=True, url=_request_url(exc)) from None
         except httpx2.TransportError as exc:
-            raise transport_error(what, exc, timed_out=False, detail=f" ({exc.__class__.__name__})") from None
+            detail = f" ({exc.__class__.__name__})"
+            raise transport_error(what, exc, timed_out=False, detail=detail, url=_request_url(exc)) from None
 
     def _raise_status(self, response: httpx2.Response, what: str):
         """Translate a 4xx/5xx answer, as the SDK path does (upstream_errors.status_error)."""
@@ -190,10 +193,19 @@ class UpstreamHTTP:
             # Before the translation, which may log the message (a 401 echoing the key).
             error["message"] = redact(error["message"], (self._key,))
         status = response.status_code
-        exc = status_error(what, status, error, response.headers, fallback=f"Error code: {status}")
+        exc = status_error(
+            what, status, error, response.headers, fallback=f"Error code: {status}", url=response.request.url
+        )
         if self._key and self._key in str(exc):
             exc.args = (redact(str(exc), (self._key,)),)
         raise exc
+
+
+def _request_url(exc: httpx2.TransportError):
+    try:
+        return exc.request.url
+    except RuntimeError:  # no request attached
+        return None
 
 
 def _timeout(seconds: float) -> httpx2.Timeout:

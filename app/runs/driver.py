@@ -15,18 +15,31 @@ import time
 from dataclasses import replace
 
 from app import metrics, usage
-from app.contract import MessagePage, Poll, StartedRun, UpstreamError, UpstreamTransient
+from app.contract import (
+    ACTIVE_STATUSES,
+    MessagePage,
+    Poll,
+    StartedRun,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamTransient,
+)
 from app.engines.client import QUICK_CALL_SECONDS
 from app.environment import CANCEL_GRACE_SECONDS
-from app.runs.errors import CreateUnconfirmed, DeadlineBeforeStart
+from app.runs.errors import CreateFailed, CreateUnconfirmed, DeadlineBeforeStart
 from app.runs.events import RunListener
 from app.runs.plan import RunPlan, added_usage, ended_as, too_many_rounds, tool_calls
 from app.runs.polling import MIN_DELAY_SECONDS, PollSchedule, WaitResult, wait_for_run
+from app.runs.steps import StepBook, function_step_call
 from app.services import Services
 from app.tools import call_all
 
 log = logging.getLogger("app.runs")
 
+LOST_UPSTREAM = {
+    "code": "upstream_lost",
+    "message": "The upstream no longer knows this run (it may have been reset); its end is unknown.",
+}
 NOT_SUBMITTED = {"code": "server_error", "message": "The upstream refused the tool outputs; see the server log."}
 
 
@@ -69,24 +82,35 @@ def release_requires_action(services: Services, thread_id: str, run: dict) -> Po
 
 
 class _ClientView:
-    """Passes what the engine and the wait tell on to the run's listener, each upstream run
-    shown as the client's one run."""
+    """Passes what the engine and the wait tell on to the run's listener (if any), each upstream
+    run shown as the client's one run (which notes when it started), and a reply's text after
+    its step has begun."""
 
-    def __init__(self, plan: RunPlan, listener: RunListener):
+    def __init__(self, plan: RunPlan, listener: RunListener | None, steps: StepBook):
         self.plan = plan
         self.listener = listener
+        self.steps = steps
 
     def created(self, run: dict) -> None:
-        self.listener.created(self.plan.present(run))
+        self.status_changed(run)
 
     def status_changed(self, run: dict) -> None:
-        self.listener.status_changed(self.plan.present(run))
+        self.steps.run = run = self.plan.present(run)
+        if self.listener is not None:
+            self.listener.status_changed(run)
 
     def text_appended(self, message_id: str, index: int, text: str) -> None:
-        self.listener.text_appended(message_id, index, text)
+        self.steps.reply_started(message_id)
+        if self.listener is not None:
+            self.listener.text_appended(message_id, index, text)
 
     def message_completed(self, message: dict) -> None:
-        self.listener.message_completed(message)
+        self.steps.reply_started(message["id"])
+        if self.listener is not None:
+            self.listener.message_completed(message)
+
+    def tool_calls_made(self, calls: list[dict]) -> None:
+        self.steps.calls_made(calls, answered=True)
 
 
 class RunDriver:
@@ -106,7 +130,8 @@ class RunDriver:
         self.listener = listener
         # Whether to read the upstream event stream: always for a streamed answer.
         self.follow_upstream = listener is not None or self.settings.wait_strategy == "stream"
-        self.upstream_listener = _ClientView(plan, listener) if listener is not None else None
+        self.steps = StepBook(services.records, listener)
+        self.upstream_listener = _ClientView(plan, listener, self.steps)
 
     def start(self, holder: str) -> WaitResult:
         """Create the run upstream, record it (the thread's lock passes from `holder` to
@@ -114,7 +139,7 @@ class RunDriver:
         plan = self.plan
         started = self._attempt(f"create run on {plan.thread_id}")
         plan.run_id, plan.created_at = started.run["id"], started.run["created_at"]
-        run = plan.present(started.run)
+        self.steps.run = run = plan.present(started.run)
         self.records.run_started(plan.thread_id, holder, run, plan.owner, plan.assistant.name)
         if self.listener is not None:
             self.listener.created(run)
@@ -130,8 +155,12 @@ class RunDriver:
     def resume(self, run: dict, outputs: list[tuple[str, str]]) -> WaitResult:
         """Submit the outputs of every call of `run` (the client's and the server's), and
         drive the run on to its end."""
+        self.steps.run = self.plan.present(run)
         started = self.go_on(run, outputs)
-        return started if isinstance(started, WaitResult) else self.drive(started)
+        if isinstance(started, WaitResult):
+            return started
+        self.steps.outputs_known(self.plan.run_id, dict(outputs), usage=run.get("usage"))
+        return self.drive(started)
 
     def _attempt(self, what: str, run: dict | None = None, outputs=None) -> StartedRun:
         """Create the upstream run (or, with `outputs`, submit them) inside the deadline: each
@@ -143,12 +172,16 @@ class RunDriver:
             if left <= 0:
                 raise DeadlineBeforeStart()
             timeout = min(left, self.settings.upstream_timeout_seconds)
+            tried_at = time.time()
             try:
                 if outputs is None:
                     return self._create(timeout)
                 return self._submit(run, outputs, timeout)
             except UpstreamError as exc:
                 if exc.maybe_sent:
+                    found = self._look_after_create(exc, tried_at) if outputs is None else None
+                    if found is not None:
+                        return found
                     raise CreateUnconfirmed(str(exc)) from None
                 if not isinstance(exc, UpstreamTransient):
                     raise
@@ -158,6 +191,26 @@ class RunDriver:
                 log.info("%s: %s (not sent); trying again in %.2fs", what, exc, delay)
                 self.sleep(delay)
                 backoff = min(backoff * 2, 4.0)
+
+    def _look_after_create(self, exc: UpstreamError, tried_at: float) -> StartedRun | None:
+        """After a create that may have reached the upstream, look for the run it made, where the
+        upstream can tell: the run if it exists (this request waits for it); CreateFailed when
+        the upstream answered a 5xx and no run exists; None when nothing can tell."""
+        thread_id = self.plan.thread_id
+        try:
+            can_tell, newest = self.engine.newest_run(thread_id, _call_seconds(self.deadline))
+        except UpstreamError as look_failed:
+            log.info("create run on %s: %s; the look for its run failed too (%s)", thread_id, exc, look_failed)
+            return None
+        if newest is not None and self.records.run(newest["id"]) is None:
+            # The thread is locked by this request: a run the record does not know is the one it made.
+            if newest["status"] in ACTIVE_STATUSES or newest["created_at"] >= int(tried_at) - 1:
+                log.warning("create run on %s: %s, but the run %s exists; waiting for it", thread_id, exc, newest["id"])
+                return StartedRun(newest)
+        if can_tell and exc.status is not None:
+            log.warning("create run on %s: %s, and no run was made; the thread is free", thread_id, exc)
+            raise CreateFailed(str(exc))
+        return None
 
     def _create(self, timeout: float) -> StartedRun:
         plan = self.plan
@@ -169,6 +222,7 @@ class RunDriver:
             timeout=timeout,
             follow=self.follow_upstream,
             tools=plan.tools,
+            options=plan.options,
         )
 
     def _submit(self, run: dict, outputs, timeout: float) -> StartedRun:
@@ -183,6 +237,7 @@ class RunDriver:
             timeout=timeout,
             follow=self.follow_upstream,
             tools=plan.tools,
+            options=plan.options,
         )
 
     def _look(self) -> Poll:
@@ -202,6 +257,14 @@ class RunDriver:
                 follow=started.follow,
                 listener=self.upstream_listener,
             )
+        except UpstreamNotFound:
+            # Forgotten upstream (reset, or its data expired): the run ends here, failed, and the thread is free.
+            log.warning(
+                "run %s: the upstream no longer knows %s; recorded as failed", self.plan.run_id, self.upstream_id
+            )
+            lost = ended_as(self.plan.present(started.run), "failed", last_error=LOST_UPSTREAM)
+            self.records.run_ended(lost, [], self.plan.owner, self.plan.assistant.name)
+            raise
         finally:
             started.close()
         usage.record_run(self.services, self.plan.owner, self.plan.assistant.name, result.run, self.plan.run_id)
@@ -215,6 +278,7 @@ class RunDriver:
             plan.rounds += 1
             result = self._wait(started)
             run = result.run
+            self._round_calls(result)
             if result.timed_out or run["status"] != "requires_action":
                 return self._finish(result)
             calls = tool_calls(run)
@@ -230,11 +294,25 @@ class RunDriver:
                 return self._finish(replace(result, timed_out=True))
             client_calls = [c for c in calls if c["id"] not in outputs]
             if client_calls:
+                self.steps.outputs_known(plan.run_id, outputs, final=False)
                 return self._await_client(result, outputs, client_calls)
             plan.usage = added_usage(plan.usage, run.get("usage"))
             started = self.go_on(run, [(c["id"], outputs[c["id"]]) for c in calls], result)
             if isinstance(started, WaitResult):
                 return started
+            self.steps.outputs_known(plan.run_id, outputs, usage=run.get("usage"))
+
+    def _round_calls(self, result: WaitResult) -> None:
+        """The round's tool calls as a step (unless the upstream events told them already): open
+        while the run waits for their outputs, else (tools the upstream ran itself) ended at once."""
+        run = result.run
+        calls = list(result.last.step_calls) if result.last is not None else []
+        if not calls:
+            calls = [function_step_call(c) for c in tool_calls(run)]
+        if run["status"] == "requires_action":
+            self.steps.calls_made(calls)
+        else:  # the round's usage goes on its reply's step
+            self.steps.calls_made(calls, answered=True)
 
     def go_on(self, run: dict, outputs, result: WaitResult | None = None) -> StartedRun | WaitResult:
         """Submit the outputs of the run's calls: the next upstream run, or how the run ended
@@ -250,6 +328,7 @@ class RunDriver:
             release_requires_action(self.services, plan.thread_id, run)
             failed = ended_as(plan.present(run), "failed", last_error=NOT_SUBMITTED)
             self.records.run_ended(failed, [], plan.owner, plan.assistant.name)
+            self.steps.run_ended(failed)
             raise
 
     def _await_client(self, result: WaitResult, outputs: dict[str, str], client_calls: list[dict]) -> WaitResult:
@@ -274,7 +353,8 @@ class RunDriver:
             last = release_requires_action(self.services, plan.thread_id, result.run) or last
         elif result.timed_out and self.settings.run_cancel_on_timeout:
             last = cancel_and_settle(self.services, plan.thread_id, result.run["id"]) or Poll(result.run)
-        # The answer shows the run as the wait saw it end; the record, as it is now upstream.
+        # The answer shows the run as the wait saw it end (past the deadline, as it is after the
+        # cancel); the record, as it is now upstream.
         run, recorded = plan.present(result.run), plan.present(last.run)
         if failure is not None:
             run = recorded = ended_as(recorded, "failed", last_error=failure)
@@ -282,15 +362,14 @@ class RunDriver:
             # Its calls were closed (or the run cancelled, on the assistants engine): it goes no further.
             if recorded["status"] == "requires_action":
                 recorded = ended_as(recorded, "cancelled")
-            if result.timed_out:
-                run = recorded
+        if result.timed_out:
+            run = recorded  # as it is after the cancel
         messages = tuple(dict(m, run_id=plan.run_id) for m in last.messages)
         self.records.run_ended(recorded, list(messages), plan.owner, plan.assistant.name)
-        if self.listener is not None:
-            # A streamed answer ends with the run as the backend left it: cancelled at the deadline,
-            # or with its calls closed.
-            settled = result.timed_out or result.run["status"] == "requires_action"
-            self._tell_end(recorded if settled else run, messages)
+        # A streamed answer ends with the run as the backend left it: cancelled at the deadline,
+        # or with its calls closed.
+        settled = result.timed_out or result.run["status"] == "requires_action"
+        self._tell_end(recorded if settled else run, messages, result.run.get("usage"))
         metrics.run_finished(result)
         log.info(
             "run %s final status %s after %.2fs (%d polls, %d transient errors, %d model turns)",
@@ -303,8 +382,10 @@ class RunDriver:
         )
         return replace(result, run=run, last=Poll(run, last.poll_after_ms, messages))
 
-    def _tell_end(self, run: dict, messages: tuple) -> None:
-        """The listener's last facts: the run's messages, then the run."""
+    def _tell_end(self, run: dict, messages: tuple, usage: dict | None) -> None:
+        """The last facts: the run's messages, each in its step (which ends with the round's
+        `usage`), the end of the steps left open, then the run."""
+        self.steps.run = run
         messages = list(messages)
         if not messages and run["status"] in ("completed", "incomplete"):
             try:  # engines that learn the messages apart from the run
@@ -312,7 +393,12 @@ class RunDriver:
                 listed = self.engine.list_messages(run["thread_id"], page)
                 messages = [m for m in listed["data"] if m["role"] == "assistant"]
             except UpstreamError as exc:
-                log.warning("run %s: its messages could not be read for the stream: %s", run["id"], exc)
+                log.warning("run %s: its messages could not be read for its steps: %s", run["id"], exc)
         for message in messages:
-            self.listener.message_completed(message)
-        self.listener.status_changed(run)
+            self.steps.reply_started(message["id"])
+            if self.listener is not None:
+                self.listener.message_completed(message)
+            self.steps.reply_done(message["id"], usage)
+        self.steps.run_ended(run)
+        if self.listener is not None:
+            self.listener.status_changed(run)

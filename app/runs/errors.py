@@ -7,3 +7,7 @@ class DeadlineBeforeStart(Exception):
 
 class CreateUnconfirmed(Exception):
     """The create may have reached the upstream, but no run came back."""
+
+
+class CreateFailed(Exception):
+    """The create failed upstream (a 5xx) and a look found no run: nothing was started."""

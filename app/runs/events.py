@@ -31,3 +31,15 @@ class RunListener(Protocol):
     def message_completed(self, message: dict) -> None:
         """An assistant message is complete (or `incomplete`, as its status says)."""
 
+    def tool_calls_made(self, calls: list[dict]) -> None:
+        """Tool calls the upstream ran itself (file_search), in the run-step shape, once done; the
+        driver makes them a step (`step_created` ...), so a streamed answer never hears this one."""
+
+    def step_created(self, step: dict) -> None:
+        """A run step (app/runs/steps.py) has begun: its first snapshot, `in_progress`."""
+
+    def step_delta(self, step_id: str, step_details: dict) -> None:
+        """What step `step_id` adds to its `step_details` (tool calls carry their `index`)."""
+
+    def step_changed(self, step: dict) -> None:
+        """The step as it is now: ended (`completed`, `failed`, `cancelled`, `expired`)."""

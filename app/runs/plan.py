@@ -9,8 +9,9 @@ and only the calls it must answer itself.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from app import run_options
 from app.assistant_types import AssistantType, lookup
 from app.errors import ApiError
 from app.tools import Tool
@@ -32,6 +33,8 @@ class RunPlan:
     created_at: int | None = None
     rounds: int = 0  # model turns so far
     usage: dict | None = None  # of the rounds before the current one
+    options: run_options.RunOptions = field(default_factory=run_options.RunOptions)  # the run's own settings
+    started_at: int | None = None  # when a look or event first saw the run started upstream
 
     @property
     def tools(self) -> tuple[Tool, ...]:
@@ -49,6 +52,8 @@ class RunPlan:
             "created_at": self.created_at,
             "rounds": self.rounds,
             "usage": self.usage,
+            "options": run_options.to_record(self.options),
+            "started_at": self.started_at,
             "run": run,
             "server_outputs": server_outputs,
             "expires_at": expires_at,
@@ -71,12 +76,15 @@ class RunPlan:
             pending["created_at"],
             pending["rounds"],
             pending["usage"],
+            run_options.from_record(pending.get("options")),
+            pending.get("started_at"),
         )
 
     def present(self, upstream: dict, client_calls: list[dict] | None = None, expires_at=None) -> dict:
         """The upstream run as the client's one run: the view that leaves the driver
-        (to the record, the answer and the listener)."""
-        run = dict(upstream, id=self.run_id, created_at=self.created_at)
+        (to the record, the answer and the listener), with the settings applied to it."""
+        run = run_options.reported(self.options, dict(upstream, id=self.run_id, created_at=self.created_at))
+        self.started_at = run["started_at"] = started_at(self.started_at, upstream)
         run["usage"] = added_usage(self.usage, upstream.get("usage"))
         if self.tools:
             run["tools"] = [{"type": "function", "function": tool.declaration()} for tool in self.tools]
@@ -87,6 +95,17 @@ class RunPlan:
             }
             run["expires_at"] = int(expires_at)
         return run
+
+
+def started_at(known: int | None, upstream: dict) -> int | None:
+    """When the run started: as `known` (the first sight of it started), else as the upstream
+    tells (the assistants engine), else now if `upstream` shows it started (the Responses API
+    has no such time: the first look or event that sees the run past `queued` is it)."""
+    if known is not None:
+        return known
+    if upstream.get("started_at") is not None:
+        return int(upstream["started_at"])
+    return None if upstream["status"] == "queued" else int(time.time())
 
 
 def tool_calls(run: dict) -> list[dict]:

@@ -11,18 +11,20 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app import metrics, usage
 from app.assistant_types import AssistantType
-from app.contract import ACTIVE_STATUSES, Poll, UpstreamNotFound
-from app.environment import CANCEL_GRACE_SECONDS
-from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy
+from app.contract import ACTIVE_STATUSES, MessagePage, Poll, UpstreamNotFound
+from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy, upstream_lost
+from app.run_options import RunOptions, carried
 from app.runs.driver import RunDriver, release_requires_action
 from app.runs.errors import CreateUnconfirmed
 from app.runs.events import RunListener
-from app.runs.plan import RunPlan, added_usage, ended_as, tool_calls
+from app.runs.plan import RunPlan, added_usage, ended_as, started_at, tool_calls
 from app.runs.polling import WaitResult
+from app.runs.recovery import ADOPTION_GRACE_SECONDS, LOCK_MARGIN_SECONDS, STARTING_PREFIX, recover, this_process
+from app.runs.steps import end_open_steps, with_content
 from app.services import Services
 from app.store.records import RecordedRun
 from app.threads import require_thread
@@ -30,15 +32,12 @@ from app.tools import Tool
 
 log = logging.getLogger("app.runs")
 
-# The lock outlives the wait by this much, for the cancel and the bookkeeping.
-LOCK_MARGIN_SECONDS = CANCEL_GRACE_SECONDS + 10.0
-
 
 @dataclass(frozen=True)
 class RunRequest:
     """A request to start a run, checked: who asks, on which thread, with which assistant
-    and sampling, the function tools its client declared, and when it arrived
-    (time.monotonic(), where the run's deadline starts; None: now)."""
+    and sampling, the function tools its client declared (the type's and the body's), when it
+    arrived (time.monotonic(), where the run's deadline starts; None: now), and its own settings."""
 
     owner: str
     thread_id: str
@@ -47,6 +46,7 @@ class RunRequest:
     top_p: float | None
     client_tools: tuple[Tool, ...] = ()
     arrived: float | None = None
+    options: RunOptions = field(default_factory=RunOptions)
 
 
 @dataclass(frozen=True)
@@ -73,21 +73,43 @@ def start_and_wait(
     CreateUnconfirmed when no run could be started or confirmed. A `listener`
     (a streamed answer) hears of the run's progress.
     """
-    settings = services.settings
     thread_id = request.thread_id
     deadline = _deadline(services, request.arrived)
     require_thread(services, request.owner, thread_id)
     usage.check_budget(services, request.owner, request.assistant.name)  # before anything is created upstream
-    holder = f"starting-{uuid.uuid4().hex}"
-    if not services.records.lock_thread(thread_id, holder, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
+    holder = f"{STARTING_PREFIX}{uuid.uuid4().hex}"
+    if not _lock(services, thread_id, holder):
         require_thread(services, request.owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
         raise thread_busy(thread_id, services.records.active_run(thread_id))
     plan = RunPlan(
-        thread_id, request.owner, request.assistant, request.temperature, request.top_p, request.client_tools
+        thread_id,
+        request.owner,
+        request.assistant,
+        request.temperature,
+        request.top_p,
+        request.client_tools,
+        options=request.options,
     )
     with _holding_thread(services, plan, holder):
         _expire_waiting_runs(services, thread_id)
-        return RunDriver(services, plan, deadline, sleep, listener).start(holder)
+        _add_additional_messages(services, plan)
+        try:
+            return RunDriver(services, plan, deadline, sleep, listener).start(holder)
+        except UpstreamNotFound:
+            raise upstream_lost(thread_id, plan.run_id) from None
+
+
+def _lock(services: Services, thread_id: str, holder: str) -> bool:
+    """Take the thread's lock for this process; a lock whose holder died is recovered first
+    (app/runs/recovery.py), and taken when its run has settled within a short grace."""
+    seconds = services.settings.run_timeout_seconds + LOCK_MARGIN_SECONDS
+    if services.records.lock_thread(thread_id, holder, seconds, this_process()):
+        return True
+    adoption = recover(services, thread_id)
+    if adoption is None:
+        return False
+    adoption.join(ADOPTION_GRACE_SECONDS)
+    return services.records.lock_thread(thread_id, holder, seconds, this_process())
 
 
 def submit_tool_outputs(
@@ -108,13 +130,17 @@ def submit_tool_outputs(
     usage.check_budget(services, request.owner, plan.assistant.name)  # before the outputs go upstream
     run, server_outputs = recorded.pending["run"], recorded.pending["server_outputs"]
     answers = _checked_outputs(request.tool_outputs, [c["id"] for c in tool_calls(recorded.run)])
-    if not services.records.take_pending(run_id, recorded.pending, settings.run_timeout_seconds + LOCK_MARGIN_SECONDS):
+    lock_seconds = settings.run_timeout_seconds + LOCK_MARGIN_SECONDS
+    if not services.records.take_pending(run_id, recorded.pending, lock_seconds, this_process()):
         raise ApiError(409, f"Run {run_id} is already being answered.", headers=NO_RETRY)
     outputs = [(c["id"], server_outputs.get(c["id"], answers.get(c["id"]))) for c in tool_calls(run)]
     plan.usage = added_usage(plan.usage, run.get("usage"))
     log.info("run %s: the client answered %d call(s)", run_id, len(answers))
     with _holding_thread(services, plan, run_id):
-        return RunDriver(services, plan, deadline, sleep, listener).resume(run, outputs)
+        try:
+            return RunDriver(services, plan, deadline, sleep, listener).resume(run, outputs)
+        except UpstreamNotFound:
+            raise upstream_lost(thread_id, run_id) from None
 
 
 def _remember(services: Services, poll: Poll, owner: str, assistant_type: str) -> None:
@@ -173,6 +199,7 @@ def _expire_if_due(services: Services, recorded: RecordedRun) -> RecordedRun:
     release_requires_action(services, recorded.run["thread_id"], pending["run"])
     ended = ended_as(recorded.run, "expired")
     services.records.run_ended(ended, [], pending["owner"], pending["assistant_type"])
+    end_open_steps(services.records, ended)
     log.info("run %s expired waiting for the client's tool outputs", ended["id"])
     return RecordedRun(ended, True, assistant_type=recorded.assistant_type)
 
@@ -189,9 +216,35 @@ def _owned_run_record(services: Services, thread_id: str, run_id: str) -> Record
     return recorded
 
 
+def _add_additional_messages(services: Services, plan: RunPlan) -> None:
+    """A run's `additional_messages`, added to its thread before the run where the engine's run
+    creation does not add them itself."""
+    if services.engine.additional_messages_in_run:
+        return
+    for message in plan.options.additional_messages:
+        added = services.engine.add_message(
+            plan.thread_id, message["role"], message["content"], message.get("metadata")
+        )
+        services.records.add_messages(plan.thread_id, [added])
+
+
 def _as_recorded(upstream: dict, recorded: RecordedRun) -> dict:
-    """The current upstream run under the ID and creation time its client knows."""
-    return dict(upstream, id=recorded.run["id"], created_at=recorded.run["created_at"])
+    """The current upstream run under the ID, creation and start times its client knows, with the
+    settings its record shows."""
+    run = carried(recorded.run, dict(upstream, id=recorded.run["id"], created_at=recorded.run["created_at"]))
+    run["started_at"] = started_at(recorded.run.get("started_at"), upstream)
+    return run
+
+
+def _recovered(services: Services, recorded: RecordedRun) -> RecordedRun:
+    """The run's record after its adoption, when the process that waited for it has died."""
+    thread_id, run_id = recorded.run["thread_id"], recorded.run["id"]
+    lock = services.records.thread_lock(thread_id)
+    adoption = recover(services, thread_id, lock) if lock is not None and lock.run == run_id else None
+    if adoption is None:
+        return recorded
+    adoption.join(ADOPTION_GRACE_SECONDS)
+    return services.records.run(run_id) or recorded
 
 
 def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tuple[dict, int | None]:
@@ -201,6 +254,8 @@ def retrieve(services: Services, owner: str, thread_id: str, run_id: str) -> tup
     recorded = _owned_run_record(services, thread_id, run_id)
     if recorded is not None:
         recorded = _expire_if_due(services, recorded)
+        if not recorded.final and recorded.pending is None:
+            recorded = _recovered(services, recorded)
         if recorded.final or recorded.pending is not None:
             return recorded.run, None
     upstream_id = recorded.upstream_id or run_id if recorded else run_id
@@ -234,6 +289,7 @@ def cancel(services: Services, owner: str, thread_id: str, run_id: str) -> dict:
             release_requires_action(services, thread_id, recorded.pending["run"])
             cancelled = ended_as(recorded.run, "cancelled")
             services.records.run_ended(cancelled, [], owner, recorded.pending["assistant_type"])
+            end_open_steps(services.records, cancelled)
             return cancelled
         if recorded.final:
             status = recorded.run["status"]
@@ -247,3 +303,40 @@ def cancel(services: Services, owner: str, thread_id: str, run_id: str) -> dict:
         run = _as_recorded(run, recorded)
         services.records.save_run(run, owner, recorded.assistant_type, final=run["status"] not in ACTIVE_STATUSES)
     return run
+
+
+def list_runs(services: Services, owner: str, thread_id: str, page: MessagePage) -> dict:
+    """The thread's runs as the backend recorded them (a run waiting past its time for the client's
+    tool outputs is expired first)."""
+    require_thread(services, owner, thread_id)
+    _expire_waiting_runs(services, thread_id)
+    return services.records.list_runs(thread_id, page)
+
+
+def _recorded_run_of(services: Services, owner: str, thread_id: str, run_id: str) -> RecordedRun:
+    require_thread(services, owner, thread_id)
+    recorded = _owned_run_record(services, thread_id, run_id)
+    if recorded is None:
+        raise not_found("run", run_id)
+    return recorded
+
+
+def list_steps(
+    services: Services, owner: str, thread_id: str, run_id: str, page: MessagePage, include: tuple[str, ...] = ()
+) -> dict:
+    """The run's steps (app/runs/steps.py), a page of them."""
+    _recorded_run_of(services, owner, thread_id, run_id)
+    listed = services.records.list_steps(run_id, page)
+    listed["data"] = [with_content(step, include) for step in listed["data"]]
+    return listed
+
+
+def retrieve_step(
+    services: Services, owner: str, thread_id: str, run_id: str, step_id: str, include: tuple[str, ...] = ()
+) -> dict:
+    """One step of the run."""
+    _recorded_run_of(services, owner, thread_id, run_id)
+    step = services.records.step(run_id, step_id)
+    if step is None:
+        raise not_found("run step", step_id)
+    return with_content(step, include)

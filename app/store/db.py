@@ -30,6 +30,12 @@ threads = sa.Table(
     # JSON of the thread's metadata as the upstream last answered it (the thread list shows it).
     sa.Column("metadata", sa.Text),
     sa.Index("ix_threads_owner_created_at", "owner", "created_at"),
+    # The process holding the lock (app/runs/recovery.py), NULL when the record holds it (a run
+    # waiting for the client's tool outputs); its heartbeat, so that another process can tell it died.
+    sa.Column("lock_host", sa.String(255)),
+    sa.Column("lock_pid", sa.Integer),
+    sa.Column("lock_started", sa.BigInteger),
+    sa.Column("lock_beat", sa.Float),
 )
 
 runs = sa.Table(
@@ -56,6 +62,17 @@ messages = sa.Table(
     sa.Column("id", sa.String(128), nullable=False, unique=True),
     sa.Column("thread_id", sa.String(128), nullable=False, index=True),
     sa.Column("run_id", sa.String(128), index=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+# A run's steps (app/runs/steps.py), `seq` their order of creation.
+run_steps = sa.Table(
+    "run_steps",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(128), nullable=False, unique=True),
+    sa.Column("run_id", sa.String(128), nullable=False, index=True),
+    sa.Column("thread_id", sa.String(128), nullable=False, index=True),
     sa.Column("body", sa.Text, nullable=False),
 )
 
@@ -115,26 +132,28 @@ def _enable_sqlite_wal(dbapi_connection, _record):
     cursor.close()
 
 
-def make_database(url: str, serving: bool = False) -> sa.Engine:
+def make_database(url: str, serving: bool = False, pooled: bool = True) -> sa.Engine:
     """An SQLAlchemy engine for the URL; SQLite files get WAL and a busy timeout.
 
     A `serving` engine (the one requests use) never creates a SQLite file, never keeps a
     connection to a file that was deleted or replaced, and drops its connections after a
     storage error, so that it recovers by itself once the storage is back (app/store/guard.py).
+    Not `pooled`: every connection is closed after use (for a background loop that must hold none).
     """
+    sizes = {} if pooled else {"poolclass": sa.pool.NullPool}
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, pool_size=20, max_overflow=200, pool_timeout=30)
+        sizes = sizes or dict(pool_size=20, max_overflow=200, pool_timeout=30)
+        engine = sa.create_engine(url, **sizes)
         if serving and path and path != ":memory:":
             guard.watch_sqlite_file(engine, path)
         sa.event.listen(engine, "connect", _enable_sqlite_wal)
         return engine
     # pre_ping: a connection the server closed (a restart) is replaced at checkout, not used.
-    return sa.create_engine(
-        url, pool_size=10, max_overflow=50, pool_pre_ping=True, connect_args=_postgres_connect_args(url)
-    )
+    sizes = sizes or dict(pool_size=10, max_overflow=50, pool_pre_ping=True)
+    return sa.create_engine(url, connect_args=_postgres_connect_args(url), **sizes)
 
 
 def _postgres_connect_args(url: str) -> dict:

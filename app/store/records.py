@@ -9,12 +9,47 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from app.contract import ACTIVE_STATUSES, MessagePage, list_page
-from app.store.db import idempotency, messages, runs, threads
+from app.store.db import idempotency, messages, run_steps, runs, threads
+from app.store.pages import cursor_page
 from app.store.thread_records import ThreadRecords
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # What `RecordedRun` is read from.
-_RECORDED_COLUMNS = (runs.c.snapshot, runs.c.finished_at, runs.c.upstream_id, runs.c.pending, runs.c.assistant_type)
+_RECORDED_COLUMNS = (
+    runs.c.snapshot,
+    runs.c.finished_at,
+    runs.c.upstream_id,
+    runs.c.pending,
+    runs.c.assistant_type,
+    runs.c.owner,
+)
+_LOCK_COLUMNS = (
+    threads.c.lock_run,
+    threads.c.lock_until,
+    threads.c.lock_host,
+    threads.c.lock_pid,
+    threads.c.lock_started,
+    threads.c.lock_beat,
+)
+_NO_PROCESS = dict(lock_host=None, lock_pid=None, lock_started=None, lock_beat=None)
+
+
+class ProcessId(NamedTuple):
+    """A process, told apart from a later one with the same pid: its host, pid and start time."""
+
+    host: str
+    pid: int
+    started: int
+
+
+class ThreadLock(NamedTuple):
+    """Who holds a thread's lock: the run (or a starting request), until when, the process
+    (None when the record holds it for a run waiting for tool outputs) and its last heartbeat."""
+
+    run: str
+    until: float
+    process: ProcessId | None
+    beat: float | None
 
 
 class RecordedRun(NamedTuple):
@@ -27,6 +62,7 @@ class RecordedRun(NamedTuple):
     upstream_id: str | None = None
     pending: dict | None = None
     assistant_type: str | None = None
+    owner: str | None = None
 
 
 class Records(ThreadRecords):
@@ -58,18 +94,88 @@ class Records(ThreadRecords):
     def forget_thread(self, thread_id: str) -> None:
         with self.db.begin() as conn:
             conn.execute(messages.delete().where(messages.c.thread_id == thread_id))
+            conn.execute(run_steps.delete().where(run_steps.c.thread_id == thread_id))
             conn.execute(runs.delete().where(runs.c.thread_id == thread_id))
             conn.execute(threads.delete().where(threads.c.id == thread_id))
 
-    def lock_thread(self, thread_id: str, holder: str, seconds: float) -> bool:
-        """Take the thread's active-run lock unless another live holder has it."""
+    def lock_thread(self, thread_id: str, holder: str, seconds: float, process: ProcessId | None = None) -> bool:
+        """Take the thread's active-run lock unless another live holder has it; `process` is
+        the one that holds it (and beats for it), None for the record itself."""
         now = self.clock()
         free = sa.or_(threads.c.lock_until.is_(None), threads.c.lock_until < now)
         with self.db.begin() as conn:
             taken = conn.execute(
                 threads.update()
                 .where(threads.c.id == thread_id, free)
-                .values(lock_run=holder, lock_until=now + seconds)
+                .values(lock_run=holder, lock_until=now + seconds, **self._held_by(process, now))
+            )
+            return taken.rowcount == 1
+
+    @staticmethod
+    def _held_by(process: ProcessId | None, now: float) -> dict:
+        if process is None:
+            return dict(_NO_PROCESS)
+        return dict(lock_host=process.host, lock_pid=process.pid, lock_started=process.started, lock_beat=now)
+
+    def thread_lock(self, thread_id: str) -> ThreadLock | None:
+        """The thread's lock while it is live, with its holder; None when the thread is free."""
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(*_LOCK_COLUMNS).where(threads.c.id == thread_id)).first()
+        return self._lock_of(row)
+
+    def _lock_of(self, row) -> ThreadLock | None:
+        if row is None or row.lock_run is None or row.lock_until is None or row.lock_until < self.clock():
+            return None
+        process = None
+        if row.lock_pid is not None:
+            process = ProcessId(row.lock_host, row.lock_pid, row.lock_started)
+        return ThreadLock(row.lock_run, row.lock_until, process, row.lock_beat)
+
+    def locks_held_by_others(self, process: ProcessId, beat_before: float) -> list[tuple[str, ThreadLock]]:
+        """Live locks held by another process that is on this host, or whose heartbeat is older
+        than `beat_before`: the ones whose holder may be dead."""
+        mine = sa.and_(
+            threads.c.lock_host == process.host,
+            threads.c.lock_pid == process.pid,
+            threads.c.lock_started == process.started,
+        )
+        suspect = sa.or_(threads.c.lock_host == process.host, threads.c.lock_beat < beat_before)
+        query = sa.select(threads.c.id, *_LOCK_COLUMNS).where(
+            threads.c.lock_pid.is_not(None), threads.c.lock_until >= self.clock(), suspect, sa.not_(mine)
+        )
+        with self.db.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(row.id, lock) for row in rows if (lock := self._lock_of(row)) is not None]
+
+    def beat(self, process: ProcessId) -> int:
+        """Refresh the heartbeat of every lock `process` holds (one UPDATE); how many it holds."""
+        with self.db.begin() as conn:
+            beaten = conn.execute(
+                threads.update()
+                .where(
+                    threads.c.lock_host == process.host,
+                    threads.c.lock_pid == process.pid,
+                    threads.c.lock_started == process.started,
+                    threads.c.lock_run.is_not(None),
+                )
+                .values(lock_beat=self.clock())
+            )
+            return beaten.rowcount
+
+    def take_over(self, thread_id: str, dead: ThreadLock, process: ProcessId, seconds: float) -> bool:
+        """Take the lock a dead process held, unless it changed meanwhile (another process was first)."""
+        now = self.clock()
+        with self.db.begin() as conn:
+            taken = conn.execute(
+                threads.update()
+                .where(
+                    threads.c.id == thread_id,
+                    threads.c.lock_run == dead.run,
+                    threads.c.lock_pid == dead.process.pid,
+                    threads.c.lock_started == dead.process.started,
+                    threads.c.lock_host == dead.process.host,
+                )
+                .values(lock_until=now + seconds, **self._held_by(process, now))
             )
             return taken.rowcount == 1
 
@@ -82,7 +188,7 @@ class Records(ThreadRecords):
         conn.execute(
             threads.update()
             .where(threads.c.id == thread_id, threads.c.lock_run == holder)
-            .values(lock_run=None, lock_until=None)
+            .values(lock_run=None, lock_until=None, **_NO_PROCESS)
         )
 
     def active_run(self, thread_id: str) -> str | None:
@@ -144,7 +250,12 @@ class Records(ThreadRecords):
     def _recorded(row) -> RecordedRun:
         pending = json.loads(row.pending) if row.pending else None
         return RecordedRun(
-            json.loads(row.snapshot), row.finished_at is not None, row.upstream_id, pending, row.assistant_type
+            json.loads(row.snapshot),
+            row.finished_at is not None,
+            row.upstream_id,
+            pending,
+            row.assistant_type,
+            row.owner,
         )
 
     def run_progress(self, run_id: str, upstream_id: str) -> None:
@@ -157,12 +268,12 @@ class Records(ThreadRecords):
         with self.db.begin() as conn:
             self._save_run(conn, run, owner, assistant_type, final=False)
             conn.execute(runs.update().where(runs.c.id == run["id"]).values(pending=json.dumps(pending)))
-            self._hold_lock(conn, run["thread_id"], run["id"], seconds)
+            self._hold_lock(conn, run["thread_id"], run["id"], seconds, None)
 
-    def take_pending(self, run_id: str, pending: dict, lock_seconds: float) -> bool:
+    def take_pending(self, run_id: str, pending: dict, lock_seconds: float, process: ProcessId | None = None) -> bool:
         """Take the run's wait for tool outputs for one answer; False if someone else took it first.
 
-        The thread's lock is then held for `lock_seconds` more, for the run's next wait.
+        The thread's lock is then held for `lock_seconds` more, for the run's next wait, by `process`.
         """
         with self.db.begin() as conn:
             taken = conn.execute(
@@ -171,7 +282,7 @@ class Records(ThreadRecords):
             if taken.rowcount != 1:
                 return False
             thread_id = conn.execute(sa.select(runs.c.thread_id).where(runs.c.id == run_id)).scalar()
-            self._hold_lock(conn, thread_id, run_id, lock_seconds)
+            self._hold_lock(conn, thread_id, run_id, lock_seconds, process)
             return True
 
     def waiting_runs(self, thread_id: str) -> list[RecordedRun]:
@@ -182,11 +293,12 @@ class Records(ThreadRecords):
             ).all()
         return [self._recorded(row) for row in rows]
 
-    def _hold_lock(self, conn, thread_id: str, holder: str, seconds: float) -> None:
+    def _hold_lock(self, conn, thread_id: str, holder: str, seconds: float, process: ProcessId | None) -> None:
+        now = self.clock()
         conn.execute(
             threads.update()
             .where(threads.c.id == thread_id, threads.c.lock_run == holder)
-            .values(lock_until=self.clock() + seconds)
+            .values(lock_until=now + seconds, **self._held_by(process, now))
         )
 
     # messages
@@ -252,6 +364,37 @@ class Records(ThreadRecords):
             rows.reverse()
         data = [json.loads(r.body) for r in rows]
         return list_page(data, has_more)
+
+    def list_runs(self, thread_id: str, page: MessagePage) -> dict:
+        """The thread's recorded runs, a page of them, by creation."""
+        with self.db.connect() as conn:
+            return cursor_page(conn, runs, runs.c.created_at, runs.c.snapshot, runs.c.thread_id == thread_id, page)
+
+    # run steps
+
+    def save_step(self, step: dict) -> None:
+        """Insert or update a run step; its place in the run's list is set when first saved."""
+        body = json.dumps(step)
+        with self.db.begin() as conn:
+            updated = conn.execute(run_steps.update().where(run_steps.c.id == step["id"]).values(body=body))
+            if updated.rowcount == 0:
+                conn.execute(
+                    run_steps.insert().values(
+                        id=step["id"], run_id=step["run_id"], thread_id=step["thread_id"], body=body
+                    )
+                )
+
+    def step(self, run_id: str, step_id: str) -> dict | None:
+        with self.db.connect() as conn:
+            body = conn.execute(
+                sa.select(run_steps.c.body).where(run_steps.c.id == step_id, run_steps.c.run_id == run_id)
+            ).scalar()
+        return None if body is None else json.loads(body)
+
+    def list_steps(self, run_id: str, page: MessagePage) -> dict:
+        """The run's steps, a page of them, in their order of creation."""
+        with self.db.connect() as conn:
+            return cursor_page(conn, run_steps, run_steps.c.seq, run_steps.c.body, run_steps.c.run_id == run_id, page)
 
     # idempotency keys
 
