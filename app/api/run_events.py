@@ -70,8 +70,8 @@ class RunPublisher:
         """The server-sent event `name` with its `id:`, published to the log."""
         text = "[DONE]" if name == "done" else json.dumps(data, separators=(",", ":"))
         with self._lock:
-            if self.run_id is None and isinstance(data, dict) and data.get("object") == "thread.run":
-                self._begin(name, data)
+            if self.run_id is None and _run_of(data):
+                self._begin(name, *_run_of(data))
             self.seq += 1
             event = LoggedEvent(self.seq, name, text)
             if self.run_id is None:  # `thread.created` comes before the run: kept for its first event
@@ -82,10 +82,10 @@ class RunPublisher:
                 self._early = []
         return event.frame()
 
-    def _begin(self, name: str, run: dict) -> None:
+    def _begin(self, name: str, run_id: str, thread_id: str) -> None:
         """Learn the run from its first event; a run's later stream goes on from its last number."""
-        self.run_id = run["id"]
-        self.stream = Stream(self.owner, run.get("thread_id") or "")
+        self.run_id = run_id
+        self.stream = Stream(self.owner, thread_id)
         if name != "thread.run.created" and not self._early:
             try:
                 self.seq = self.log.last_seq(self.run_id)
@@ -121,6 +121,15 @@ class RunPublisher:
         self._outbox = []
         metrics.event_log_error("publish")
         log.warning("event log unavailable: %s; run %s cannot be reattached to", error, self.run_id)
+
+
+def _run_of(data) -> tuple[str, str] | None:
+    """(run id, thread id) of an event's data that names its run: a run, a run step, a message."""
+    if not isinstance(data, dict) or not data.get("thread_id"):
+        return None
+    if data.get("object") == "thread.run":
+        return data["id"], data["thread_id"]
+    return (data["run_id"], data["thread_id"]) if data.get("run_id") else None
 
 
 def _after() -> int:
