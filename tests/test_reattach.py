@@ -310,3 +310,24 @@ def test_a_submit_tool_outputs_stream_goes_on_from_the_runs_last_id(live_server)
     assert [e[0] for e in first + second] == list(range(1, len(first) + len(second) + 1))
     status, rest = _reattach(live_server.url, thread_id, run["id"], after=first[-1][0])  # after the first `done`
     assert status == 200 and rest == second
+
+
+def test_a_create_and_run_stream_is_replayed_from_its_thread_created(live_server):
+    body = {
+        "assistant_type": "curator",
+        "stream": True,
+        "thread": {"messages": [{"role": "user", "content": SLOW_REPLY}]},
+    }
+    seen = []
+    with httpx2.stream(
+        "POST", f"{live_server.url}/api/openai/threads/runs", json=body, headers=_headers(), timeout=30
+    ) as r:
+        for event in _events(r.iter_lines()):
+            seen.append(event)
+            if event[1] == "thread.message.delta":
+                break
+    assert seen[0][:2] == (1, "thread.created") and seen[1][:2] == (2, "thread.run.created")
+    thread_id, run_id = seen[0][2]["id"], seen[1][2]["id"]
+    status, replay = _reattach(live_server.url, thread_id, run_id)
+    assert status == 200 and replay[: len(seen)] == seen
+    assert _text(replay) == _stored_reply(live_server.url, thread_id, run_id)
