@@ -72,6 +72,17 @@ class Poll:
 
 
 @dataclass(frozen=True)
+class FileSearch:
+    """The file_search a run's responses carry (responses engine): the stores it searches (the
+    type's, then the thread's), its `max_num_results` (None: the upstream's default), and whether
+    the upstream should answer the results with their text."""
+
+    vector_store_ids: tuple[str, ...]
+    max_num_results: int | None = None
+    include_results: bool = False
+
+
+@dataclass(frozen=True)
 class MessagePage:
     """Arguments of a message list, already validated."""
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.contract import MessagePage, UpstreamNotFound
+from app import attachments as thread_files
+from app.contract import MessagePage, UpstreamError, UpstreamNotFound
 from app.errors import not_found, thread_busy
 from app.services import Services
 from app.store.thread_records import ThreadPage
@@ -15,30 +16,71 @@ def require_thread(services: Services, owner: str, thread_id: str) -> None:
 
 
 def create(services: Services, owner: str, messages: list[dict], metadata: dict | None) -> dict:
+    """A new thread with its first messages; their attachments are checked before anything is made."""
+    attached = [a for m in messages for a in m.get("attachments") or []]
+    thread_files.check_owned(services, owner, attached)
+    thread_files.retry_deletions(services)
     thread, added = services.engine.create_thread(messages, metadata)
     services.records.add_thread(thread["id"], owner, services.engine.name, thread.get("metadata"))
+    if attached and services.engine.name == "responses":
+        try:
+            thread_files.attach(services, thread["id"], attached)
+        except UpstreamError:
+            delete(services, owner, thread["id"])  # nothing half-done: the thread goes, with its store
+            raise
+        for message, given in zip(added, messages, strict=True):
+            message["attachments"] = list(given.get("attachments") or [])
+        thread["tool_resources"] = _tool_resources(services, thread["id"])
     services.records.add_messages(thread["id"], added)
     return thread
 
 
+def _tool_resources(services: Services, thread_id: str) -> dict:
+    """The thread's `tool_resources` as the Assistants API showed them (responses engine: its store)."""
+    store_id = services.knowledge.thread_vector_store(thread_id)
+    return {"file_search": {"vector_store_ids": [store_id]}} if store_id else {}
+
+
 def retrieve(services: Services, owner: str, thread_id: str) -> dict:
     require_thread(services, owner, thread_id)
-    return services.engine.get_thread(thread_id)
+    thread = services.engine.get_thread(thread_id)
+    if services.engine.name == "responses":
+        thread["tool_resources"] = _tool_resources(services, thread_id)
+    return thread
 
 
 def delete(services: Services, owner: str, thread_id: str) -> dict:
+    """Delete the thread upstream and its vector store (retried later if that fails), and forget it."""
     require_thread(services, owner, thread_id)
     deleted = services.engine.delete_thread(thread_id)
     services.records.forget_thread(thread_id)
+    thread_files.delete_thread_store(services, thread_id)
+    thread_files.retry_deletions(services)
     return deleted
 
 
-def add_message(services: Services, owner: str, thread_id: str, role: str, text: str, metadata: dict | None) -> dict:
+def add_message(
+    services: Services,
+    owner: str,
+    thread_id: str,
+    role: str,
+    text: str,
+    metadata: dict | None,
+    attachments: list[dict] | None = None,
+) -> dict:
+    """Add a message; its file_search attachments go into the thread's store first (responses engine)."""
     require_thread(services, owner, thread_id)
+    attachments = attachments or []
+    thread_files.check_owned(services, owner, attachments)
     active = services.records.active_run(thread_id)
     if active is not None:
         raise thread_busy(thread_id, active)
-    message = services.engine.add_message(thread_id, role, text, metadata)
+    if services.engine.name == "responses":
+        thread_files.attach(services, thread_id, attachments)
+        message = services.engine.add_message(thread_id, role, text, metadata)
+        message["attachments"] = attachments
+    else:
+        message = services.engine.add_message(thread_id, role, text, metadata, attachments)
     services.records.add_messages(thread_id, [message])
     return message
 

@@ -4,8 +4,10 @@
 call `dev_environment()` on `.env.example`. The environment wins over `.env`, as
 in the app. With no OpenAI key configured, the server runs against the offline
 upstream, with AUTH_MODE=none unless AUTH_MODE is set, a `curator` type
-unless an assistant type is configured, and the example tools on `curator`
-unless some type has tools. The chat page is on unless CHAT_PAGE is set.
+unless an assistant type is configured, the example tools on `curator`
+unless some type has tools, and the example knowledge (the offline upstream's
+store of examples/knowledge/) on `curator` unless some type has vector stores.
+The chat page is on unless CHAT_PAGE is set.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ OFFLINE_TYPE = {
     "ASSISTANT_CURATOR_INSTRUCTIONS": "You are the curator.",
 }
 EXAMPLE_TOOLS = "examples.tools:current_time,examples.tools:convert_temperature"
+# The offline upstream's store of examples/knowledge/*.md (fake_openai/seed.py).
+EXAMPLE_STORE = "vs_offline_examples"
 
 
 def dev_environment(dotenv: dict, environ: dict) -> tuple[dict[str, str], list[str]]:
@@ -49,6 +53,11 @@ def dev_environment(dotenv: dict, environ: dict) -> tuple[dict[str, str], list[s
         ):
             exports["ASSISTANT_CURATOR_TOOLS"] = EXAMPLE_TOOLS
             said.append("The curator type has the example tools of examples/tools.py.")
+        if not any(k.endswith("_VECTOR_STORE_IDS") and v for k, v in env.items()) and (
+            "ASSISTANT_CURATOR_MODEL" in exports or configured("ASSISTANT_CURATOR_")
+        ):
+            exports["ASSISTANT_CURATOR_VECTOR_STORE_IDS"] = EXAMPLE_STORE
+            said.append("The curator type searches the example knowledge of examples/knowledge/.")
     exports["HOST"] = env.get("HOST") or DEFAULT_HOST
     exports["PORT"] = env.get("PORT") or DEFAULT_PORT
     if not configured("CHAT_PAGE"):

@@ -100,3 +100,20 @@ def test_a_repeated_client_error_answer_keeps_its_status(api, fake):
     assert again.status_code == 400 and again.json == first.json
     assert again.headers["Idempotent-Replayed"] == "true"
     assert fake.stats()["runs_created"] == 1
+
+
+@pytest.mark.parametrize("prefix", ["/api/openai", "/v1"])
+def test_a_repeated_stream_is_a_409_in_the_prefixs_error_shape(api, fake, prefix):
+    client = api.under(prefix)
+    thread = client.new_thread()
+    client.say(thread, "hello [fake duration=0.05]")
+    key = {"Idempotency-Key": "streamed-once"}
+    body = {"assistant_type": "curator", "stream": True}
+    first = client.post(f"/threads/{thread}/runs", json=body, headers=key)
+    assert first.status_code == 200 and b"event: done" in first.data
+    again = client.post(f"/threads/{thread}/runs", json=body, headers=key)
+    assert again.status_code == 409 and again.headers["Idempotent-Replayed"] == "true"
+    error = again.json["error"]
+    message = error["message"] if prefix == "/v1" else error
+    assert "cannot be replayed" in message
+    assert fake.stats()["runs_created"] == 1

@@ -8,7 +8,7 @@ import json
 
 from flask import Response, g, request
 
-from app.api import services
+from app.api import services, v1_dialect
 from app.errors import ApiError
 
 REPLAYED_HEADERS = ("Content-Type", "x-should-retry", "openai-poll-after-ms")
@@ -65,7 +65,10 @@ def idempotent(view):
             raise
         if response.is_streamed:
             # A stream cannot be replayed; a repeat learns that the run was started.
-            records.finish_idempotency_key(g.user, key, 409, json.dumps({"error": STREAMED_MESSAGE}), STREAMED_HEADERS)
+            body = {"error": STREAMED_MESSAGE}
+            if v1_dialect.under_v1():
+                body = v1_dialect.error_body(ApiError(409, STREAMED_MESSAGE))
+            records.finish_idempotency_key(g.user, key, 409, json.dumps(body), STREAMED_HEADERS)
             return response
         headers = {name: response.headers[name] for name in REPLAYED_HEADERS if name in response.headers}
         records.finish_idempotency_key(g.user, key, response.status_code, response.get_data(as_text=True), headers)

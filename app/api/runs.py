@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, replace
 
 from flask import Blueprint, g, jsonify
+from flask import request as flask_request
 
 from app import run_options, threads, usage
 from app.api import authenticate_caller, services, v1_dialect
@@ -21,8 +22,10 @@ from app.api.sse import RunEvents, error_data
 from app.api.streamed_answer import streamed_answer
 from app.api.threads import checked_thread
 from app.assistant_types import AssistantTypeError, resolve
+from app.attachments import INCLUDE_RESULTS
 from app.contract import UpstreamError
 from app.errors import NO_RETRY, ApiError, from_upstream
+from app.knowledge import type_vector_store_ids
 from app.ratelimit import run_limit
 from app.runs import service
 from app.runs.errors import CreateFailed, CreateUnconfirmed, DeadlineBeforeStart
@@ -120,6 +123,14 @@ def create_thread_and_run():
     return _answer(s, request, stream, new_thread)
 
 
+def _hosted_tools(s, assistant) -> set[str]:
+    """The hosted tools a run of `assistant` may be told to choose: file_search where the type has
+    knowledge (the assistants engine's upstream assistant decides for itself)."""
+    if s.engine.name == "assistants" or type_vector_store_ids(s, assistant):
+        return {"file_search"}
+    return set()
+
+
 def _run_request(s, body: dict, thread_id: str | None) -> RunRequest:
     """The run `body` asks for on `thread_id`, every field checked."""
     try:
@@ -134,6 +145,7 @@ def _run_request(s, body: dict, thread_id: str | None) -> RunRequest:
         assistant,
         engine=s.engine.name,
         functions={tool.name for tool in assistant.tools + client_tools},
+        hosted=_hosted_tools(s, assistant),
         max_chars=s.settings.max_message_chars,
         max_pairs=s.settings.max_metadata_pairs,
     )
@@ -141,7 +153,17 @@ def _run_request(s, body: dict, thread_id: str | None) -> RunRequest:
     top_p = v.number_in_range(body, "top_p", 0, 1)
     temperature = assistant.temperature if temperature is None else temperature
     top_p = assistant.top_p if top_p is None else top_p
-    return RunRequest(g.user, thread_id, assistant, temperature, top_p, client_tools, g.arrived, options)
+    include = _include()
+    return RunRequest(g.user, thread_id, assistant, temperature, top_p, client_tools, g.arrived, options, include)
+
+
+def _include() -> tuple[str, ...]:
+    """The run's `include[]` query parameter: only the file_search results' text."""
+    values = tuple(flask_request.args.getlist("include[]") + flask_request.args.getlist("include"))
+    unknown = [value for value in values if value != INCLUDE_RESULTS]
+    if unknown:
+        raise v.bad_request(f"Unknown 'include[]' value '{unknown[0]}'; the only one is '{INCLUDE_RESULTS}'.")
+    return values
 
 
 @bp.post("/threads/<thread_id>/runs/<run_id>/submit_tool_outputs")

@@ -27,9 +27,10 @@ def frame(name: str, data) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def message_delta(message_id: str, text: str, index: int = 0) -> dict:
-    """A `thread.message.delta` payload adding `text` to content part `index`."""
-    part = {"index": index, "type": "text", "text": {"value": text, "annotations": []}}
+def message_delta(message_id: str, text: str, index: int = 0, annotations: list[dict] | None = None) -> dict:
+    """A `thread.message.delta` payload adding `text` to content part `index` (with the annotations
+    of what it adds, each numbered by its position among the part's annotations)."""
+    part = {"index": index, "type": "text", "text": {"value": text, "annotations": annotations or []}}
     return {"id": message_id, "object": "thread.message.delta", "delta": {"content": [part]}}
 
 
@@ -43,8 +44,12 @@ def error_data(message: str, code: str) -> dict:
     return {"error": {"message": message, "type": "server_error", "code": code, "param": None}}
 
 
-def _texts(message: dict) -> list[tuple[int, str]]:
-    return [(i, part["text"]["value"]) for i, part in enumerate(message.get("content") or []) if part["type"] == "text"]
+def _texts(message: dict) -> list[tuple[int, str, list[dict]]]:
+    return [
+        (i, part["text"]["value"], part["text"].get("annotations") or [])
+        for i, part in enumerate(message.get("content") or [])
+        if part["type"] == "text"
+    ]
 
 
 class RunEvents:
@@ -57,6 +62,7 @@ class RunEvents:
         self.status: str | None = None
         self.ended = False
         self.written: dict[str, dict[int, str]] = {}  # message id -> content index -> text sent
+        self.cited: dict[tuple[str, int], int] = {}  # (message id, content index) -> annotations sent
 
     def created(self, run: dict) -> None:
         if not self.ended:
@@ -71,6 +77,10 @@ class RunEvents:
     def text_appended(self, message_id: str, index: int, text: str) -> None:
         if not self.ended:
             self._delta(message_delta(message_id, text, index))
+
+    def citation_added(self, message_id: str, index: int, text: str, annotation: dict) -> None:
+        if not self.ended:
+            self._cite(message_id, index, text, annotation)
 
     def message_completed(self, message: dict) -> None:
         if not self.ended:
@@ -141,13 +151,30 @@ class RunEvents:
             written[index] = written.get(index, "") + part["text"]["value"]
         self.send("thread.message.delta", delta)
 
+    def _cite(self, message_id: str, index: int, text: str, annotation: dict) -> None:
+        """A citation's marker as a delta of its own, with its annotation."""
+        key = (message_id, index)
+        number = self.cited.get(key, 0)
+        self.cited[key] = number + 1
+        self._delta(message_delta(message_id, text, index, [dict(annotation, index=number)]))
+
     def _completed(self, message: dict) -> None:
-        """The text not yet sent goes as one delta per content part, then the message itself."""
+        """The text not yet sent goes as deltas per content part (each citation's marker on its own,
+        with its annotation), then the message itself."""
         written = self._open(message["id"])
-        for index, text in _texts(message):
+        for index, text, cited in _texts(message):
             sent = written.get(index, "")
-            rest = text[len(sent) :] if text.startswith(sent) else ""
-            if rest:
-                self._delta(message_delta(message["id"], rest, index))
+            if not text.startswith(sent):
+                continue
+            position = len(sent)
+            for annotation in sorted(cited, key=lambda a: a["start_index"]):
+                if annotation["start_index"] < position:
+                    continue
+                if annotation["start_index"] > position:
+                    self._delta(message_delta(message["id"], text[position : annotation["start_index"]], index))
+                self._cite(message["id"], index, text[annotation["start_index"] : annotation["end_index"]], annotation)
+                position = annotation["end_index"]
+            if position < len(text):
+                self._delta(message_delta(message["id"], text[position:], index))
         name = "thread.message.incomplete" if message.get("status") == "incomplete" else "thread.message.completed"
         self.send(name, message)

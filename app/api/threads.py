@@ -8,6 +8,7 @@ from app import threads
 from app.api import authenticate_caller, services
 from app.api import validation as v
 from app.api.idempotency import idempotent
+from app.attachments import checked_attachments
 from app.store.thread_records import ThreadPage
 
 bp = Blueprint("threads", __name__)
@@ -29,8 +30,8 @@ def checked_thread(body: dict, settings) -> tuple[list[dict], dict | None]:
         raise v.bad_request("'messages' must be a list of at most 32 messages.")
     messages = []
     for raw in raw_messages:
-        if not isinstance(raw, dict) or set(raw) - {"role", "content", "metadata"}:
-            raise v.bad_request('Each message must be {"role", "content", "metadata"?}.')
+        if not isinstance(raw, dict) or set(raw) - {"role", "content", "metadata", "attachments"}:
+            raise v.bad_request('Each message must be {"role", "content", "metadata"?, "attachments"?}.')
         message = {
             "role": v.role(raw.get("role")),
             "content": v.message_text(raw.get("content"), settings.max_message_chars),
@@ -38,6 +39,9 @@ def checked_thread(body: dict, settings) -> tuple[list[dict], dict | None]:
         message_metadata = v.metadata(raw.get("metadata"), settings.max_metadata_pairs)
         if message_metadata:
             message["metadata"] = message_metadata
+        attachments = checked_attachments(raw.get("attachments"), settings.engine)
+        if attachments:
+            message["attachments"] = attachments
         messages.append(message)
     return messages, v.metadata(body.get("metadata"), settings.max_metadata_pairs)
 
@@ -58,8 +62,6 @@ def add_message(thread_id):
     s = services()
     thread_id = v.checked_id(thread_id, "thread")
     body = v.json_body({"role", "content", "metadata", "attachments"})
-    if body.get("attachments"):
-        raise v.bad_request("Attachments are not supported by this backend.")
     message = threads.add_message(
         s,
         g.user,
@@ -67,6 +69,7 @@ def add_message(thread_id):
         v.role(body.get("role")),
         v.message_text(body.get("content"), s.settings.max_message_chars),
         v.metadata(body.get("metadata"), s.settings.max_metadata_pairs),
+        checked_attachments(body.get("attachments"), s.engine.name),
     )
     return jsonify(message)
 

@@ -49,7 +49,7 @@ class AssistantsEngine:
         self._call("delete thread", self.threads.delete, thread_id)
         return {"id": thread_id, "object": "thread.deleted", "deleted": True}
 
-    def add_message(self, thread_id, role, text, metadata):
+    def add_message(self, thread_id, role, text, metadata, attachments=None):
         message = self._call(
             "add message",
             self.threads.messages.create,
@@ -57,6 +57,7 @@ class AssistantsEngine:
             role=role,
             content=text,
             metadata=metadata or openai.omit,
+            attachments=attachments or openai.omit,
         )
         return _plain(message)
 

@@ -36,7 +36,11 @@ class Engine(Protocol):
 
     def delete_thread(self, thread_id: str) -> dict: ...
 
-    def add_message(self, thread_id: str, role: str, text: str, metadata: dict | None) -> dict: ...
+    def add_message(
+        self, thread_id: str, role: str, text: str, metadata: dict | None, attachments: list[dict] | None = None
+    ) -> dict:
+        """Add a message; `attachments` are passed to upstreams that take them (assistants engine)."""
+        ...
 
     def list_messages(self, thread_id: str, page: MessagePage) -> dict: ...
 
@@ -56,7 +60,9 @@ class Engine(Protocol):
         an error whose `maybe_sent` is true leaves it unknown whether the run exists.
         With `follow`, the run's upstream events are read from the creation's own answer
         where the upstream allows it (`StartedRun.follow`). `tools` are the function tools
-        the model may call; `options` the run's own settings (app/run_options.py)."""
+        the model may call; `options` the run's own settings (app/run_options.py). The responses engine
+        also takes `file_search` (app.contract.FileSearch), given only to a run that searches
+        (`RunPlan.knowledge`), here and in `submit_tool_outputs`."""
         ...
 
     def submit_tool_outputs(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 
 import httpx2
 import openai
@@ -15,16 +16,21 @@ from app.settings import Settings
 log = logging.getLogger("app.upstream")
 
 OFFLINE_LABEL = "[offline upstream]"
+EXAMPLE_KNOWLEDGE = Path(__file__).resolve().parents[2] / "examples" / "knowledge"
 # A look at a run, and a cancel, must come back quickly: the wait's deadline,
 # and the cancel grace after it, can only be kept if no single call outlasts this.
 QUICK_CALL_SECONDS = 2.0
 
 
 def offline_transport() -> httpx2.WSGITransport:
-    """The in-process offline upstream; the SDK and the lean client must share one."""
+    """The in-process offline upstream; the SDK and the lean client must share one. It holds the
+    example knowledge of examples/knowledge/ in the vector store `vs_offline_examples`."""
     from fake_openai import create_fake_app
+    from fake_openai.seed import seed_knowledge
 
-    return httpx2.WSGITransport(app=create_fake_app(default_duration=1.0, label=OFFLINE_LABEL))
+    upstream = create_fake_app(default_duration=1.0, label=OFFLINE_LABEL)
+    seed_knowledge(upstream.fake, EXAMPLE_KNOWLEDGE)
+    return httpx2.WSGITransport(app=upstream)
 
 
 class NotTheApi(Exception):

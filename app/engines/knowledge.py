@@ -42,8 +42,8 @@ class KnowledgeUpstream:
     def create_vector_store(self, body: dict) -> dict:
         return self.http.post("/vector_stores", body, timeout=self.timeout)[0]
 
-    def vector_store(self, store_id: str) -> dict:
-        return self.http.get(f"/vector_stores/{store_id}", timeout=self.timeout)[0]
+    def vector_store(self, store_id: str, timeout: float | None = None) -> dict:
+        return self.http.get(f"/vector_stores/{store_id}", timeout=timeout or self.timeout)[0]
 
     def delete_vector_store(self, store_id: str) -> dict:
         return self.http.delete(f"/vector_stores/{store_id}", timeout=self.timeout)[0]
@@ -54,8 +54,8 @@ class KnowledgeUpstream:
         data, headers = self.http.post(f"/vector_stores/{store_id}/files", body, timeout=self.timeout)
         return data, headers.get(POLL_HEADER)
 
-    def vector_store_files(self, store_id: str, params: dict) -> dict:
-        return self.http.get(f"/vector_stores/{store_id}/files", params, timeout=self.timeout)[0]
+    def vector_store_files(self, store_id: str, params: dict, timeout: float | None = None) -> dict:
+        return self.http.get(f"/vector_stores/{store_id}/files", params, timeout=timeout or self.timeout)[0]
 
     def vector_store_file(self, store_id: str, file_id: str) -> tuple[dict, str | None]:
         data, headers = self.http.get(f"/vector_stores/{store_id}/files/{file_id}", timeout=self.timeout)

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 import openai
 
 from app import run_options
+from app.citations import StreamedCitations, annotated
 from app.contract import (
+    FileSearch,
     MessagePage,
     Poll,
     StartedRun,
@@ -45,6 +47,9 @@ STREAM_ATTEMPTS = 30
 # At most this many items per POST /conversations/{id}/items (the spec's maxItems).
 MAX_ITEMS_PER_POST = 20
 NOT_CARRIED_OUT = "This function call was not carried out: this backend does not run functions."
+# What `include` asks for the file_search results' text, and the Assistants ranker name it shows.
+INCLUDE_FILE_SEARCH_RESULTS = "file_search_call.results"
+ASSISTANTS_RANKING = {"ranker": "default_2024_08_21", "score_threshold": 0.0}
 
 
 def _json(raw) -> dict:
@@ -52,22 +57,30 @@ def _json(raw) -> dict:
     return raw.http_response.json()
 
 
-def _text_of(content) -> str:
+def _text_of(content, turn: int = 0) -> tuple[str, list[dict]]:
+    """An item's text parts as one text, with the Assistants annotations of its citations."""
     if isinstance(content, str):
-        return content
-    return "".join(part.get("text") or "" for part in content or [])
+        return content, []
+    text, annotations = "", []
+    for part in content or []:
+        value, cited = annotated(part.get("text") or "", part.get("annotations"), turn)
+        shift = len(text)
+        annotations += [dict(a, start_index=a["start_index"] + shift, end_index=a["end_index"] + shift) for a in cited]
+        text += value
+    return text, annotations
 
 
 def _message(
-    item: dict, thread_id: str, created_at: int | None, run_id=None, assistant_id=None, completed_at=None
+    item: dict, thread_id: str, created_at: int | None, run_id=None, assistant_id=None, completed_at=None, turn=0
 ) -> dict:
+    text, annotations = _text_of(item.get("content"), turn)
     return {
         "id": item["id"],
         "object": "thread.message",
         "created_at": created_at,
         "thread_id": thread_id,
         "role": item["role"],
-        "content": [{"type": "text", "text": {"value": _text_of(item.get("content")), "annotations": []}}],
+        "content": [{"type": "text", "text": {"value": text, "annotations": annotations}}],
         "assistant_id": assistant_id,
         "run_id": run_id,
         "attachments": [],
@@ -101,6 +114,26 @@ def _required_action(calls) -> dict:
         for c in calls
     ]
     return {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": tool_calls}}
+
+
+def file_search_call(item: dict, ranking_options: dict | None = None) -> dict:
+    """A Responses `file_search_call` output item as an Assistants run step's `file_search` tool call.
+
+    Its results are the upstream's, with their text as `content` when the response was asked
+    for them (`include`); without that the upstream sends none, and the list is empty.
+    """
+    results = [
+        {
+            "file_id": result.get("file_id"),
+            "file_name": result.get("filename"),
+            "score": result.get("score"),
+            "attributes": result.get("attributes") or {},
+            **({"content": [{"type": "text", "text": result["text"]}]} if result.get("text") is not None else {}),
+        }
+        for result in item.get("results") or []
+    ]
+    ranking = dict(ranking_options or ASSISTANTS_RANKING)
+    return {"id": item["id"], "type": "file_search", "file_search": {"ranking_options": ranking, "results": results}}
 
 
 def _run(response: dict, thread_id: str) -> dict:
@@ -158,7 +191,7 @@ def _function_step_call(item: dict) -> dict:
 
 # Output item type -> its tool call in a run step (app/runs/steps.py): one small function per
 # kind of tool call a response makes.
-STEP_CALLS = {"function_call": _function_step_call}
+STEP_CALLS = {"function_call": _function_step_call, "file_search_call": file_search_call}
 
 
 def _ran_upstream(item_type: str) -> bool:
@@ -241,7 +274,9 @@ class ResponsesEngine:
         data = data[: page.limit]
         return list_page(data, more)
 
-    def _create_body(self, thread_id, assistant, temperature, top_p, tools=(), items=(), options=None) -> dict:
+    def _create_body(
+        self, thread_id, assistant, temperature, top_p, tools=(), items=(), options=None, file_search=None
+    ) -> dict:
         """A response of the run; after tool outputs (`items`), one that goes on with it."""
         body = {
             "model": assistant.model,
@@ -258,18 +293,46 @@ class ResponsesEngine:
             body["tools"] = [{"type": "function", **tool.declaration()} for tool in tools]
         options = options or run_options.RunOptions()
         body.update(run_options.responses_fields(options, assistant.instructions, continuation=bool(items)))
+        if file_search is not None:
+            _add_file_search(body, file_search)
         return body
 
-    def start_run(self, thread_id, assistant, temperature, top_p, *, timeout, follow=False, tools=(), options=None):
-        body = self._create_body(thread_id, assistant, temperature, top_p, tools, options=options)
+    def start_run(
+        self,
+        thread_id,
+        assistant,
+        temperature,
+        top_p,
+        *,
+        timeout,
+        follow=False,
+        tools=(),
+        options=None,
+        file_search=None,
+    ):
+        body = self._create_body(
+            thread_id, assistant, temperature, top_p, tools, options=options, file_search=file_search
+        )
         return self._start(thread_id, body, timeout, follow)
 
     def submit_tool_outputs(
-        self, thread_id, run, outputs, assistant, temperature, top_p, *, timeout, follow=False, tools=(), options=None
+        self,
+        thread_id,
+        run,
+        outputs,
+        assistant,
+        temperature,
+        top_p,
+        *,
+        timeout,
+        follow=False,
+        tools=(),
+        options=None,
+        file_search=None,
     ):
         """A new background response on the conversation, its input the outputs of the run's calls."""
         items = [{"type": "function_call_output", "call_id": call_id, "output": output} for call_id, output in outputs]
-        body = self._create_body(thread_id, assistant, temperature, top_p, tools, items, options)
+        body = self._create_body(thread_id, assistant, temperature, top_p, tools, items, options, file_search)
         return self._start(thread_id, body, timeout, follow)
 
     def _start(self, thread_id, body, timeout, follow) -> StartedRun:
@@ -330,8 +393,10 @@ class ResponsesEngine:
         if run["status"] in ("completed", "incomplete"):
             ended = run["completed_at"]
             produced = tuple(
-                _message(o, thread_id, ended, run_id=run["id"], assistant_id=run["assistant_id"], completed_at=ended)
-                for o in output
+                _message(
+                    o, thread_id, ended, run_id=run["id"], assistant_id=run["assistant_id"], completed_at=ended, turn=i
+                )
+                for i, o in enumerate(output)
                 if o["type"] == "message"
             )
         step_calls = ()
@@ -396,6 +461,16 @@ class ResponsesEngine:
         return {"id": message_id, "object": "thread.message.deleted", "deleted": True}
 
 
+def _add_file_search(body: dict, file_search: FileSearch) -> None:
+    """The file_search tool over the run's stores, and the results' text when the client asked for it."""
+    tool = {"type": "file_search", "vector_store_ids": list(file_search.vector_store_ids)}
+    if file_search.max_num_results is not None:
+        tool["max_num_results"] = file_search.max_num_results
+    body.setdefault("tools", []).append(tool)
+    if file_search.include_results:
+        body["include"] = [INCLUDE_FILE_SEARCH_RESULTS]
+
+
 class _Follower:
     """Reads a response's upstream events from its creation stream until the response ends."""
 
@@ -406,6 +481,7 @@ class _Follower:
         self.events = None
         self.seen: int | None = None  # the last sequence_number read
         self.stack = contextlib.ExitStack()
+        self.citations: dict[str, StreamedCitations] = {}  # message item ID -> its markers so far
 
     def close(self) -> None:
         self.stack.close()
@@ -469,13 +545,25 @@ class _Follower:
         return None
 
     def _tell(self, event: dict, listener: RunListener) -> None:
-        """Tell the listener of the run's start and of its text as it comes."""
+        """Tell the listener of the run's start, of its text as it comes, and of its citations
+        (each a marker placed where the upstream cites, as `_message` places them)."""
         kind = event.get("type")
         if kind == "response.in_progress":
             listener.status_changed(_run(event["response"], self.thread_id))
         elif kind == "response.output_text.delta":
             # Content part 0: a message's text parts are joined into one part (see `_message`).
+            self._citations(event).text(event["delta"])
             listener.text_appended(event["item_id"], 0, event["delta"])
         elif kind == "response.output_item.done" and _ran_upstream(event["item"]["type"]):
             # Told now, so that its step comes before the reply's, as the upstream made them.
             listener.tool_calls_made([STEP_CALLS[event["item"]["type"]](event["item"])])
+        elif kind == "response.output_text.annotation.added":
+            cited = self._citations(event).cite(event.get("annotation") or {})
+            if cited is not None:
+                listener.citation_added(event["item_id"], 0, *cited)
+
+    def _citations(self, event: dict) -> StreamedCitations:
+        item_id = event["item_id"]
+        if item_id not in self.citations:
+            self.citations[item_id] = StreamedCitations(event.get("output_index", 0))
+        return self.citations[item_id]

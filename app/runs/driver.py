@@ -104,6 +104,9 @@ class _ClientView:
         if self.listener is not None:
             self.listener.text_appended(message_id, index, text)
 
+    def citation_added(self, message_id: str, index: int, text: str, annotation: dict) -> None:
+        self.listener.citation_added(message_id, index, text, annotation)
+
     def message_completed(self, message: dict) -> None:
         self.steps.reply_started(message["id"])
         if self.listener is not None:
@@ -223,6 +226,7 @@ class RunDriver:
             follow=self.follow_upstream,
             tools=plan.tools,
             options=plan.options,
+            **plan.knowledge(),
         )
 
     def _submit(self, run: dict, outputs, timeout: float) -> StartedRun:
@@ -238,6 +242,7 @@ class RunDriver:
             follow=self.follow_upstream,
             tools=plan.tools,
             options=plan.options,
+            **plan.knowledge(),
         )
 
     def _look(self) -> Poll:

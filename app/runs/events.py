@@ -28,6 +28,10 @@ class RunListener(Protocol):
     def text_appended(self, message_id: str, index: int, text: str) -> None:
         """`text` was added to content part `index` of the assistant message `message_id`."""
 
+    def citation_added(self, message_id: str, index: int, text: str, annotation: dict) -> None:
+        """`text` (a citation's marker) was added to content part `index` of `message_id`, cited by
+        `annotation` (an Assistants `file_citation` whose indices frame it in the part's text)."""
+
     def message_completed(self, message: dict) -> None:
         """An assistant message is complete (or `incomplete`, as its status says)."""
 

@@ -9,10 +9,11 @@ and only the calls it must answer itself.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from app import run_options
 from app.assistant_types import AssistantType, lookup
+from app.contract import FileSearch
 from app.errors import ApiError
 from app.tools import Tool
 
@@ -35,10 +36,15 @@ class RunPlan:
     usage: dict | None = None  # of the rounds before the current one
     options: run_options.RunOptions = field(default_factory=run_options.RunOptions)  # the run's own settings
     started_at: int | None = None  # when a look or event first saw the run started upstream
+    file_search: FileSearch | None = None  # responses engine: the stores every round searches
 
     @property
     def tools(self) -> tuple[Tool, ...]:
         return self.assistant.tools + self.client_tools
+
+    def knowledge(self) -> dict:
+        """The engine's keyword arguments for the run's file_search, if it has one."""
+        return {"file_search": self.file_search} if self.file_search is not None else {}
 
     def pending(self, run: dict, server_outputs: dict[str, str], expires_at: float) -> dict:
         """What the run needs to go on once the client's outputs come, maybe in another process."""
@@ -57,6 +63,7 @@ class RunPlan:
             "run": run,
             "server_outputs": server_outputs,
             "expires_at": expires_at,
+            "file_search": asdict(self.file_search) if self.file_search is not None else None,
         }
 
     @classmethod
@@ -65,6 +72,10 @@ class RunPlan:
         assistant = lookup(types, pending["assistant_type"])
         if assistant is None:
             raise ApiError(400, f"Assistant type '{pending['assistant_type']}' is no longer configured.")
+        searched = pending.get("file_search")
+        file_search = None
+        if searched is not None:
+            file_search = FileSearch(**dict(searched, vector_store_ids=tuple(searched["vector_store_ids"])))
         return cls(
             thread_id,
             pending["owner"],
@@ -78,6 +89,7 @@ class RunPlan:
             pending["usage"],
             run_options.from_record(pending.get("options")),
             pending.get("started_at"),
+            file_search,
         )
 
     def present(self, upstream: dict, client_calls: list[dict] | None = None, expires_at=None) -> dict:
@@ -88,6 +100,8 @@ class RunPlan:
         run["usage"] = added_usage(self.usage, upstream.get("usage"))
         if self.tools:
             run["tools"] = [{"type": "function", "function": tool.declaration()} for tool in self.tools]
+        if self.file_search is not None:
+            run["tools"] = [*run.get("tools", []), {"type": "file_search"}]
         if client_calls is not None:
             run["required_action"] = {
                 "type": "submit_tool_outputs",

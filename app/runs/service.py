@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from app import metrics, usage
 from app.assistant_types import AssistantType
+from app.attachments import run_file_search
 from app.contract import ACTIVE_STATUSES, MessagePage, Poll, UpstreamNotFound
 from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy, upstream_lost
 from app.run_options import RunOptions, carried
@@ -47,6 +48,7 @@ class RunRequest:
     client_tools: tuple[Tool, ...] = ()
     arrived: float | None = None
     options: RunOptions = field(default_factory=RunOptions)
+    include: tuple[str, ...] = ()  # what the run's file_search answers ("include[]")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,9 @@ def start_and_wait(
     with _holding_thread(services, plan, holder):
         _expire_waiting_runs(services, thread_id)
         _add_additional_messages(services, plan)
+        plan.file_search = run_file_search(
+            services, request.owner, thread_id, request.assistant, request.include, deadline, sleep
+        )
         try:
             return RunDriver(services, plan, deadline, sleep, listener).start(holder)
         except UpstreamNotFound:

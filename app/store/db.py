@@ -120,6 +120,26 @@ assistant_vector_stores = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+# The vector store a thread's attachments go to (responses engine), made when first needed.
+thread_vector_stores = sa.Table(
+    "thread_vector_stores",
+    metadata,
+    sa.Column("thread_id", sa.String(128), primary_key=True),
+    sa.Column("vector_store_id", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Thread vector stores whose upstream delete failed, tried again later (app/attachments.py).
+vector_store_deletions = sa.Table(
+    "vector_store_deletions",
+    metadata,
+    sa.Column("vector_store_id", sa.String(128), primary_key=True),
+    sa.Column("thread_id", sa.String(128), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("next_try_at", sa.Float, nullable=False),
+)
+
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 

@@ -9,9 +9,10 @@ import time
 import sqlalchemy as sa
 
 from app.store.db import assistant_vector_stores, files, vector_stores
+from app.store.thread_stores import ThreadStoreRecords
 
 
-class KnowledgeRecords:
+class KnowledgeRecords(ThreadStoreRecords):
     """Queries on the knowledge tables, one short transaction each."""
 
     def __init__(self, engine: sa.Engine, clock=time.time):
