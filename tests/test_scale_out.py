@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
@@ -143,7 +142,7 @@ def _stream(url, thread_id, user="alice", stop_after_deltas=None):
 
 
 def test_two_runs_on_one_thread_from_two_instances_one_409_never_two_upstream(cluster):
-    thread_id = cluster.thread_with("hello [fake duration=1]")
+    thread_id = cluster.thread_with("hello [fake duration=3]")  # long enough for both to meet on a busy machine
     before = cluster.runs_created()
     path = f"/api/openai/threads/{thread_id}/runs"
 
@@ -215,7 +214,8 @@ def test_one_instance_killed_mid_load_the_others_finish_and_nothing_is_recorded_
     after = [(user, cluster.thread_with("hello again [fake duration=0.5]", user)) for user in users]
 
     def kill_soon():
-        time.sleep(0.7)  # the runs of the first wave are all waiting by now
+        # Once every run of the first wave exists upstream (each 1.5 s long), some wait on instance 2.
+        wait_until(lambda: cluster.runs_created() - before >= len(users), 20, "the first wave", interval=0.05)
         cluster.instances[2].stop(signal.SIGKILL)
 
     killer = threading.Thread(target=kill_soon)
