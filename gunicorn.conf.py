@@ -256,7 +256,8 @@ def _check_app_settings():
 
 def _probe_upstream(server):
     # Once per start, here in the master (loaded by path: the master never imports the app);
-    # the workers then skip their own look.
+    # the workers then skip their own look. Done before any worker is forked, and not in a
+    # thread: a thread caught mid-import or mid-lock at a fork leaves the worker deadlocked.
     if OFFLINE:
         return
     spec = importlib.util.spec_from_file_location(
@@ -265,7 +266,9 @@ def _probe_upstream(server):
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
     os.environ[probe.PROBED_VARIABLE] = "1"
-    probe.probe_in_background(_env.get("OPENAI_BASE_URL"), _env.get("OPENAI_API_KEY"), server.log.warning)
+    warning = probe.probe(_env.get("OPENAI_BASE_URL"), _env.get("OPENAI_API_KEY"))
+    if warning:
+        server.log.warning(warning)
 
 
 def on_starting(server):

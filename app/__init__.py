@@ -10,10 +10,11 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import logs, metrics, ratelimit, upstream_probe
-from app.api import SERVICES_KEY, assistant_type_list, health, openapi, page, v1_dialect, validation
+from app.api import SERVICES_KEY, assistant_type_list, health, openapi, page, run_events, v1_dialect, validation
 from app.api import errors as api_errors
 from app.api.assistants import bp as assistants_bp
 from app.api.files import bp as files_bp
+from app.api.run_events import bp as run_events_bp
 from app.api.runs import bp as runs_bp
 from app.api.threads import bp as threads_bp
 from app.api.usage import bp as usage_bp
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     schema.prepare(settings.database_url, settings.database_auto_migrate)
     services = app.extensions[SERVICES_KEY] = build_services(settings)
     Heartbeat(services).start()
+    run_events.init_app(app, settings)  # the event log of streamed runs, for clients that reattach
 
     logs.init_app(app)
     app.before_request(validation.complete_body)  # a body cut short is refused before anything else
@@ -66,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _register_api(app: Flask, settings: Settings) -> None:
     """The API blueprints under /api/openai (type from the body), /api/assistants/<type> (type from the URL)
     and /v1 (type from the body, for the official SDKs: see app/api/v1_dialect.py)."""
-    for bp in (threads_bp, runs_bp, files_bp, assistants_bp, usage_bp):
+    for bp in (threads_bp, runs_bp, run_events_bp, files_bp, assistants_bp, usage_bp):
         app.register_blueprint(bp, name=f"openai_{bp.name}", url_prefix="/api/openai")
         app.register_blueprint(bp, name=f"v1_{bp.name}", url_prefix=v1_dialect.PREFIX)
         for assistant in settings.assistant_types:

@@ -145,6 +145,13 @@ RATELIMIT_FAIL = Choice("RATELIMIT_FAIL", "open", ("open", "closed"))
 RATELIMIT_STORAGE_TIMEOUT_SECONDS = Number("RATELIMIT_STORAGE_TIMEOUT_SECONDS", 0.3, low=0.01, high=10)
 # With memory://, the counters of the workers of one gunicorn master: a SQLite file that gunicorn.conf.py names.
 RATELIMIT_SHARED_FILE = Text("RATELIMIT_SHARED_FILE")
+# Where the events of streamed runs are kept for clients that reattach (app/event_log.py): memory:// (this
+# process) or a redis:// URL shared by instances; unset: RATELIMIT_STORAGE_URI's Redis if it names one.
+EVENT_LOG_URL = Text("EVENT_LOG_URL")
+# How long a streamed run's events can be replayed after the run's stream ended.
+STREAM_REPLAY_SECONDS = Number("STREAM_REPLAY_SECONDS", 300.0, low=0, high=86400)
+# The longest one call to the event log's Redis may take (connect, then each read).
+EVENT_LOG_TIMEOUT_SECONDS = Number("EVENT_LOG_TIMEOUT_SECONDS", 0.3, low=0.01, high=10)
 # What ASSISTANT_<TYPE>_ALLOW_OVERRIDES may name: run body fields a type lets its clients set.
 OVERRIDABLE = ("instructions", "model")
 # The chat page at `/`; off unless enabled (`make run` turns it on: scripts/dev_env.py).

@@ -46,6 +46,11 @@ RATELIMIT_STORE_ERRORS = Counter(
     "Rate-limit checks the shared store (Redis) did not answer, by outcome ('passed': failing open, 'refused': closed)",
     ["outcome"],
 )
+EVENT_LOG_ERRORS = Counter(
+    "backend_event_log_errors",
+    "Calls to the shared event log (Redis) that failed, by operation ('publish': a run's events, 'read': a reattach)",
+    ["operation"],
+)
 NOT_READY = Counter("backend_not_ready", "Readiness checks that failed, by failing dependency", ["dependency"])
 TOKENS = Counter(
     "backend_tokens",
@@ -97,6 +102,11 @@ def storage_error() -> None:
 def ratelimit_store_error(outcome: str) -> None:
     """A rate-limit check went without the shared store: the request 'passed' or was 'refused'."""
     RATELIMIT_STORE_ERRORS.labels(outcome).inc()
+
+
+def event_log_error(operation: str) -> None:
+    """A call to the shared event log failed: publishing a run's events, or reading them."""
+    EVENT_LOG_ERRORS.labels(operation).inc()
 
 
 def not_ready(dependency: str) -> None:

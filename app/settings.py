@@ -79,6 +79,9 @@ class Settings:
     ratelimit_fail: str = var.RATELIMIT_FAIL.default  # "open" or "closed" when the shared store fails
     ratelimit_storage_timeout_seconds: float = var.RATELIMIT_STORAGE_TIMEOUT_SECONDS.default
     ratelimit_shared_file: str | None = None  # memory:// counters shared by the workers of one master
+    event_log_url: str = "memory://"  # streamed runs' events (app/event_log.py): memory:// or Redis
+    stream_replay_seconds: float = var.STREAM_REPLAY_SECONDS.default
+    event_log_timeout_seconds: float = var.EVENT_LOG_TIMEOUT_SECONDS.default
     chat_page: bool = var.CHAT_PAGE.default  # serve the chat page at `/`
     file_max_bytes: int = var.FILE_MAX_BYTES.default
     admin_users: frozenset[str] = frozenset()
@@ -109,6 +112,18 @@ def _storage_uri(env, variable: var.Text):
     raw = variable.read(env)
     if urlparse(raw).scheme not in RATELIMIT_STORAGE_SCHEMES:
         raise ConfigError(f"{name}: expected memory:// or a redis:// URL, got a {urlparse(raw).scheme or 'bare'} URI")
+    return raw
+
+
+def _event_log_url(env) -> str:
+    """EVENT_LOG_URL, or the rate limits' Redis when it is unset (one Redis for both), else memory://."""
+    raw = var.EVENT_LOG_URL.read(env)
+    if raw is None:
+        limits = _storage_uri(env, var.RATELIMIT_STORAGE_URI)
+        return limits if urlparse(limits).scheme in ("redis", "rediss") else "memory://"
+    if urlparse(raw).scheme not in ("memory", "redis", "rediss"):
+        scheme = urlparse(raw).scheme or "bare"
+        raise ConfigError(f"EVENT_LOG_URL: expected memory:// or a redis:// URL, got a {scheme} URI")
     return raw
 
 
@@ -344,6 +359,9 @@ def load_settings(env=None) -> Settings:
         ratelimit_fail=var.RATELIMIT_FAIL.read(env),
         ratelimit_storage_timeout_seconds=var.RATELIMIT_STORAGE_TIMEOUT_SECONDS.read(env),
         ratelimit_shared_file=var.RATELIMIT_SHARED_FILE.read(env),
+        event_log_url=_event_log_url(env),
+        stream_replay_seconds=var.STREAM_REPLAY_SECONDS.read(env),
+        event_log_timeout_seconds=var.EVENT_LOG_TIMEOUT_SECONDS.read(env),
         chat_page=var.CHAT_PAGE.read(env),
         file_max_bytes=var.FILE_MAX_BYTES.read(env),
         admin_users=_admin_users(env),

@@ -31,7 +31,11 @@ def _names(text: str, allowed) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        epilog="The scale-out row (instances behind nginx on PostgreSQL and Redis): python -m bench.scale_out --help",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: 5-7 minutes in all (docs/benchmarks.md)")
     parser.add_argument(
         "--strategies",

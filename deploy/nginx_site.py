@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -45,16 +46,20 @@ def render(
     max_body_bytes: int = var.MAX_BODY_BYTES.default,
     header_timeout: float = var.HEADER_TIMEOUT_SECONDS.default,
     file_max_bytes: int = var.FILE_MAX_BYTES.default,
-    upstream: str = f"{var.HOST.default}:{var.PORT.default}",
+    upstream: str | Sequence[str] = f"{var.HOST.default}:{var.PORT.default}",
     listen: str = "80",
     log_dir: str = "/var/log/nginx",
     site: str | None = None,
 ) -> str:
-    """The site file with these values in place of the defaults it was written for."""
+    """The site file with these values in place of the defaults it was written for; `upstream` is one
+    gunicorn's address, or several (instances sharing PostgreSQL and Redis: docs/deploying.md)."""
     text = SITE.read_text(encoding="utf-8") if site is None else site
     seconds = read_timeout(run_timeout)
+    servers = [upstream] if isinstance(upstream, str) else list(upstream)
+    upstream = ", ".join(servers)
+    server_lines = "\n".join(f"\\g<1> {server};" for server in servers)
     substitutions = [
-        (r"^(\s*server) 127\.0\.0\.1:3000;", rf"\g<1> {upstream};", 1),
+        (r"^(\s*server) 127\.0\.0\.1:3000;", server_lines, 1),
         (r"^(\s*listen) 80;", rf"\g<1> {listen};", 1),
         (r"^(\s*proxy_read_timeout) 90s;", rf"\g<1> {seconds}s;", 1),
         (r"^(\s*proxy_send_timeout) 90s;", rf"\g<1> {seconds}s;", 1),
@@ -94,6 +99,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m deploy.nginx_site", description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="80", help="nginx's listen address (default 80)")
     parser.add_argument("--log-dir", default="/var/log/nginx")
+    parser.add_argument(
+        "--upstream",
+        action="append",
+        metavar="HOST:PORT",
+        help="a backend instance's address, once per instance (default: this one's BIND, or HOST and PORT)",
+    )
     args = parser.parse_args(argv)
     env = {**dotenv_values(ROOT / ".env"), **os.environ}
     print(
@@ -102,7 +113,7 @@ def main(argv=None) -> None:
             max_body_bytes=var.MAX_BODY_BYTES.read(env),
             header_timeout=var.HEADER_TIMEOUT_SECONDS.read(env),
             file_max_bytes=var.FILE_MAX_BYTES.read(env),
-            upstream=_upstream(env),
+            upstream=args.upstream or _upstream(env),
             listen=args.listen,
             log_dir=args.log_dir,
         ),

@@ -205,9 +205,11 @@ def start_gunicorn(
 # --- nginx --------------------------------------------------------------------------------------
 
 
-def start_nginx(directory: Path, backend_port: int, run_timeout: float, **render_options) -> tuple[Child, int]:
-    """nginx in the foreground with deploy/nginx.conf rendered for this backend (and `render_options`,
-    e.g. header_timeout); returns it and its port."""
+def start_nginx(
+    directory: Path, backend_port: int | list[int], run_timeout: float, **render_options
+) -> tuple[Child, int]:
+    """nginx in the foreground with deploy/nginx.conf rendered for this backend, or these backends in its
+    `upstream` block (and `render_options`, e.g. header_timeout); returns it and its port."""
     from deploy.nginx_site import render
 
     port = free_port()
@@ -216,7 +218,7 @@ def start_nginx(directory: Path, backend_port: int, run_timeout: float, **render
     (directory / "site.conf").write_text(
         render(
             run_timeout=run_timeout,
-            upstream=f"127.0.0.1:{backend_port}",
+            upstream=[f"127.0.0.1:{p}" for p in ([backend_port] if isinstance(backend_port, int) else backend_port)],
             listen=f"127.0.0.1:{port}",
             log_dir=str(directory / "logs"),
             **render_options,

@@ -136,6 +136,8 @@ _OWN = (
     "WORKER_THREADS",
     "MAX_INFLIGHT_RUNS",
     "RATELIMIT_",
+    "EVENT_LOG_",
+    "STREAM_REPLAY_",
     "WEB_",
     "GRACEFUL_TIMEOUT",
     "KEEPALIVE",

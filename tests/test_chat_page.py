@@ -3,9 +3,12 @@ Chromium) against the app on the offline upstream, as `make run` serves it."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -518,3 +521,84 @@ def test_a_stream_that_ends_badly_keeps_the_text_and_says_why(browser, scripted_
     assert page.notice() == sentence
     reply = page.replies()[0]
     assert reply.get_attribute("data-state") == "failed" and reply.text.endswith("Half a rep")
+
+
+# --- a connection dropped mid-reply --------------------------------------------------------------
+
+
+class CuttableProxy:
+    """A TCP proxy on a free loopback port in front of `port`; `cut()` drops every connection open now
+    (as a phone changing networks would), and new ones go through as before."""
+
+    def __init__(self, port):
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.open: list[socket.socket] = []
+        self.requests: list[bytes] = []  # the first bytes of each connection's first request
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.open += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source, sink, from_client):
+        first = from_client
+        try:
+            while chunk := source.recv(65536):
+                if first:
+                    with self.lock:
+                        self.requests.append(chunk[:4000])
+                    first = False
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self):
+        """Drop every connection open now."""
+        with self.lock:
+            dropped, self.open = self.open, []
+        for s in dropped:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+
+
+def test_a_dropped_connection_is_reattached_and_the_reply_shown_whole(browser, chat_server):
+    proxy = CuttableProxy(int(chat_server.url.rsplit(":", 1)[1]))
+    try:
+        page = Page(browser, proxy.url).open(fresh=True).ready()
+        words = " ".join(f"word{i}" for i in range(30))
+        page.send(f"[fake duration=3] {words}")
+        page.wait(lambda: len(page.replies()) == 1 and "word" in page.replies()[0].text, "the first words")
+        shown_before = page.replies()[0].find_element(By.CSS_SELECTOR, ".text").text
+        proxy.cut()
+        text = page.wait_for_reply(1)
+        assert page.replies()[0].get_attribute("data-mode") == "stream"
+        assert not page.find("#notice").is_displayed()
+        thread_id = page.thread_id()
+        _, _, listed = call("GET", f"{chat_server.url}/api/openai/threads/{thread_id}/messages?order=asc")
+        stored = listed["data"][-1]["content"][0]["text"]["value"]
+        assert text == stored == OFFLINE_ECHO + words  # no gap, no repeated word
+        assert len(shown_before) < len(stored)  # the cut came mid-reply
+        reattached = [r for r in proxy.requests if r.startswith(b"GET ") and b"/events " in r.split(b"\r\n")[0]]
+        assert reattached and b"last-event-id: " in reattached[0].lower()
+    finally:
+        proxy.close()

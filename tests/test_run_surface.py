@@ -135,9 +135,9 @@ def test_create_and_run_on_the_legacy_prefixes(app, fake, engine_name):
     streamed = typed.post("/threads/runs", json={"stream": True, "thread": {"messages": []}})
     assert streamed.mimetype == "text/event-stream"
     frames = [f for f in streamed.get_data(as_text=True).split("\n\n") if f]
-    first_name, first_data = (line.split(": ", 1)[1] for line in frames[0].splitlines())
+    first_id, first_name, first_data = (line.split(": ", 1)[1] for line in frames[0].splitlines())
     assert first_name == "thread.created" and json.loads(first_data)["object"] == "thread"
-    assert frames[1].startswith("event: thread.run.created")
+    assert first_id == "1" and frames[1].startswith("id: 2\nevent: thread.run.created")  # numbered with its run
     assert upstream_calls(fake, THREAD_CREATE[engine_name]) == 2
 
 

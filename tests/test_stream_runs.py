@@ -324,6 +324,9 @@ def test_without_the_cancel_the_deadline_is_an_error_event(make_app):
     thread_id = api.new_thread()
     api.say(thread_id, "forever [fake status=never]")
     frames = api.run(thread_id, stream=True).get_data(as_text=True).split("\n\n")
+    ids = [int(f.split("\n", 1)[0].removeprefix("id: ")) for f in frames[:-1]]
+    assert ids == list(range(1, len(frames)))  # every event numbered, in order
+    frames = [f.split("\n", 1)[-1] for f in frames]
     assert frames[-3:] == [
         'event: error\ndata: {"error":{"message":"Run timeout exceeded 1 seconds","type":"server_error",'
         '"code":"run_timeout","param":null}}',

@@ -5,6 +5,11 @@ in a queue; the view waits for the first item before it answers. An exception be
 the first event is raised in the view, so every check answers its usual JSON error;
 after it, an ending is an `error` event. A client that goes away stops only the
 reading: the service goes on to its end, and records it.
+
+Every event, the closing `error` and `done` included, goes through the run's
+`RunPublisher` (app/api/run_events.py), which gives it its `id:` and keeps it in the
+event log for clients that reattach; the service's thread writes the stream's end, so
+that the log has it whether or not the first client is still reading.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from collections.abc import Callable
 
 from flask import Response, current_app, g, stream_with_context
 
-from app.api.sse import DONE_FRAME, RunEvents, error_data, frame
+from app.api.run_events import RunPublisher, event_log
+from app.api.sse import RunEvents, error_data
 from app.contract import UpstreamError
 from app.errors import ApiError, from_upstream
 
@@ -39,18 +45,27 @@ def streamed_answer(work: Callable[..., None], args: tuple, ends_by: float) -> R
     ended by then, the stream closes with an `error` event rather than hang.
     """
     items: queue.Queue = queue.Queue()
-    events = RunEvents(lambda name, data: items.put(frame(name, data)))
+    publisher = RunPublisher(event_log(), g.user)
+    events = RunEvents(lambda name, data: items.put(publisher.frame(name, data)))
     app = current_app._get_current_object()
     request_id = g.get("request_id")
 
     def run():
         with app.app_context():
             g.request_id = request_id  # the request's id on the service's log lines
+            failed = False
             try:
                 work(*args, events)
             except BaseException as error:
-                items.put(_Failed(error))
+                failed = publisher.run_id is None
+                if failed:  # before the first event: the view's JSON error; else after `thread.created`
+                    items.put(_Failed(error))
+                else:
+                    events.error(_error_of(error))
             finally:
+                if publisher.seq and not failed:
+                    events.error(error_data("The run's end is unknown; read the thread's messages.", "run_unknown"))
+                    items.put(publisher.frame("done", "[DONE]"))
                 items.put(_END)
 
     threading.Thread(target=run, name="run-stream", daemon=True).start()
@@ -59,29 +74,24 @@ def streamed_answer(work: Callable[..., None], args: tuple, ends_by: float) -> R
         raise first.error
     if first is _END:
         raise RuntimeError("the service ended without an event")
-    frames = stream_with_context(_frames(first, items, events, ends_by))  # the request's id on its log lines
+    frames = stream_with_context(_frames(first, items, publisher, ends_by))  # the request's id on its log lines
     return Response(frames, mimetype="text/event-stream", headers=STREAM_HEADERS)
 
 
-def _frames(item, items: queue.Queue, events: RunEvents, ends_by: float):
+def _frames(item, items: queue.Queue, publisher: RunPublisher, ends_by: float):
     while item is not _END:
-        if isinstance(item, _Failed):
-            if not events.ended:
-                events.ended = True
-                yield frame("error", _error_of(item.error))
-        else:
-            yield item
+        if isinstance(item, _Failed):  # after `thread.created`, before the run
+            yield publisher.frame("error", _error_of(item.error))
+            yield publisher.frame("done", "[DONE]")
+            break
+        yield item
         try:
             item = items.get(timeout=max(0.0, ends_by - time.monotonic()))
         except queue.Empty:
             log.error("a streamed run did not end in time; closing its stream")
-            if not events.ended:
-                yield frame("error", error_data("The run did not end in time.", "stream_timeout"))
+            yield publisher.frame("error", error_data("The run did not end in time.", "stream_timeout"))
+            yield publisher.frame("done", "[DONE]")
             break
-    else:
-        if not events.ended:
-            yield frame("error", error_data("The run's end is unknown; read the thread's messages.", "run_unknown"))
-    yield DONE_FRAME
 
 
 def _error_of(error: BaseException) -> dict:

@@ -330,6 +330,7 @@ async function showRunMessages(item, run) {
 
 function parseEvent(block) {
   let name = "message";
+  let id;
   const data = [];
   for (const line of block.split(/\r\n|\r|\n/)) {
     if (!line || line.startsWith(":")) continue;
@@ -339,8 +340,9 @@ function parseEvent(block) {
     if (value.startsWith(" ")) value = value.slice(1);
     if (field === "event") name = value;
     else if (field === "data") data.push(value);
+    else if (field === "id") id = value;
   }
-  return data.length ? { name, data: data.join("\n") } : null;
+  return data.length ? { name, data: data.join("\n"), id } : null;
 }
 
 function parseData(event) {
@@ -364,46 +366,92 @@ function streamProblem(event) {
   return new Problem(RUN_SENTENCES[event.name.slice("thread.run.".length)] || SENTENCES.generic);
 }
 
+// A stream lost mid-reply is read again from the event after the last one shown
+// (GET .../runs/{id}/events with Last-Event-ID), after each of these pauses in turn.
+const REATTACH_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000, 8000, 8000, 8000, 8000];
+const ACTIVE_STATUSES = new Set(["queued", "in_progress", "cancelling"]);
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 async function readStream(response, item) {
+  const stream = { path: threadPath(), runId: null, lastId: null, texts: new Map() };
+  const show = (suffix = "") => setText(item, [...stream.texts.values()].join("\n\n") + suffix);
+  for (let attempt = 0; ; ) {
+    if (response && (await readEvents(response, stream, show))) return;
+    if (!stream.runId || attempt >= REATTACH_DELAYS_MS.length) throw new Problem(SENTENCES.cut);
+    await sleep(REATTACH_DELAYS_MS[attempt++]);
+    response = await reattach(stream);
+    if (response === "stored") {
+      // The events are not kept where this request landed: the stored reply, once the run has ended.
+      const run = await call("GET", `${stream.path}/runs/${encodeURIComponent(stream.runId)}`);
+      if (!ACTIVE_STATUSES.has(run.status)) return showRunMessages(item, run);
+      response = null;
+    }
+  }
+}
+
+// The rest of a lost stream: its events (a response), the stored reply ("stored": the events are no
+// longer kept, or were all read), or null to try again after the next pause.
+async function reattach(stream) {
+  const headers = { Accept: "text/event-stream" };
+  if (stream.lastId !== null) headers["Last-Event-ID"] = stream.lastId;
+  let response;
+  try {
+    response = await request("GET", `${stream.path}/runs/${encodeURIComponent(stream.runId)}/events`, undefined, headers);
+  } catch {
+    return null; // unreachable for now
+  }
+  if ((response.headers.get("Content-Type") || "").startsWith("text/event-stream")) return response;
+  if (response.status === 204 || response.status === 410) return "stored";
+  if (response.status === 429 || response.status >= 500) return null;
+  throw failure(response.status, await readJson(response));
+}
+
+// Show the events of `response` as they come; true once the run has ended, false when the
+// stream was lost first. A failed run throws its sentence.
+async function readEvents(response, stream, show) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  const texts = new Map(); // message id -> its text so far
-  const show = (suffix = "") => setText(item, [...texts.values()].join("\n\n") + suffix);
   let buffer = "";
   try {
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) break;
+      if (done) return false;
       buffer += value;
       const blocks = buffer.split(/\r\n\r\n|\n\n|\r\r/);
       buffer = blocks.pop();
       for (const block of blocks) {
         const event = parseEvent(block);
         if (!event) continue;
+        if (event.name.startsWith("thread.run.") && !stream.runId) stream.runId = parseData(event).id || null;
         if (event.name === "thread.message.delta") {
           const delta = parseData(event);
           const parts = delta.delta?.content || [];
           const added = parts.filter((p) => p.type === "text").map((p) => p.text?.value || "").join("");
-          texts.set(delta.id, (texts.get(delta.id) || "") + added);
+          stream.texts.set(delta.id, (stream.texts.get(delta.id) || "") + added);
           show();
         } else if (event.name === "thread.message.completed") {
           const message = parseData(event);
-          if (message.role === "assistant") texts.set(message.id, textOf(message));
+          if (message.role === "assistant") stream.texts.set(message.id, textOf(message));
           show();
         } else if (event.name === "thread.run.completed") {
-          return;
+          return true;
         } else if (event.name === "thread.run.incomplete") {
-          return show(`\n${SHORTENED}`);
+          show(`\n${SHORTENED}`);
+          return true;
         } else if (event.name === "error" || /^thread\.run\.(failed|cancelled|expired|requires_action)$/.test(event.name)) {
           throw streamProblem(event);
         } else if (event.name === "done") {
-          break;
+          throw new Problem(SENTENCES.cut); // ended without the run's end: unknown
         }
+        if (event.id !== undefined) stream.lastId = event.id;
       }
     }
+  } catch (error) {
+    if (error instanceof Problem) throw error;
+    return false; // the connection was lost
   } finally {
     reader.cancel().catch(() => {});
   }
-  throw new Problem(SENTENCES.cut);
 }
 
 // --- the history of conversations ---------------------------------------------------------
