@@ -39,7 +39,10 @@ class Lean:
     def transaction(self):
         """A function running one statement (one set of parameters, or a list of them) and
         returning its cursor; committed at the end of the block, rolled back on any error."""
-        raw = self.engine.raw_connection()  # the pool's checkout: guard's checks run here
+        try:
+            raw = self.engine.raw_connection()  # the pool's checkout: guard's checks run here
+        except self.dialect.loaded_dbapi.Error as exc:  # the server is down, restarting, or refusing
+            raise self._wrapped(exc, lost=False) from exc
         cursor = None
         try:
             cursor = raw.cursor()
@@ -60,14 +63,18 @@ class Lean:
             if lost:
                 raw.invalidate(exc)
                 self.engine.dispose(close=False)  # every pooled connection is opened afresh
-            raise sa.exc.DBAPIError.instance(
-                None, None, exc, self.dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=self.dialect
-            ) from exc
+            raise self._wrapped(exc, lost) from exc
         except BaseException:
             self._roll_back(raw)
             raise
         finally:
             raw.close()  # back to the pool
+
+    def _wrapped(self, exc: Exception, lost: bool) -> sa.exc.DBAPIError:
+        """The DBAPI error as SQLAlchemy's (OperationalError, IntegrityError ...)."""
+        return sa.exc.DBAPIError.instance(
+            None, None, exc, self.dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=self.dialect
+        )
 
     @staticmethod
     def _roll_back(raw) -> None:
