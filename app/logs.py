@@ -60,12 +60,12 @@ class _JsonFormatter(logging.Formatter):
 
 
 def _skip_unused_record_fields() -> None:
-    """No log line of this backend shows where it was logged from, its thread or its process:
-    logging is told not to look them up for every record (the "Optimization" section of Python's
-    logging HOWTO), which walks the stack and, under gevent, asks which greenlet is running."""
+    """No log line of this backend shows where it was logged from or its thread: logging is told
+    not to look them up for every record (the "Optimization" section of Python's logging HOWTO),
+    which walks the stack and, under gevent, asks which greenlet is running. The process ID stays:
+    gunicorn's own lines, in the same processes, show it (`[%(process)d]`), and it costs a getpid."""
     logging._srcfile = None  # no caller lookup (pathname, lineno, funcName)
     logging.logThreads = False
-    logging.logProcesses = False
     logging.logMultiprocessing = False
 
 
