@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass
 
 from app import knowledge
 from app.assistant_types import AssistantType
@@ -107,25 +108,44 @@ def _thread_store(services: Services, thread_id: str) -> str:
     return services.knowledge.thread_vector_store(thread_id)
 
 
+@dataclass(frozen=True)
+class RunStores:
+    """The vector stores the record gives a run: its type's (settings, then an administrator's),
+    and its thread's own (attachments), if any."""
+
+    type_stores: tuple[str, ...]
+    thread_store: str | None
+
+
+def run_stores(services: Services, thread_id: str, assistant: AssistantType) -> RunStores | None:
+    """Responses engine: the stores a run of `assistant` on the thread may search, read from the
+    record (no upstream call; read in the transaction that locks the thread)."""
+    if services.engine.name != "responses":
+        return None
+    type_stores = tuple(knowledge.type_vector_store_ids(services, assistant))
+    return RunStores(type_stores, services.knowledge.thread_vector_store(thread_id))
+
+
 def run_file_search(
     services: Services,
     owner: str,
     thread_id: str,
     assistant: AssistantType,
+    stores: RunStores | None,
     include: tuple[str, ...],
     deadline: float,
     sleep=time.sleep,
 ) -> FileSearch | None:
-    """Responses engine: the file_search of a run (the type's stores, then the thread's), once the
-    thread store's files are processed; None when there is nothing to search.
+    """Responses engine: the file_search of a run over `stores` (the type's, then the thread's),
+    once the thread store's files are processed; None when there is nothing to search.
 
     A 400 names the limit of stores per search or a file that failed processing; the wait ends
     with the run's deadline (DeadlineBeforeStart).
     """
-    if services.engine.name != "responses":
+    if stores is None:
         return None
-    store_ids = knowledge.type_vector_store_ids(services, assistant)
-    thread_store = services.knowledge.thread_vector_store(thread_id)
+    store_ids = list(stores.type_stores)
+    thread_store = stores.thread_store
     if thread_store is not None:
         if len(store_ids) + 1 > MAX_VECTOR_STORES_PER_SEARCH:
             raise bad_request(

@@ -126,5 +126,3 @@ def load_budgets(env, type_names: tuple[str, ...]) -> Budgets:
     if (budgets.usd_per_day or budgets.usd_per_month) and not budgets.prices:
         raise ConfigError("BUDGET_USD_PER_DAY/BUDGET_USD_PER_MONTH: a cost budget needs a price table (PRICES)")
     return budgets
-
-

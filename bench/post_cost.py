@@ -260,7 +260,7 @@ def main(argv=None) -> None:
             for thread_id in threads:
                 post_run(thread_id)
             profile.disable()
-            pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+            pstats.Stats(profile).sort_stats(os.environ.get("SORT", "tottime")).print_stats(args.top)
     finally:
         fake.stop()
         shutil.rmtree(work, ignore_errors=True)

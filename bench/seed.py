@@ -5,7 +5,7 @@ Assistants v2 API, so it runs against the same fake upstream's Assistants routes
 width steps, CPU per run and pass-through overhead go through the benchmark's own
 phases (bench/phases.py): the same load generator, sampler, step rules and fit.
 
-    python -m bench.seed --seed-dir /tmp/seed-express --width-steps 1000,4000 --out bench/out/seed
+    python -m bench.seed --seed-dir /tmp/seed-express --width-steps 1000,4000 --phases lag,width,overhead --out bench/out/seed
 
 `--seed-dir` is a copy of ../shared/seed-express where `npm ci` has been run.
 """
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.seed", description=__doc__)
     parser.add_argument("--seed-dir", type=Path, required=True, help="seed-express with its node_modules")
     parser.add_argument("--width-steps", default="1000,4000")
-    parser.add_argument("--phases", default="width,overhead")
+    parser.add_argument("--phases", default="lag,width,overhead", help="any of lag, width, overhead")
     parser.add_argument("--out", type=Path, default=procs.ROOT / "bench" / "out" / "seed")
     args = parser.parse_args(argv)
     steps = tuple(int(n) for n in args.width_steps.split(","))
@@ -107,6 +107,14 @@ def main(argv=None) -> None:
                     dep.backend_port, dep.fake_port, plan.overhead_calls, direct_path_of=overhead.ASSISTANTS_MESSAGES
                 )
                 print(f"seed overhead p50 {results['overhead']['p50_difference_ms']:+.2f} ms", flush=True)
+            if "lag" in args.phases:
+                results["lag"] = phases.lag_and_calls(dep, work)
+                lag = results["lag"]
+                print(
+                    f"seed lag p50/p99 {lag['lag_ms'].get('p50')}/{lag['lag_ms'].get('p99')} ms, "
+                    f"{lag['calls']['run_calls_per_run']} upstream calls per run",
+                    flush=True,
+                )
             for n in steps if "width" in args.phases else ():
                 step = phases.width_step(dep, n, work)
                 results["steps"].append(step)

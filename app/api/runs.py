@@ -145,7 +145,7 @@ def _run_request(s, body: dict, thread_id: str | None) -> RunRequest:
         assistant,
         engine=s.engine.name,
         functions={tool.name for tool in assistant.tools + client_tools},
-        hosted=_hosted_tools(s, assistant),
+        hosted=_hosted_tools(s, assistant) if "tool_choice" in body else frozenset(),  # only tool_choice names them
         max_chars=s.settings.max_message_chars,
         max_pairs=s.settings.max_metadata_pairs,
     )

@@ -244,9 +244,7 @@ class UpstreamHTTP:
             # Before the translation, which may log the message (a 401 echoing the key).
             error["message"] = redact(error["message"], (self._key,))
         status = response.status_code
-        exc = status_error(
-            what, status, error, response.headers, fallback=f"Error code: {status}", url=response.url
-        )
+        exc = status_error(what, status, error, response.headers, fallback=f"Error code: {status}", url=response.url)
         if self._key and self._key in str(exc):
             exc.args = (redact(str(exc), (self._key,)),)
         raise exc

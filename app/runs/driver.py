@@ -81,6 +81,27 @@ def release_requires_action(services: Services, thread_id: str, run: dict) -> Po
     return cancel_and_settle(services, thread_id, run["id"])
 
 
+class _Held:
+    """A run listener's calls held back (when there is a listener) until `release`, then passed on
+    in their order: what a streamed answer is told after the record shows it."""
+
+    def __init__(self, listener: RunListener | None):
+        self.listener = listener
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, name: str):
+        return lambda *args: self.calls.append((name, args))
+
+    def or_none(self) -> _Held | None:
+        return self if self.listener is not None else None
+
+    def release(self) -> None:
+        if self.listener is not None:
+            for name, args in self.calls:
+                getattr(self.listener, name)(*args)
+        self.calls = []
+
+
 class _ClientView:
     """Passes what the engine and the wait tell on to the run's listener (if any), each upstream
     run shown as the client's one run (which notes when it started), and a reply's text after
@@ -140,13 +161,14 @@ class RunDriver:
         """Create the run upstream, record it (the thread's lock passes from `holder` to
         the run), and drive it to its end."""
         plan = self.plan
+        self.steps.fresh = True  # a new run: every step it has is in this book
         started = self._attempt(f"create run on {plan.thread_id}")
         plan.run_id, plan.created_at = started.run["id"], started.run["created_at"]
         self.steps.run = run = plan.present(started.run)
         self.records.run_started(plan.thread_id, holder, run, plan.owner, plan.assistant.name)
         if self.listener is not None:
             self.listener.created(run)
-        log.info(
+        log.debug(  # at INFO, the run's one line is its end (below)
             "run %s created on %s (status %s, type %s)",
             plan.run_id,
             plan.thread_id,
@@ -272,7 +294,8 @@ class RunDriver:
             raise
         finally:
             started.close()
-        usage.record_run(self.services, self.plan.owner, self.plan.assistant.name, result.run, self.plan.run_id)
+        if result.run["status"] == "requires_action":  # a tool round's response ended; a run's end is in _finish
+            usage.record_run(self.services, self.plan.owner, self.plan.assistant.name, result.run, self.plan.run_id)
         return result
 
     def drive(self, started: StartedRun) -> WaitResult:
@@ -370,15 +393,25 @@ class RunDriver:
         if result.timed_out:
             run = recorded  # as it is after the cancel
         messages = tuple(dict(m, run_id=plan.run_id) for m in last.messages)
-        self.records.run_ended(recorded, list(messages), plan.owner, plan.assistant.name)
         # A streamed answer ends with the run as the backend left it: cancelled at the deadline,
         # or with its calls closed.
         settled = result.timed_out or result.run["status"] == "requires_action"
-        self._tell_end(recorded if settled else run, messages, result.run.get("usage"))
+        told = recorded if settled else run
+        replies = self._replies(told, messages)
+        # The record first, in one transaction (the run, its messages, its steps, its usage, the
+        # thread freed); then the listener hears what the record now shows.
+        held = _Held(self.listener)
+        with self.records.together():
+            self.records.run_ended(recorded, list(messages), plan.owner, plan.assistant.name)
+            usage.record_run(self.services, plan.owner, plan.assistant.name, result.run, plan.run_id)
+            self._tell_end(told, replies, result.run.get("usage"), held)
+        held.release()
         metrics.run_finished(result)
         log.info(
-            "run %s final status %s after %.2fs (%d polls, %d transient errors, %d model turns)",
+            "run %s on %s (type %s) final status %s after %.2fs (%d polls, %d transient errors, %d model turns)",
             plan.run_id,
+            plan.thread_id,
+            plan.assistant.name,
             "timeout" if result.timed_out else run["status"],
             result.waited,
             result.polls,
@@ -387,23 +420,27 @@ class RunDriver:
         )
         return replace(result, run=run, last=Poll(run, last.poll_after_ms, messages))
 
-    def _tell_end(self, run: dict, messages: tuple, usage: dict | None) -> None:
+    def _replies(self, run: dict, messages: tuple) -> list[dict]:
+        """The run's reply messages, for their steps: from the run's end, or (engines that learn
+        them apart from the run) read upstream."""
+        if messages or run["status"] not in ("completed", "incomplete"):
+            return list(messages)
+        try:
+            page = MessagePage(limit=100, order="asc", run_id=run["id"])
+            listed = self.engine.list_messages(run["thread_id"], page)
+        except UpstreamError as exc:
+            log.warning("run %s: its messages could not be read for its steps: %s", run["id"], exc)
+            return []
+        return [m for m in listed["data"] if m["role"] == "assistant"]
+
+    def _tell_end(self, run: dict, replies: list[dict], usage: dict | None, listener: _Held) -> None:
         """The last facts: the run's messages, each in its step (which ends with the round's
         `usage`), the end of the steps left open, then the run."""
         self.steps.run = run
-        messages = list(messages)
-        if not messages and run["status"] in ("completed", "incomplete"):
-            try:  # engines that learn the messages apart from the run
-                page = MessagePage(limit=100, order="asc", run_id=run["id"])
-                listed = self.engine.list_messages(run["thread_id"], page)
-                messages = [m for m in listed["data"] if m["role"] == "assistant"]
-            except UpstreamError as exc:
-                log.warning("run %s: its messages could not be read for its steps: %s", run["id"], exc)
-        for message in messages:
+        self.steps.listener = listener.or_none()
+        for message in replies:
             self.steps.reply_started(message["id"])
-            if self.listener is not None:
-                self.listener.message_completed(message)
+            listener.message_completed(message)
             self.steps.reply_done(message["id"], usage)
         self.steps.run_ended(run)
-        if self.listener is not None:
-            self.listener.status_changed(run)
+        listener.status_changed(run)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from app import metrics, usage
 from app.assistant_types import AssistantType
-from app.attachments import run_file_search
+from app.attachments import RunStores, run_file_search, run_stores
 from app.contract import ACTIVE_STATUSES, MessagePage, Poll, UpstreamNotFound
 from app.errors import NO_RETRY, ApiError, bad_request, not_found, thread_busy, upstream_lost
 from app.run_options import RunOptions, carried
@@ -81,7 +81,7 @@ def start_and_wait(
         require_thread(services, request.owner, thread_id)
         usage.check_budget(services, request.owner, request.assistant.name)  # before anything is created upstream
     holder = f"{STARTING_PREFIX}{uuid.uuid4().hex}"
-    waiting = _lock(services, request.owner, thread_id, holder)
+    waiting, stores = _lock(services, request, holder)
     if waiting is None:
         require_thread(services, request.owner, thread_id)  # no lock to take on a thread deleted meanwhile: 404
         raise thread_busy(thread_id, services.records.active_run(thread_id))
@@ -99,7 +99,7 @@ def start_and_wait(
             _expire_if_due(services, recorded)
         _add_additional_messages(services, plan)
         plan.file_search = run_file_search(
-            services, request.owner, thread_id, request.assistant, request.include, deadline, sleep
+            services, request.owner, thread_id, request.assistant, stores, request.include, deadline, sleep
         )
         try:
             return RunDriver(services, plan, deadline, sleep, listener).start(holder)
@@ -107,20 +107,28 @@ def start_and_wait(
             raise upstream_lost(thread_id, plan.run_id) from None
 
 
-def _lock(services: Services, owner: str, thread_id: str, holder: str) -> list[RecordedRun] | None:
-    """Take the lock of `owner`'s thread for this process and read its runs waiting for tool
-    outputs, in one transaction (None: busy; 404: not theirs). A lock whose holder died is
-    recovered first (app/runs/recovery.py), and taken when its run has settled within a short grace."""
+def _lock(services: Services, request: RunRequest, holder: str) -> tuple[list[RecordedRun] | None, RunStores | None]:
+    """Take the lock of the owner's thread for this process and read its runs waiting for tool
+    outputs and the vector stores the run may search, in one transaction (None: busy; 404: not
+    theirs). A lock whose holder died is recovered first (app/runs/recovery.py), and taken when
+    its run has settled within a short grace."""
+    owner, thread_id = request.owner, request.thread_id
     seconds = services.settings.run_timeout_seconds + LOCK_MARGIN_SECONDS
-    waiting = services.records.lock_owned_thread(thread_id, owner, holder, seconds, this_process())
+
+    def lock_and_read():
+        with services.records.together():
+            waiting = services.records.lock_owned_thread(thread_id, owner, holder, seconds, this_process())
+            return waiting, None if waiting is None else run_stores(services, thread_id, request.assistant)
+
+    waiting, stores = lock_and_read()
     if waiting is not None:
-        return waiting
+        return waiting, stores
     require_thread(services, owner, thread_id)  # not theirs (or deleted meanwhile): 404, nothing recovered
     adoption = recover(services, thread_id)
     if adoption is None:
-        return None
+        return None, None
     adoption.join(ADOPTION_GRACE_SECONDS)
-    return services.records.lock_owned_thread(thread_id, owner, holder, seconds, this_process())
+    return lock_and_read()
 
 
 def submit_tool_outputs(

@@ -95,6 +95,7 @@ class StepBook:
         self.open_calls: dict | None = None  # the tool_calls step whose outputs are not all known
         self.replies: dict[str, dict] = {}  # message ID -> its message_creation step
         self.call_ids: set[str] = set()  # the calls already in a step of this book
+        self.fresh = False  # a run started by this book's driver: no step of it is recorded elsewhere
 
     def _save(self, step: dict) -> dict:
         self.records.save_step(step)
@@ -154,6 +155,8 @@ class StepBook:
 
     def _last_open_calls(self, run_id: str) -> dict | None:
         """The run's unfinished tool_calls step in the record (the run may have waited in another process)."""
+        if self.fresh:
+            return None
         newest = self.records.newest_step(run_id)
         if newest and newest["type"] == "tool_calls" and newest["status"] == "in_progress":
             return newest

@@ -9,16 +9,24 @@ server the engine's pool is replaced, as `guard` does for the other queries.
 
     with Lean(engine).transaction() as run:
         taken = run("UPDATE threads SET lock_run = ? WHERE id = ?", ("r1", "t1")).rowcount
+
+Inside `with Lean(engine).together():` every such transaction on the same engine, in the same
+thread or greenlet, is one transaction: a run's end, its steps and its usage row are written
+with one commit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 
 import sqlalchemy as sa
 
 from app.store.guard import storage_fault
+
+# The transaction that `together` holds open in this thread or greenlet: (engine, its run function).
+_joined: contextvars.ContextVar = contextvars.ContextVar("lean_together", default=None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -38,7 +46,12 @@ class Lean:
     @contextlib.contextmanager
     def transaction(self):
         """A function running one statement (one set of parameters, or a list of them) and
-        returning its cursor; committed at the end of the block, rolled back on any error."""
+        returning its cursor; committed at the end of the block, rolled back on any error. Inside
+        `together`, the one transaction already open."""
+        joined = _joined.get()
+        if joined is not None and joined[0] is self.engine:
+            yield joined[1]
+            return
         try:
             raw = self.engine.raw_connection()  # the pool's checkout: guard's checks run here
         except self.dialect.loaded_dbapi.Error as exc:  # the server is down, restarting, or refusing
@@ -69,6 +82,18 @@ class Lean:
             raise
         finally:
             raw.close()  # back to the pool
+
+    @contextlib.contextmanager
+    def together(self):
+        """One transaction for every `transaction()` on this engine inside the block (in this thread
+        or greenlet), committed at its end. Nothing inside may wait on the network, and no other
+        connection may write meanwhile: on SQLite it would wait for this one's lock."""
+        with self.transaction() as run:
+            token = _joined.set((self.engine, run))
+            try:
+                yield
+            finally:
+                _joined.reset(token)
 
     def _wrapped(self, exc: Exception, lost: bool) -> sa.exc.DBAPIError:
         """The DBAPI error as SQLAlchemy's (OperationalError, IntegrityError ...)."""

@@ -30,6 +30,17 @@ _LOCK_COLUMNS = (
     threads.c.lock_started,
     threads.c.lock_beat,
 )
+_LockRow = NamedTuple(
+    "_LockRow",
+    [(c.name, object) for c in _LOCK_COLUMNS],
+)
+_MINE = "lock_host = ? AND lock_pid = ? AND lock_started = ?"
+_LOCKS_OF_OTHERS = (
+    "SELECT id, lock_run, lock_until, lock_host, lock_pid, lock_started, lock_beat FROM threads"
+    " WHERE lock_pid IS NOT NULL AND lock_until >= ? AND (lock_host = ? OR lock_beat < ?)"
+    f" AND NOT ({_MINE})"
+)
+_BEAT = f"UPDATE threads SET lock_beat = ? WHERE {_MINE} AND lock_run IS NOT NULL"
 _NO_PROCESS = dict(lock_host=None, lock_pid=None, lock_started=None, lock_beat=None)
 _RECORDED_SQL = "SELECT snapshot, finished_at, upstream_id, pending, assistant_type, owner FROM runs"
 
@@ -156,33 +167,14 @@ class Records(ThreadRecords):
     def locks_held_by_others(self, process: ProcessId, beat_before: float) -> list[tuple[str, ThreadLock]]:
         """Live locks held by another process that is on this host, or whose heartbeat is older
         than `beat_before`: the ones whose holder may be dead."""
-        mine = sa.and_(
-            threads.c.lock_host == process.host,
-            threads.c.lock_pid == process.pid,
-            threads.c.lock_started == process.started,
-        )
-        suspect = sa.or_(threads.c.lock_host == process.host, threads.c.lock_beat < beat_before)
-        query = sa.select(threads.c.id, *_LOCK_COLUMNS).where(
-            threads.c.lock_pid.is_not(None), threads.c.lock_until >= self.clock(), suspect, sa.not_(mine)
-        )
-        with self.db.connect() as conn:
-            rows = conn.execute(query).all()
-        return [(row.id, lock) for row in rows if (lock := self._lock_of(row)) is not None]
+        with self.lean.transaction() as sql:  # every few seconds in each process: plain SQL
+            rows = sql(_LOCKS_OF_OTHERS, (self.clock(), process.host, beat_before, *process)).fetchall()
+        return [(row[0], lock) for row in rows if (lock := self._lock_of(_LockRow(*row[1:]))) is not None]
 
     def beat(self, process: ProcessId) -> int:
         """Refresh the heartbeat of every lock `process` holds (one UPDATE); how many it holds."""
-        with self.db.begin() as conn:
-            beaten = conn.execute(
-                threads.update()
-                .where(
-                    threads.c.lock_host == process.host,
-                    threads.c.lock_pid == process.pid,
-                    threads.c.lock_started == process.started,
-                    threads.c.lock_run.is_not(None),
-                )
-                .values(lock_beat=self.clock())
-            )
-            return beaten.rowcount
+        with self.lean.transaction() as sql:
+            return sql(_BEAT, (self.clock(), *process)).rowcount
 
     def take_over(self, thread_id: str, dead: ThreadLock, process: ProcessId, seconds: float) -> bool:
         """Take the lock a dead process held, unless it changed meanwhile (another process was first)."""
@@ -200,6 +192,10 @@ class Records(ThreadRecords):
                 .values(lock_until=now + seconds, **self._held_by(process, now))
             )
             return taken.rowcount == 1
+
+    def together(self):
+        """A block whose queries on this database are one transaction (Lean.together)."""
+        return self.lean.together()
 
     def lock_owned_thread(
         self, thread_id: str, owner: str, holder: str, seconds: float, process: ProcessId | None = None
@@ -432,4 +428,3 @@ class Records(ThreadRecords):
     def ping(self) -> None:
         with self.db.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-
