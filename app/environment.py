@@ -164,7 +164,7 @@ PORT = Number("PORT", 3000, int, low=1)
 GRACEFUL_TIMEOUT = Number("GRACEFUL_TIMEOUT", None, int, low=1)
 WEB_WORKER_CLASS = Choice("WEB_WORKER_CLASS", "gevent", ("gevent", "gthread"))
 WEB_CONCURRENCY = Number("WEB_CONCURRENCY", 2, int, low=1)
-WEB_CONNECTIONS = Number("WEB_CONNECTIONS", 3000, int, low=1)
+WEB_CONNECTIONS = Number("WEB_CONNECTIONS", 4000, int, low=1)
 WEB_THREADS = Number("WEB_THREADS", 32, int, low=1)
 KEEPALIVE = Number("KEEPALIVE", 75, int, low=1)
 # gevent workers: the first request's line and headers must arrive within this many seconds
