@@ -5,7 +5,7 @@ Assistants v2 API, so it runs against the same fake upstream's Assistants routes
 width steps, CPU per run and pass-through overhead go through the benchmark's own
 phases (bench/phases.py): the same load generator, sampler, step rules and fit.
 
-    python -m bench.seed --seed-dir /tmp/seed-express --width-steps 1000,4000 --phases lag,width,overhead --out bench/out/seed
+    python -m bench.seed --seed-dir /tmp/seed-express --width-steps 1000,4000 --out bench/out/seed
 
 `--seed-dir` is a copy of ../shared/seed-express where `npm ci` has been run.
 """

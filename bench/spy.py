@@ -76,9 +76,10 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     plan = replace(config.FULL, width_steps=(args.runs,))
     spy = Path(sys.executable).with_name("py-spy")
-    with tempfile.TemporaryDirectory() as work, Deployment(
-        args.strategy, "shipped", plan, args.out, "gevent", procs.ROOT
-    ) as dep:
+    with (
+        tempfile.TemporaryDirectory() as work,
+        Deployment(args.strategy, "shipped", plan, args.out, "gevent", procs.ROOT) as dep,
+    ):
         original = phases._load
         recorders: list[tuple[subprocess.Popen, Path]] = []
 

@@ -79,12 +79,20 @@ def streamed_answer(work: Callable[..., None], args: tuple, ends_by: float) -> R
 
 
 def _frames(item, items: queue.Queue, publisher: RunPublisher, ends_by: float):
+    """The stream's frames as they come; those already waiting are sent together, in one write."""
     while item is not _END:
         if isinstance(item, _Failed):  # after `thread.created`, before the run
             yield publisher.frame("error", _error_of(item.error))
             yield publisher.frame("done", "[DONE]")
             break
-        yield item
+        ready = [item]
+        item = _waiting(items)
+        while isinstance(item, str):
+            ready.append(item)
+            item = _waiting(items)
+        yield "".join(ready)
+        if item is not None:
+            continue
         try:
             item = items.get(timeout=max(0.0, ends_by - time.monotonic()))
         except queue.Empty:
@@ -92,6 +100,14 @@ def _frames(item, items: queue.Queue, publisher: RunPublisher, ends_by: float):
             yield publisher.frame("error", error_data("The run did not end in time.", "stream_timeout"))
             yield publisher.frame("done", "[DONE]")
             break
+
+
+def _waiting(items: queue.Queue):
+    """The next item if one is already there, else None."""
+    try:
+        return items.get_nowait()
+    except queue.Empty:
+        return None
 
 
 def _error_of(error: BaseException) -> dict:
