@@ -11,53 +11,43 @@ The backend's own share of a first delta's lag is the phase's figure minus this 
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import json
 import random
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from bench import procs
+from bench.fake import FakeControl
+from bench.load import Connection
 from bench.phases import _first_word_at
 from bench.stats import summary_ms
 
 TERMINAL = ("response.completed", "response.failed", "response.incomplete")
 
 
-def one_run(port: int, duration: float) -> float:
-    """Seconds from the fake's first word (by its schedule) to this client's first text delta."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+async def one_run(port: int, duration: float) -> tuple[str, float, str]:
+    """(response ID, when this client read its first text delta, the reply's text), read with the
+    load generator's own client (bench/load.py)."""
     body = {"model": "gpt-4o", "input": f"hello [fake duration={duration}]", "stream": True, "background": True}
-    conn.request(
-        "POST",
-        "/v1/responses",
-        json.dumps(body),
-        {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"},
-    )
-    answer = conn.getresponse()
-    response_id = first = None
-    text = ""
-    while line := answer.fp.readline():
-        if not line.startswith(b"data:"):
-            continue
-        event = json.loads(line[5:])
-        kind = event.get("type")
-        if kind == "response.created":
-            response_id = event["response"]["id"]
-        elif kind == "response.output_text.delta" and first is None:
-            first = time.time()
-        elif kind == "response.output_text.done":
-            text = event["text"]
-        elif kind in TERMINAL:
-            break
-    conn.close()
-    look = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    look.request("GET", f"/_fake/runs/{response_id}")
-    info = json.loads(look.getresponse().read())
-    look.close()
-    return first - _first_word_at(info, text)
+    response_id, first, text = "", 0.0, ""
+    async with Connection("127.0.0.1", port, "sk-bench") as client:
+        async for _name, data in client.events("/v1/responses", body):
+            kind = data.get("type") if isinstance(data, dict) else None
+            if kind == "response.created":
+                response_id = data["response"]["id"]
+            elif kind == "response.output_text.delta" and not first:
+                first = time.time()
+            elif kind == "response.output_text.done":
+                text = data["text"]
+            elif kind in TERMINAL:
+                break
+    return response_id, first, text
+
+
+async def _batch(port: int, durations: list[float]) -> list[tuple[str, float, str]]:
+    return await asyncio.gather(*(one_run(port, d) for d in durations))
 
 
 def main(argv=None) -> None:
@@ -67,18 +57,17 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     port = procs.free_port()
     fake = procs.start_fake(port, "gevent", Path(tempfile.mkdtemp(prefix="bench-first-delta-")))
+    control = FakeControl(port)
     rng = random.Random(20260826)
     lags: list[float] = []
     try:
         for start in range(0, args.runs, args.concurrency):
             size = min(args.concurrency, args.runs - start)
             durations = [round(rng.uniform(1.0, 4.0), 2) for _ in range(size)]
-            threads = [threading.Thread(target=lambda d=d: lags.append(one_run(port, d))) for d in durations]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            for response_id, first, text in asyncio.run(_batch(port, durations)):
+                lags.append(first - _first_word_at(control.run_info(response_id), text))
     finally:
+        control.close()
         fake.stop()
     print(json.dumps({"first_text_lag_ms_direct": summary_ms(lags)}))
 

@@ -160,7 +160,14 @@ def main(argv=None) -> None:
         "--code", type=Path, default=procs.ROOT, help="the tree whose app is measured (an older commit's `git archive`)"
     )
     parser.add_argument("--show-sql", action="store_true", help="print the statements sent through SQLAlchemy")
+    parser.add_argument(
+        "--gevent", action="store_true", help="patch the standard library with gevent first, as a gevent worker does"
+    )
     args = parser.parse_args(argv)
+    if args.gevent:
+        from gevent import monkey
+
+        monkey.patch_all()
     global _show_sql
     _show_sql = args.show_sql
 
@@ -184,6 +191,10 @@ def main(argv=None) -> None:
 
         from app import create_app
 
+        if args.gevent:
+            from app.gevent_tuning import adjust_for_gevent
+
+            adjust_for_gevent()
         app = create_app()
         logging.getLogger("app").handlers[0].stream = open(os.devnull, "w")  # written, as to a pipe, not shown
         backend = app.extensions["services"]
