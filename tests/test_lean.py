@@ -1,0 +1,92 @@
+"""Plain-SQL transactions (app/store/lean.py): `together` makes several one, in its own thread only."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from app.store.db import make_database
+from app.store.lean import Lean
+from app.store.records import Records
+
+
+@pytest.fixture
+def engine(migrated_db, tmp_path):
+    path = tmp_path / "lean.db"
+    shutil.copy(migrated_db, path)
+    engine = make_database(f"sqlite:///{path}")
+    yield engine
+    engine.dispose()
+
+
+def _messages(engine) -> list[str]:
+    with Lean(engine).transaction() as sql:
+        return [row[0] for row in sql("SELECT id FROM messages ORDER BY id").fetchall()]
+
+
+def _add(lean: Lean, message_id: str) -> None:
+    with lean.transaction() as sql:
+        sql("INSERT INTO messages (id, thread_id, run_id, body) VALUES (?, 't', NULL, '{}')", (message_id,))
+
+
+def test_transactions_inside_together_commit_as_one(engine):
+    lean, checkouts = Lean(engine), []
+    sa.event.listen(engine.pool, "checkout", lambda *args: checkouts.append(1))
+    with lean.together():
+        _add(lean, "m1")
+        _add(Lean(engine), "m2")  # another Lean on the same engine joins too
+        assert len(checkouts) == 1
+    assert _messages(engine) == ["m1", "m2"]
+
+
+def test_an_error_inside_together_leaves_none_of_its_writes(engine):
+    lean = Lean(engine)
+    with pytest.raises(RuntimeError), lean.together():
+        _add(lean, "m1")
+        _add(lean, "m2")
+        raise RuntimeError("the run's end failed")
+    assert _messages(engine) == []
+    _add(lean, "m3")  # each transaction commits alone again afterwards
+    assert _messages(engine) == ["m3"]
+
+
+def test_another_thread_inside_together_has_its_own_transaction(engine):
+    lean, seen = Lean(engine), []
+    with lean.together():
+        _add(lean, "m1")
+
+        def elsewhere():
+            with lean.transaction() as sql:  # not joined: it sees only what is committed
+                seen.extend(row[0] for row in sql("SELECT id FROM messages").fetchall())
+
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join()
+    assert seen == []
+    assert _messages(engine) == ["m1"]
+
+
+def test_the_lock_and_the_runs_end_through_records_together(engine):
+    records = Records(engine)
+    records.add_thread("t1", "alice", "responses")
+    with pytest.raises(RuntimeError), records.together():
+        assert records.lock_owned_thread("t1", "alice", "starting-1", 60) == []
+        raise RuntimeError("nothing upstream")
+    assert records.active_run("t1") is None  # the lock was rolled back with the rest
+
+
+def test_a_polled_run_takes_three_database_transactions(app, api):
+    """The lock (with what the run may search), the run's start, and its end (snapshot, messages,
+    steps, usage, unlock): docs/benchmarks.md counts them per POST .../runs."""
+    checkouts = []
+    engine = app.extensions["services"].records.db
+    thread_id = api.new_thread()
+    api.say(thread_id, "hello [fake duration=0.2]")
+    sa.event.listen(engine.pool, "checkout", lambda *args: checkouts.append(1))
+    answer = api.run(thread_id)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["status"] == "completed"
+    assert len(checkouts) == 3
