@@ -72,12 +72,17 @@ def delete_file(services: Services, user: str, file_id: str) -> dict:
     """Delete the user's file upstream (which takes it out of every vector store) and forget it."""
     if not services.knowledge.owns_file(file_id, user):
         raise not_found("file", file_id)
-    try:
-        deleted = services.knowledge_upstream.delete_file(file_id)
-    except UpstreamNotFound:
-        deleted = {"id": file_id, "object": "file", "deleted": True}  # already gone upstream
+    deleted = _deleted_upstream(services.knowledge_upstream.delete_file, file_id, "file")
     services.knowledge.forget_file(file_id)
     return deleted
+
+
+def _deleted_upstream(delete, object_id: str, kind: str) -> dict:
+    """The upstream's answer to deleting the object; one already gone upstream counts as deleted."""
+    try:
+        return delete(object_id)
+    except UpstreamNotFound:
+        return {"id": object_id, "object": kind, "deleted": True}
 
 
 def check_files(services: Services, user: str, file_ids: list[str]) -> None:
@@ -124,10 +129,7 @@ def retrieve_vector_store(services: Services, user: str, store_id: str) -> dict:
 def delete_vector_store(services: Services, user: str, store_id: str) -> dict:
     """Delete the user's store upstream and forget it (also where an assistant type named it)."""
     _own_store(services, user, store_id)
-    try:
-        deleted = services.knowledge_upstream.delete_vector_store(store_id)
-    except UpstreamNotFound:
-        deleted = {"id": store_id, "object": "vector_store.deleted", "deleted": True}  # already gone upstream
+    deleted = _deleted_upstream(services.knowledge_upstream.delete_vector_store, store_id, "vector_store.deleted")
     services.knowledge.forget_vector_store(store_id)
     return deleted
 

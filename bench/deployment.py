@@ -65,19 +65,23 @@ class Deployment:
         self.warm_up()
 
     def warm_up(self) -> None:
-        """One whole short run, so that lazy imports and pools exist before anything is measured."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.backend_port, timeout=60)
-        token = self.tokens[0]
-        try:
-            thread = post_json(conn, "/api/openai/threads", {}, token)
-            path = f"/api/openai/threads/{thread['id']}"
-            post_json(conn, f"{path}/messages", {"role": "user", "content": "warm up [fake duration=0.2]"}, token)
-            post_json(conn, f"{path}/runs", {}, token)
-        finally:
-            conn.close()
-        time.sleep(0.5)
+        warm_up(self.backend_port, self.tokens[0], {})
 
     @property
     def roots(self) -> dict[str, int]:
         """The process ids whose trees the samplers watch."""
         return {"backend": self.backend.pid, "fake": self.fake.pid}
+
+
+def warm_up(port: int, token: str | None, run_body: dict) -> None:
+    """One whole short run on the backend at `port`, so that lazy imports and pools exist before
+    anything is measured."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        thread = post_json(conn, "/api/openai/threads", {}, token)
+        path = f"/api/openai/threads/{thread['id']}"
+        post_json(conn, f"{path}/messages", {"role": "user", "content": "warm up [fake duration=0.2]"}, token)
+        post_json(conn, f"{path}/runs", run_body, token)
+    finally:
+        conn.close()
+    time.sleep(0.5)

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import procs
 from bench.fake import FakeControl
 from bench.load import Connection
-from bench.phases import _first_word_at
+from bench.phases import first_word_at
 from bench.stats import summary_ms
 
 TERMINAL = ("response.completed", "response.failed", "response.incomplete")
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
             size = min(args.concurrency, args.runs - start)
             durations = [round(rng.uniform(1.0, 4.0), 2) for _ in range(size)]
             for response_id, first, text in asyncio.run(_batch(port, durations)):
-                lags.append(first - _first_word_at(control.run_info(response_id), text))
+                lags.append(first - first_word_at(control.run_info(response_id), text))
     finally:
         control.close()
         fake.stop()

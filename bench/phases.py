@@ -80,10 +80,10 @@ def _attach_upstream(dep: Deployment, records: list[dict]) -> None:
         if record.get("ok") and info["final_at"] is not None:
             record["lag"] = record["done"] - info["final_at"]
             if "first_delta" in record:
-                record["first_text_lag"] = record["first_delta"] - _first_word_at(info, record["text"])
+                record["first_text_lag"] = record["first_delta"] - first_word_at(info, record["text"])
 
 
-def _first_word_at(info: dict, text: str) -> float:
+def first_word_at(info: dict, text: str) -> float:
     """When the fake upstream wrote the reply's first word: it writes one word after another, evenly
     spaced between the run's start (queued for min(0.1 s, a quarter of it)) and its end
     (fake_openai/events.py Writing)."""

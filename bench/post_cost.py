@@ -156,6 +156,7 @@ def main(argv=None) -> None:
     parser.add_argument("--idempotency-key", action="store_true", help="send an Idempotency-Key with each POST")
     parser.add_argument("--strategy", default="poll", choices=sorted(STRATEGIES))
     parser.add_argument("--top", type=int, default=0, help="also profile the POSTs (cProfile): the top functions")
+    parser.add_argument("--sort", default="tottime", help="the profile's order (pstats: tottime, cumulative, ...)")
     parser.add_argument(
         "--code", type=Path, default=procs.ROOT, help="the tree whose app is measured (an older commit's `git archive`)"
     )
@@ -271,7 +272,7 @@ def main(argv=None) -> None:
             for thread_id in threads:
                 post_run(thread_id)
             profile.disable()
-            pstats.Stats(profile).sort_stats(os.environ.get("SORT", "tottime")).print_stats(args.top)
+            pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
     finally:
         fake.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -13,7 +13,6 @@ phases (bench/phases.py): the same load generator, sampler, step rules and fit.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import config, overhead, phases, procs
+from bench.deployment import warm_up
 from bench.fake import FakeControl
 from harness.servers import Child, accepts, wait_until
 
@@ -73,15 +73,7 @@ class SeedDeployment:
         self.warm_up()
 
     def warm_up(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.backend_port, timeout=60)
-        try:
-            thread = overhead.post_json(conn, "/api/openai/threads", {})
-            path = f"/api/openai/threads/{thread['id']}"
-            overhead.post_json(conn, f"{path}/messages", {"role": "user", "content": "warm up [fake duration=0.2]"})
-            overhead.post_json(conn, f"{path}/runs", self.run_body)
-        finally:
-            conn.close()
-        time.sleep(0.5)
+        warm_up(self.backend_port, None, self.run_body)
 
     @property
     def roots(self) -> dict[str, int]:
