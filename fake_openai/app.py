@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import assistants, control, edits, responses, streaming
 from .errors import ApiError, bad_request, transient
+from .fast_polls import answer_polls_directly
 from .knowledge_api import register as register_knowledge
 from .listing import parse_list_params
 from .state import FakeState
@@ -75,6 +76,21 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
             fake.record_body(g.route, parsed)
         return parsed
 
+    def key_problem(authorization):
+        """The 401 an Authorization header earns, or None when it carries the key."""
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if not token:
+            return ApiError(401, NO_KEY_MESSAGE)
+        if api_key is not None and token != api_key:
+            return ApiError(
+                401,
+                f"Incorrect API key provided: {mask_key(token)}. "
+                "You can find your API key at https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
+        return None
+
     def polled(job_id, operation, *args, poll_hint=False):
         # The poll counts (and may fail) before the lookup, like a flaky upstream in front of it.
         if fake.record_poll(job_id):
@@ -97,17 +113,9 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
                 template = templates[rule.rule] = _PLACEHOLDER.sub(r"{\1}", rule.rule)
             g.route = f"{request.method} {template}"
             fake.count_request(g.route)
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else ""
-        if not token:
-            raise ApiError(401, NO_KEY_MESSAGE)
-        if api_key is not None and token != api_key:
-            raise ApiError(
-                401,
-                f"Incorrect API key provided: {mask_key(token)}. "
-                "You can find your API key at https://platform.openai.com/account/api-keys.",
-                code="invalid_api_key",
-            )
+        problem = key_problem(request.headers.get("Authorization", ""))
+        if problem is not None:
+            raise problem
         if request.path.startswith("/v1/threads"):
             beta = request.headers.get("OpenAI-Beta", "")
             if "assistants=v2" not in beta:
@@ -255,4 +263,5 @@ def create_fake_app(api_key=None, default_duration=0.3, label=None):
 
     edits.register(app, fake, body)
     control.register(app, fake, body)
+    answer_polls_directly(app, key_problem)
     return app

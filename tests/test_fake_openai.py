@@ -504,6 +504,30 @@ def test_fail_every_nth_poll(client, fake, kind, error, status):
     assert fake.run_info(run.id)["polls"] == 3 and fake.run_info(response.id)["polls"] == 3
 
 
+def test_a_plain_look_is_answered_without_flask_as_flask_would(client, fake, raw, app, monkeypatch):
+    conversation, response = start_response(client, "y [fake duration=60]")
+    direct = raw.get(f"/v1/responses/{response.id}")
+    fake.config.fail_every_nth_poll = 10**9  # a knob on polls: Flask's route answers, and never fails
+    through_flask = raw.get(f"/v1/responses/{response.id}")
+    assert direct.status_code == through_flask.status_code == 200
+    assert direct.content == through_flask.content
+    drop = {"x-request-id"}
+    assert {k: v for k, v in direct.headers.items() if k not in drop} == {
+        k: v for k, v in through_flask.headers.items() if k not in drop
+    }
+    assert direct.headers["x-request-id"].startswith("req_") and len(direct.headers["x-request-id"]) == 36
+    assert fake.stats()["requests"]["GET /v1/responses/{response_id}"] == 2
+    assert fake.stats()["polls"] == 2 and fake.run_info(response.id)["polls"] == 2
+    # The direct path is really taken: with Flask's view broken, a plain look still answers.
+    fake.config.fail_every_nth_poll = 0
+    monkeypatch.setitem(app.view_functions, "get_response", lambda response_id: 1 / 0)
+    assert raw.get(f"/v1/responses/{response.id}").json()["id"] == response.id
+    # Wrong key, unknown response, a query: Flask's answers.
+    assert raw.get(f"/v1/responses/{response.id}", headers={"Authorization": "Bearer "}).status_code == 401
+    monkeypatch.undo()
+    assert raw.get("/v1/responses/resp_unknown").status_code == 404
+
+
 def test_wrong_api_key_is_401_with_a_masked_key():
     app = create_fake_app(api_key="sk-right-key-0000", default_duration=0.02)
     with make_client(app, api_key="sk-wrong-key-987654") as client:
