@@ -107,7 +107,7 @@ WAIT_STRATEGY = Choice("WAIT_STRATEGY", "poll", ("poll", "fixed", "stream"))
 POLL_FIRST_MS = Number("POLL_FIRST_MS", 500, int, low=1, high=60_000)
 POLL_MAX_MS = Number("POLL_MAX_MS", 1000, int, low=1, high=60_000)
 # Looks at waiting runs per second per process (app/runs/polling.py); 0: no budget. Measured: docs/benchmarks.md.
-POLL_BUDGET = Number("POLL_BUDGET", 600, int, low=0, high=1_000_000)
+POLL_BUDGET = Number("POLL_BUDGET", 1200, int, low=0, high=1_000_000)
 # Its default, min(10, RUN_TIMEOUT_SECONDS / 2), depends on the deadline: see Settings.
 UPSTREAM_TIMEOUT_SECONDS = Number("UPSTREAM_TIMEOUT_SECONDS", 10.0, low=0.1)
 # Model turns of one run that may end in calls of server tools (the OpenAI Agents SDK's default).

@@ -170,7 +170,7 @@ def test_the_inflight_limit_follows_the_workers_width_and_the_poll_budget_is_a_s
     assert load_settings({**base_env, "WORKER_CONNECTIONS": "3000"}).max_inflight_runs == 2625
     assert load_settings({**base_env, "WORKER_THREADS": "32"}).max_inflight_runs == 28
     assert load_settings({**base_env, "WORKER_CONNECTIONS": "3000", "MAX_INFLIGHT_RUNS": "10"}).max_inflight_runs == 10
-    assert load_settings(base_env).poll_budget == 600
+    assert load_settings(base_env).poll_budget == 1200
     assert load_settings({**base_env, "POLL_BUDGET": "0"}).poll_budget == 0
     with pytest.raises(ConfigError, match="POLL_BUDGET"):
         load_settings({**base_env, "POLL_BUDGET": "-1"})
