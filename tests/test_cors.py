@@ -82,3 +82,12 @@ def test_cors_origins_lists_several_origins_and_nothing_else(make_app):
         assert "Origin" in answer.headers["Vary"]  # caches must not hand one origin's answer to another
     for origin in (LEGACY_FRONTEND, "https://chatXexample.org", "https://evil.chat.example.org"):
         assert _cors_headers(_preflight(client, origin)) == set()
+
+
+def test_requests_without_an_origin_get_no_cors_headers(app):
+    client = app.test_client()
+    answered = client.post("/api/openai/threads", json={}, headers={"Authorization": f"Bearer {TOKENS['alice']}"})
+    refused = client.post("/api/openai/threads", json={})
+    assert (answered.status_code, refused.status_code) == (200, 401)
+    assert _cors_headers(answered) == _cors_headers(refused) == set()
+    assert "Origin" not in answered.headers.get("Vary", "")
