@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from app.store.db import make_database
 from app.store.lean import Lean
 from app.store.records import Records
+from tests.helpers import TOKENS, Api
 
 
 @pytest.fixture
@@ -78,15 +79,22 @@ def test_the_lock_and_the_runs_end_through_records_together(engine):
     assert records.active_run("t1") is None  # the lock was rolled back with the rest
 
 
-def test_a_polled_run_takes_three_database_transactions(app, api):
+@pytest.mark.parametrize("strategy", ["poll", "stream"])
+def test_a_run_takes_three_database_transactions(make_app, strategy):
     """The lock (with what the run may search), the run's start, and its end (snapshot, messages,
-    steps, usage, unlock): docs/benchmarks.md counts them per POST .../runs."""
+    steps, usage, unlock): docs/benchmarks.md counts them per POST .../runs. Read from the
+    upstream's events, a reply's step is recorded once, at the end, not as its first words come."""
+    app = make_app(WAIT_STRATEGY=strategy)
+    api = Api(app.test_client(), TOKENS["alice"])
     checkouts = []
     engine = app.extensions["services"].records.db
     thread_id = api.new_thread()
-    api.say(thread_id, "hello [fake duration=0.2]")
+    api.say(thread_id, "hello there [fake duration=0.2]")
     sa.event.listen(engine.pool, "checkout", lambda *args: checkouts.append(1))
     answer = api.run(thread_id)
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["status"] == "completed"
     assert len(checkouts) == 3
+    run_id = answer.get_json()["id"]
+    steps = api.get(f"/threads/{thread_id}/runs/{run_id}/steps").get_json()["data"]
+    assert [(s["type"], s["status"]) for s in steps] == [("message_creation", "completed")]

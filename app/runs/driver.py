@@ -367,6 +367,7 @@ class RunDriver:
         run = plan.present(result.run, client_calls=client_calls, expires_at=expires_at)
         pending = plan.pending(result.run, outputs, expires_at)
         self.records.await_outputs(run, pending, plan.owner, plan.assistant.name, seconds)
+        self.steps.save_open()
         if self.listener is not None:
             self.listener.status_changed(run)
         metrics.run_finished(result)

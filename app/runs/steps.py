@@ -102,6 +102,10 @@ class StepBook:
         return step
 
     def _begin(self, step: dict) -> dict:
+        if self.listener is None and step["type"] == "message_creation":
+            # Nobody hears of it now: it is saved when it ends, with the run's end (one transaction
+            # fewer while a reply streams in), or by `save_open` when the run waits for its client.
+            return step
         self._save(step)
         if self.listener is not None:
             # A tool_calls step begins empty; its calls follow as a delta (which the SDKs add to it).
@@ -166,6 +170,12 @@ class StepBook:
         """An assistant message of the run is being written: its `message_creation` step."""
         if message_id not in self.replies:
             self.replies[message_id] = self._begin(new_step(self.run, "message_creation", {"message_id": message_id}))
+
+    def save_open(self) -> None:
+        """Record the replies still being written as they are (the run goes on in another request)."""
+        for step in self.replies.values():
+            if step["status"] == "in_progress":
+                self._save(step)
 
     def reply_done(self, message_id: str, usage: dict | None) -> None:
         """The message is complete: so is its step, with the usage of the round that wrote it."""
