@@ -504,11 +504,17 @@ def test_fail_every_nth_poll(client, fake, kind, error, status):
     assert fake.run_info(run.id)["polls"] == 3 and fake.run_info(response.id)["polls"] == 3
 
 
-def test_a_plain_look_is_answered_without_flask_as_flask_would(client, fake, raw, app, monkeypatch):
-    conversation, response = start_response(client, "y [fake duration=60]")
-    direct = raw.get(f"/v1/responses/{response.id}")
+@pytest.mark.parametrize("kind", ["response", "run"])
+def test_a_plain_look_is_answered_without_flask_as_flask_would(client, fake, raw, app, monkeypatch, kind):
+    if kind == "response":
+        _, job = start_response(client, "y [fake duration=60]")
+        path, view, route = f"/v1/responses/{job.id}", "get_response", "GET /v1/responses/{response_id}"
+    else:
+        thread, job = start_run(client, "y [fake duration=60]")
+        path, view, route = f"/v1/threads/{thread.id}/runs/{job.id}", "get_run", "GET /v1/threads/{thread_id}/runs/{run_id}"
+    direct = raw.get(path)
     fake.config.fail_every_nth_poll = 10**9  # a knob on polls: Flask's route answers, and never fails
-    through_flask = raw.get(f"/v1/responses/{response.id}")
+    through_flask = raw.get(path)
     assert direct.status_code == through_flask.status_code == 200
     assert direct.content == through_flask.content
     drop = {"x-request-id"}
@@ -516,16 +522,20 @@ def test_a_plain_look_is_answered_without_flask_as_flask_would(client, fake, raw
         k: v for k, v in through_flask.headers.items() if k not in drop
     }
     assert direct.headers["x-request-id"].startswith("req_") and len(direct.headers["x-request-id"]) == 36
-    assert fake.stats()["requests"]["GET /v1/responses/{response_id}"] == 2
-    assert fake.stats()["polls"] == 2 and fake.run_info(response.id)["polls"] == 2
+    assert fake.stats()["requests"][route] == 2
+    assert fake.stats()["polls"] == 2 and fake.run_info(job.id)["polls"] == 2
     # The direct path is really taken: with Flask's view broken, a plain look still answers.
     fake.config.fail_every_nth_poll = 0
-    monkeypatch.setitem(app.view_functions, "get_response", lambda response_id: 1 / 0)
-    assert raw.get(f"/v1/responses/{response.id}").json()["id"] == response.id
-    # Wrong key, unknown response, a query: Flask's answers.
-    assert raw.get(f"/v1/responses/{response.id}", headers={"Authorization": "Bearer "}).status_code == 401
+    monkeypatch.setitem(app.view_functions, view, lambda **ids: 1 / 0)
+    assert raw.get(path).json()["id"] == job.id
+    # A wrong key, a missing beta header, an unknown object, a poll hint: Flask's answers.
+    assert raw.get(path, headers={"Authorization": "Bearer "}).status_code == 401
     monkeypatch.undo()
-    assert raw.get("/v1/responses/resp_unknown").status_code == 404
+    assert raw.get(path.replace(job.id, job.id[:-2] + "zz")).status_code == 404
+    if kind == "run":
+        assert raw.get(path, headers={"OpenAI-Beta": ""}).status_code == 400
+        fake.config.poll_after_ms = 250
+        assert raw.get(path).headers["openai-poll-after-ms"] == "250"
 
 
 def test_wrong_api_key_is_401_with_a_masked_key():
