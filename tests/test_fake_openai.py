@@ -511,7 +511,11 @@ def test_a_plain_look_is_answered_without_flask_as_flask_would(client, fake, raw
         path, view, route = f"/v1/responses/{job.id}", "get_response", "GET /v1/responses/{response_id}"
     else:
         thread, job = start_run(client, "y [fake duration=60]")
-        path, view, route = f"/v1/threads/{thread.id}/runs/{job.id}", "get_run", "GET /v1/threads/{thread_id}/runs/{run_id}"
+        path, view, route = (
+            f"/v1/threads/{thread.id}/runs/{job.id}",
+            "get_run",
+            "GET /v1/threads/{thread_id}/runs/{run_id}",
+        )
     direct = raw.get(path)
     fake.config.fail_every_nth_poll = 10**9  # a knob on polls: Flask's route answers, and never fails
     through_flask = raw.get(path)
