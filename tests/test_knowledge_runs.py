@@ -11,7 +11,7 @@ import pytest
 from app.citations import StreamedCitations, annotated
 from app.contract import UpstreamTransient
 from app.engines.responses import file_search_call
-from tests.helpers import TOKENS, upstream_calls
+from tests.helpers import TOKENS, Api, upstream_calls
 
 FOODS = b"Travis's favorite food is pizza.\n\nFilip's favorite food is cake.\n"
 QUESTION = "What is Travis's favorite food?"
@@ -77,6 +77,20 @@ def test_an_attached_file_is_searched_and_cited(api, quick, engine_name):
     assert len(store_ids) == 1 and file_id in quick.vector_stores[store_ids[0]].files
     if engine_name == "responses":
         assert {"type": "file_search"} in run.json["tools"]
+
+
+def test_a_blocking_run_read_from_the_upstreams_events_is_cited(make_app, quick, engine_name):
+    """WAIT_STRATEGY=stream, a client that waits for the JSON answer: nobody hears the reply's
+    text or its citations as they come, and the answer and the thread still cite the file."""
+    app = make_app(WAIT_STRATEGY="stream")
+    api = Api(app.test_client(), TOKENS["alice"])
+    file_id = upload(api)
+    thread_id = api.new_thread()
+    assert ask(api, thread_id, file_id).status_code == 200
+    run = api.run(thread_id)
+    assert run.status_code == 200, run.json
+    assert run.json["status"] == "completed"
+    assert_cites(answer_text(api, thread_id), file_id)
 
 
 def test_the_sdk_streams_the_citations_that_the_thread_keeps(live_server, quick, engine_name):

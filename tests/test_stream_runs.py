@@ -128,6 +128,40 @@ def test_text_arrives_while_the_run_is_in_progress(sdk, fake):
     assert deltas[-1] - deltas[0] > 0.5
 
 
+@pytest.mark.parametrize("engine_name", ["responses"])
+def test_a_blocking_run_read_from_the_upstreams_events_leaves_its_text_deltas_unparsed(make_app, monkeypatch):
+    """WAIT_STRATEGY=stream: a client that waits for the JSON answer hears no text as it comes, so
+    the deltas of a long reply are not parsed; a streamed answer's are."""
+    from app.engines import upstream_http
+
+    parsed = []
+    real = upstream_http.json.loads
+
+    class CountingJson:
+        dumps = staticmethod(json.dumps)
+
+        @staticmethod
+        def loads(data):
+            event = real(data)
+            parsed.append(event.get("type") if isinstance(event, dict) else None)
+            return event
+
+    monkeypatch.setattr(upstream_http, "json", CountingJson)
+    api = Api(make_app(WAIT_STRATEGY="stream").test_client(), TOKENS["alice"])
+    for stream in (False, True):
+        parsed.clear()
+        thread_id = api.new_thread()
+        api.say(thread_id, "one two three four five six seven eight [fake duration=0.3]")
+        answer = api.run(thread_id, stream=stream)
+        assert answer.status_code == 200
+        answer.get_data()  # a streamed answer is read to its end
+        deltas = parsed.count("response.output_text.delta")
+        assert "response.completed" in parsed
+        assert deltas == (9 if stream else 0), parsed
+        reply = api.get(f"/threads/{thread_id}/messages?limit=1").json["data"][0]["content"][0]["text"]["value"]
+        assert reply == "Echo: one two three four five six seven eight"
+
+
 @pytest.mark.parametrize("engine_name", ["assistants"])
 def test_the_assistants_engine_sends_the_text_as_one_delta(sdk, fake):
     thread_id = _thread_with(sdk, "one two three [fake duration=0.3]")

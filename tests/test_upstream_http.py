@@ -279,6 +279,25 @@ def test_stream_parsing_skips_comments_and_done_and_passes_unknown_types():
     assert kinds == ["response.created", "keepalive", "response.output_text.delta"]
 
 
+def test_stream_events_named_in_skip_are_passed_over_unparsed_and_the_set_may_change():
+    text = (
+        'event: response.created\ndata: {"type": "response.created", "sequence_number": 1}\n\n'
+        "event: response.output_text.delta\ndata: {not even JSON\n\n"
+        'data: {"type": "response.output_text.delta", "delta": "no event line: parsed"}\n\n'
+        'event: response.in_progress\ndata: {"type": "response.in_progress", "sequence_number": 3}\n\n'
+        'event: response.output_text.delta\ndata: {"type": "response.output_text.delta", "delta": "heard"}\n\n'
+    )
+    client = _client(_wsgi("200 OK", text, content_type="text/event-stream"))
+    skip = {"response.output_text.delta"}
+    read = []
+    with client.stream("POST", "/responses", {"stream": True}, skip=skip) as events:
+        for event in events:
+            read.append(event.get("delta") or event["type"])
+            if event["type"] == "response.in_progress":
+                skip.clear()  # from here on, every event is read
+    assert read == ["response.created", "no event line: parsed", "response.in_progress", "heard"]
+
+
 def test_stream_with_a_broken_event_is_transient():
     client = _client(_wsgi("200 OK", "data: {not json\n\n", content_type="text/event-stream"))
     with pytest.raises(UpstreamTransient), client.stream("GET", "/responses/r") as events:

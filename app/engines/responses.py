@@ -40,6 +40,8 @@ FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "incomplete", "r
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
 # The events that name a new response, first on its creation stream.
 NAMING_EVENTS = frozenset({"response.created", "response.queued", "response.in_progress"}) | TERMINAL_EVENTS
+# A reply's text and its citations as they come: what only a listener that hears text needs.
+TEXT_EVENTS = frozenset({"response.output_text.delta", "response.output_text.annotation.added"})
 # Each read of a stream waits at most this long, so that a wait never outlives its deadline
 # by more; a silent stream is then resumed (OpenAI sends a keepalive only every ~30 s).
 STREAM_READ_SECONDS = 5.0
@@ -367,7 +369,9 @@ class ResponsesEngine:
         follower = _Follower(self, thread_id)
         try:
             opened = follower.stack.enter_context(
-                self.upstream.stream("POST", "/responses", body, timeout=read_seconds, what="create run")
+                self.upstream.stream(
+                    "POST", "/responses", body, timeout=read_seconds, what="create run", skip=follower.unheard
+                )
             )
             follower.events = iter(opened)
             for event in follower.events:
@@ -494,6 +498,9 @@ class _Follower:
         self.seen: int | None = None  # the last sequence_number read
         self.stack = contextlib.ExitStack()
         self.citations: dict[str, StreamedCitations] = {}  # message item ID -> its markers so far
+        # Events passed over unread: a reply's text and citations when nobody hears them as they
+        # come (the run's end brings them whole); hundreds of deltas in a long reply.
+        self.unheard: set[str] = set()
 
     def close(self) -> None:
         self.stack.close()
@@ -507,6 +514,9 @@ class _Follower:
         hears the run's start and its text as the events come (see `_tell`).
         """
         deadline = time.monotonic() + timeout
+        self.unheard.clear()
+        if listener is None or not getattr(listener, "hears_text", True):
+            self.unheard.update(TEXT_EVENTS)
         for _ in range(STREAM_ATTEMPTS):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -537,7 +547,12 @@ class _Follower:
             params["starting_after"] = self.seen
         opened = self.stack.enter_context(
             self.engine.upstream.stream(
-                "GET", f"/responses/{self.run_id}", params=params, timeout=read_seconds, what="stream run"
+                "GET",
+                f"/responses/{self.run_id}",
+                params=params,
+                timeout=read_seconds,
+                what="stream run",
+                skip=self.unheard,
             )
         )
         self.events = iter(opened)

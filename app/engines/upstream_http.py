@@ -156,16 +156,18 @@ class UpstreamHTTP:
         *,
         timeout: float = 10.0,
         what: str = "",
+        skip: set[str] | frozenset[str] = frozenset(),
     ) -> Iterator[Iterator[dict]]:
         """The parsed events of an SSE answer; `timeout` bounds each wait for more bytes.
 
-        Comments, `event:` lines and `[DONE]` are skipped; events of unknown types
-        are yielded like the others. A drop or silence while reading raises
-        UpstreamTransient (maybe_sent=True).
+        Comments and `[DONE]` are skipped; events of unknown types are yielded like the
+        others. An event whose `event:` line names one in `skip` is passed over unparsed
+        (the caller may change the set while reading). A drop or silence while reading
+        raises UpstreamTransient (maybe_sent=True).
         """
         what = what or f"{method} {path} (stream)"
         if self._http1 is not None:
-            with self._plain_stream(method, path, body, params, timeout, what) as events:
+            with self._plain_stream(method, path, body, params, timeout, what, skip) as events:
                 yield events
             return
         headers = {"Accept": "text/event-stream"}
@@ -180,12 +182,12 @@ class UpstreamHTTP:
                 with self._translated(what):
                     response.read()
                 self._raise_status(response, what)
-            yield self._events(response, what)
+            yield self._events(response, what, skip=skip)
         finally:
             response.close()
 
     @contextlib.contextmanager
-    def _plain_stream(self, method, path, body, params, timeout, what):
+    def _plain_stream(self, method, path, body, params, timeout, what, skip):
         """`stream` over http1: one socket per stream, kept for another call if read to its end."""
         target = f"{path}?{urlencode(params)}" if params else path
         data = None if body is None else json.dumps(body).encode()
@@ -198,15 +200,23 @@ class UpstreamHTTP:
                 with self._translated(what, url):
                     reply = answer.reply()
                 self._raise_status(reply, what)
-            yield self._events(answer, what, url)
+            yield self._events(answer, what, url, skip)
         finally:
             answer.close()
 
-    def _events(self, response, what, url=None):
+    def _events(self, response, what, url=None, skip=frozenset()):
+        name = ""  # the current event's `event:` line
         with self._translated(what, url):
             for line in response.iter_lines():
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                    continue
                 if not line.startswith("data:"):
-                    continue  # blank separator, comment (`:`), event:, id:, retry:
+                    if not line:
+                        name = ""  # the event's end
+                    continue  # comment (`:`), id:, retry:
+                if name in skip:
+                    continue
                 data = line[5:].strip()
                 if data == "[DONE]":
                     continue

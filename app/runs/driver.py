@@ -111,6 +111,7 @@ class _ClientView:
         self.plan = plan
         self.listener = listener
         self.steps = steps
+        self.hears_text = listener is not None  # else the engine may skip a reply's text as it comes
 
     def created(self, run: dict) -> None:
         self.status_changed(run)
@@ -126,7 +127,8 @@ class _ClientView:
             self.listener.text_appended(message_id, index, text)
 
     def citation_added(self, message_id: str, index: int, text: str, annotation: dict) -> None:
-        self.listener.citation_added(message_id, index, text, annotation)
+        if self.listener is not None:
+            self.listener.citation_added(message_id, index, text, annotation)
 
     def message_completed(self, message: dict) -> None:
         self.steps.reply_started(message["id"])
