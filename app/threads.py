@@ -86,14 +86,20 @@ def add_message(
 
 
 def list_messages(services: Services, owner: str, thread_id: str, page: MessagePage) -> dict:
-    require_thread(services, owner, thread_id)
     engine = services.engine
-    if engine.full_message_lists:
-        return engine.list_messages(thread_id, page)
-    if page.before is not None or page.run_id is not None:
+    if engine.full_message_lists or page.before is not None or page.run_id is not None:
+        require_thread(services, owner, thread_id)
+        if engine.full_message_lists:
+            return engine.list_messages(thread_id, page)
         return services.records.list_messages(thread_id, page)
+    # The newest page (what a chat shows) is most likely the newest records: read with the owner's
+    # check, they spare the completion a second read.
+    newest = page.limit if page.order == "desc" and page.after is None else 0
+    thread_owner, read = services.records.owner_and_newest_messages(thread_id, newest)
+    if thread_owner != owner:
+        raise not_found("thread", thread_id)
     listed = engine.list_messages(thread_id, page)
-    listed["data"] = services.records.complete_messages(thread_id, listed["data"])
+    listed["data"] = services.records.complete_messages(thread_id, listed["data"], read)
     return listed
 
 

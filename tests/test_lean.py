@@ -98,3 +98,31 @@ def test_a_run_takes_three_database_transactions(make_app, strategy):
     run_id = answer.get_json()["id"]
     steps = api.get(f"/threads/{thread_id}/runs/{run_id}/steps").get_json()["data"]
     assert [(s["type"], s["status"]) for s in steps] == [("message_creation", "completed")]
+
+
+@pytest.mark.parametrize("engine_name", ["responses"])  # the assistants engine's lists are whole upstream
+def test_the_newest_page_of_messages_is_completed_from_the_owners_check(app, api):
+    """`GET .../messages` (newest first, no cursor) reads the owner and the newest records in one
+    transaction; other pages, and messages the record does not hold, take a second read."""
+    thread_id = api.new_thread()
+    for text in ("one", "two", "three"):
+        api.say(thread_id, text)
+    engine = app.extensions["services"].records.db
+    checkouts = []
+    sa.event.listen(engine.pool, "checkout", lambda *args: checkouts.append(1))
+
+    def listed(query=""):
+        checkouts.clear()
+        answer = api.get(f"/threads/{thread_id}/messages{query}")
+        assert answer.status_code == 200, answer.get_json()
+        return [m["content"][0]["text"]["value"] for m in answer.get_json()["data"]], len(checkouts)
+
+    assert listed() == (["three", "two", "one"], 1)
+    assert listed("?limit=2") == (["three", "two"], 1)
+    assert listed("?order=asc") == (["one", "two", "three"], 2)
+    with Lean(engine).transaction() as sql:
+        sql("DELETE FROM messages WHERE thread_id = ? AND body LIKE '%two%'", (thread_id,))
+    texts, reads = listed()
+    assert texts == ["three", "two", "one"] and reads == 3  # the unknown one read, then learned
+    assert listed() == (["three", "two", "one"], 1)
+    assert api.get(f"/threads/{thread_id}/messages", headers={"Authorization": "Bearer nobody"}).status_code == 401

@@ -124,6 +124,17 @@ class Records(ThreadRecords):
             row = sql("SELECT owner FROM threads WHERE id = ?", (thread_id,)).fetchone()
         return None if row is None else row[0]
 
+    def owner_and_newest_messages(self, thread_id: str, count: int) -> tuple[str | None, dict[str, str]]:
+        """The thread's owner and its `count` newest recorded messages (ID -> JSON), in one read."""
+        with self.lean.transaction() as sql:
+            row = sql("SELECT owner FROM threads WHERE id = ?", (thread_id,)).fetchone()
+            if row is None or not count:
+                return (None if row is None else row[0]), {}
+            newest = sql(
+                "SELECT id, body FROM messages WHERE thread_id = ? ORDER BY seq DESC LIMIT ?", (thread_id, count)
+            )
+            return row[0], dict(newest.fetchall())
+
     def forget_thread(self, thread_id: str) -> None:
         with self.db.begin() as conn:
             conn.execute(messages.delete().where(messages.c.thread_id == thread_id))
@@ -311,14 +322,20 @@ class Records(ThreadRecords):
         if items:
             sql(_ADD_MESSAGE, [(m["id"], thread_id, run_id or m.get("run_id"), json.dumps(m)) for m in items])
 
-    def complete_messages(self, thread_id: str, listed: list[dict]) -> list[dict]:
-        """Upstream messages with what the record knows of them; unknown ones are learned now."""
+    def complete_messages(self, thread_id: str, listed: list[dict], read: dict[str, str] | None = None) -> list[dict]:
+        """Upstream messages with what the record knows of them; unknown ones are learned now.
+        `read`: records already read (ID -> JSON), which the record is not asked for again."""
         if not listed:
             return listed
-        ids = [m["id"] for m in listed]
-        with self.lean.transaction() as sql:
-            rows = sql(f"SELECT id, body FROM messages WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids))
-            known = {message_id: json.loads(body) for message_id, body in rows.fetchall()}
+        read = read or {}
+        ids = [m["id"] for m in listed if m["id"] not in read]
+        known = {
+            message_id: json.loads(read[message_id]) for message_id in (m["id"] for m in listed) if message_id in read
+        }
+        if ids:
+            with self.lean.transaction() as sql:
+                rows = sql(f"SELECT id, body FROM messages WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids))
+                known.update((message_id, json.loads(body)) for message_id, body in rows.fetchall())
         unknown = [dict(m, created_at=int(self.clock())) for m in listed if m["id"] not in known]
         self.add_messages(thread_id, unknown)
         known.update((m["id"], m) for m in unknown)
