@@ -1,7 +1,7 @@
 """The fake's busiest routes answered without Flask: plain looks at a response or a run.
 
 A benchmark's thousands of waiting runs each look at their response (or Assistants
-run) about once a second. Through Flask a look cost the fake's one process ~0.37 ms
+run) about once a second. Through Flask a look cost the fake's one process ~0.4 ms
 under gunicorn, so at 4,000 polled runs the fake, not the backend under test, ran out
 of CPU. This answers `GET /v1/responses/{id}` and `GET /v1/threads/{id}/runs/{id}`
 (no query) itself when nothing can make the answer differ from the Flask route's: the

@@ -328,10 +328,8 @@ class Records(ThreadRecords):
         if not listed:
             return listed
         read = read or {}
-        ids = [m["id"] for m in listed if m["id"] not in read]
-        known = {
-            message_id: json.loads(read[message_id]) for message_id in (m["id"] for m in listed) if message_id in read
-        }
+        known = {m["id"]: json.loads(read[m["id"]]) for m in listed if m["id"] in read}
+        ids = [m["id"] for m in listed if m["id"] not in known]
         if ids:
             with self.lean.transaction() as sql:
                 rows = sql(f"SELECT id, body FROM messages WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids))
