@@ -30,9 +30,15 @@ ADD = 'sum [fake call=add args={"a": 2, "b": 40}]'
 
 
 @pytest.fixture
-def tools_app(make_app):
+def wait_strategy():
+    """How the backend waits; a test may parametrize it."""
+    return "poll"
+
+
+@pytest.fixture
+def tools_app(make_app, wait_strategy):
     tool_handlers.reset()
-    return make_app(ASSISTANT_CURATOR_TOOLS=SERVER_TOOLS)
+    return make_app(ASSISTANT_CURATOR_TOOLS=SERVER_TOOLS, WAIT_STRATEGY=wait_strategy)
 
 
 @pytest.fixture
@@ -93,6 +99,7 @@ def test_a_server_tool_round_and_the_reply_are_two_steps(sdk, fake, engine_name)
         sdk.beta.threads.runs.steps.retrieve("step_nothing", thread_id=thread.id, run_id=run.id)
 
 
+@pytest.mark.parametrize("wait_strategy", ["poll", "stream"])
 def test_a_client_tool_step_waits_for_its_outputs(sdk, engine_name):
     thread = sdk.beta.threads.create(
         messages=[{"role": "user", "content": 'w [fake call=get_weather args={"city": "Rome"}]'}]
