@@ -210,3 +210,24 @@ def test_jwt_failures_leak_neither_the_secret_nor_the_token(make_app, watch):
     seen = watch.seen()
     assert good not in seen and good.split(".")[2] not in seen
     watch.assert_clean(expected_app_lines=5)
+
+
+def test_the_log_redactor_takes_out_every_secret_the_longest_where_they_overlap():
+    import random
+    import re
+
+    from app.redaction import redact, redactor
+
+    secrets = ["abc", "abcdef", "a.b", "x*y", "bench-token-0001", "bench-token-0010", "", "sk-live"]
+    apply = redactor(secrets)
+    assert apply("abcdefg abc ab axb a.b x*y xy") == "[redacted]g [redacted] ab axb [redacted] [redacted] xy"
+    assert apply("bench-token-0010 bench-token-001 bench-token-00010") == "[redacted] bench-token-001 [redacted]0"
+    assert apply("a key sk-other-123456") == "a key [redacted]"  # no secret, but shaped as a key
+    # The same as one alternative per secret, longest first, then the keys' shape.
+    by_length = sorted((s for s in secrets if s), key=len, reverse=True)
+    one_by_one = re.compile("|".join(re.escape(s) for s in by_length))
+    pieces = [*by_length, "a", "b", "c", "d", ".", "*", "-", "0", "1", " ", "bench-token-00", "sk-"]
+    chosen = random.Random(7)
+    for _ in range(2000):
+        text = "".join(chosen.choice(pieces) for _ in range(12))
+        assert apply(text) == redact(one_by_one.sub("[redacted]", text))
