@@ -17,7 +17,11 @@ from typing import Protocol
 
 class RunListener(Protocol):
     """Hears one run's progress, each run already shown as the client's one run
-    (except in the engines, whose runs the driver presents before passing them on)."""
+    (except in the engines, whose runs the driver presents before passing them on).
+
+    A listener whose `hears_text` is False (the driver's, when no client reads the reply as
+    it comes) lets an engine skip the text and citation events it would otherwise tell;
+    one without the attribute hears them."""
 
     def created(self, run: dict) -> None:
         """The run exists upstream: its first snapshot."""
