@@ -401,8 +401,25 @@ def _bound_first_head(worker):
     worker.handle, worker.handle_request, worker.timeout_ctx = handle, handle_one, timeout_ctx
 
 
+class _SettledConfig:
+    """A worker's gunicorn settings, each value read once: gunicorn reads some thirty of them for
+    every request, each through `Config.__getattr__` and its setting's `get`. Anything else
+    (properties, the settings table) is the worker's own configuration's."""
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+        for name in cfg.settings:
+            setattr(self, name, getattr(cfg, name))
+        self.is_ssl = cfg.is_ssl
+
+    def __getattr__(self, name):
+        return getattr(self._cfg, name)
+
+
 def post_fork(server, worker):
-    """In each worker: gunicorn's errors as JSON; under gevent, a bound on the first request's head."""
+    """In each worker: settings read once; gunicorn's errors as JSON; under gevent, a bound on the
+    first request's head."""
+    worker.cfg = _SettledConfig(worker.cfg)
     _json_errors(worker)
     if _worker_name(worker.cfg) in ("gevent", "geventworker"):
         _bound_first_head(worker)

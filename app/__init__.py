@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; settings are read from the environment when not given."""
     settings = settings or load_settings()
     logs.configure(settings)
-    app = Flask(__name__, static_folder=None)  # app/static is the chat page's, served only when it is on
+    app = _Backend(__name__, static_folder=None)  # app/static is the chat page's, served only when it is on
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     if settings.forwarded_proxies:
@@ -63,6 +63,20 @@ def create_app(settings: Settings | None = None) -> Flask:
         upstream_probe.probe_in_background(settings.openai_base_url, settings.openai_api_key, log.warning)
     log.info("engine %s, assistant types: %s", settings.engine, ", ".join(t.name for t in settings.assistant_types))
     return app
+
+
+class _Backend(Flask):
+    """Flask, asking once per hook or view whether it is a coroutine function, not at every request."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sync_callables: dict = {}
+
+    def ensure_sync(self, func):
+        sync = self._sync_callables.get(func)
+        if sync is None:
+            sync = self._sync_callables[func] = super().ensure_sync(func)
+        return sync
 
 
 def _cors(app: Flask, settings: Settings) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Flask, g, has_app_context, request
 
@@ -90,7 +90,7 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def start():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
         g.started = time.perf_counter()
 
     @app.after_request

@@ -114,10 +114,18 @@ def not_ready(dependency: str) -> None:
     NOT_READY.labels(dependency).inc()
 
 
+# The token counters by (assistant type, model, usage field): `labels` takes a lock and checks its arguments.
+_token_counters: dict[tuple[str, str, str], Counter] = {}
+
+
 def tokens_used(assistant_type: str, model: str, tokens: dict[str, int]) -> None:
     """Count the tokens of one recorded upstream run, by kind (`input_tokens` -> "input")."""
-    for kind, count in tokens.items():
-        TOKENS.labels(assistant_type, model, kind.removesuffix("_tokens")).inc(count)
+    for field, count in tokens.items():
+        counter = _token_counters.get((assistant_type, model, field))
+        if counter is None:
+            counter = TOKENS.labels(assistant_type, model, field.removesuffix("_tokens"))
+            _token_counters[(assistant_type, model, field)] = counter
+        counter.inc(count)
 
 
 def budget_refused(assistant_type: str, budget: str) -> None:

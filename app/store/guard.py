@@ -60,10 +60,11 @@ def watch_sqlite_file(engine: sa.Engine, path: str) -> None:
     def same_file_still(_dbapi_connection, record, _proxy):
         # A connection opened earlier could still write (into the WAL) a file that is now read-only,
         # or one that was deleted: it is dropped, and the request refused until the file is back.
-        problem = file_problem(path)
+        found = _file_id(path)
+        problem = file_problem(path, exists=found is not None)
         if problem:
             raise StorageUnavailable(problem)
-        if _file_id(path) != record.info.get("file_id"):
+        if found != record.info.get("file_id"):
             raise sa.exc.DisconnectionError("the SQLite file was replaced")  # the pool opens the new one
 
     @sa.event.listens_for(engine, "handle_error")
@@ -85,10 +86,10 @@ def sqlite_path(engine: sa.Engine) -> str | None:
     return None if not path or path == ":memory:" else path
 
 
-def file_problem(path: str) -> str | None:
-    """Why the SQLite file at `path` cannot be written now, or None."""
+def file_problem(path: str, exists: bool | None = None) -> str | None:
+    """Why the SQLite file at `path` cannot be written now, or None (`exists`: when the caller has just looked)."""
     # Never open the file here: closing any descriptor of it would drop this process's SQLite locks.
-    if not os.path.exists(path):
+    if not (os.path.exists(path) if exists is None else exists):
         return "the database file is missing"
     if not os.access(path, os.W_OK):  # mode bits, a read-only mount, an immutable file (root too)
         return "the database file is not writable"

@@ -43,15 +43,17 @@ class Lean:
         self.dialect = engine.dialect
         self._style = (lambda sql: sql) if engine.dialect.paramstyle == "qmark" else _format_style
 
-    @contextlib.contextmanager
     def transaction(self):
         """A function running one statement (one set of parameters, or a list of them) and
         returning its cursor; committed at the end of the block, rolled back on any error. Inside
         `together`, the one transaction already open."""
         joined = _joined.get()
         if joined is not None and joined[0] is self.engine:
-            yield joined[1]
-            return
+            return _Joined(joined[1])
+        return self._own_transaction()
+
+    @contextlib.contextmanager
+    def _own_transaction(self):
         try:
             raw = self.engine.raw_connection()  # the pool's checkout: guard's checks run here
         except self.dialect.loaded_dbapi.Error as exc:  # the server is down, restarting, or refusing
@@ -105,3 +107,18 @@ class Lean:
     def _roll_back(raw) -> None:
         with contextlib.suppress(Exception):
             raw.rollback()
+
+
+class _Joined:
+    """A `transaction()` inside `together`: the open transaction's function; its end is the block's."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run):
+        self.run = run
+
+    def __enter__(self):
+        return self.run
+
+    def __exit__(self, *exc) -> None:
+        return None
