@@ -132,15 +132,37 @@ class Http1:
             self._idle.pop().close()
 
     def request(self, method: str, target: str, body: bytes | None, timeout: float, connect_timeout: float) -> Reply:
-        """Send one request (`target`: path and query under the base URL) and read its answer."""
-        with self.open(method, target, body, timeout, connect_timeout) as answer:
-            return answer.reply()
+        """Send one request (`target`: path and query under the base URL) and read its whole answer.
+        (`open` and `Answer.reply` do the same in more steps: this is the call made most.)"""
+        payload = self._payload(method, target, body, "")
+        conn = self._connection(connect_timeout)
+        try:
+            conn.sock.settimeout(timeout)
+            conn.sock.sendall(payload)
+            status, headers, keep = self._head(conn)
+            content, reusable = self._whole_body(conn, method, status, headers)
+        except (OSError, ValueError, Broken) as exc:
+            raise _broken(conn, exc) from None
+        if keep and reusable:
+            self._keep(conn)
+        else:
+            conn.close()
+        return Reply(status, headers, content, f"{self.origin}{self.prefix}{target}")
 
     def open(
         self, method: str, target: str, body: bytes | None, timeout: float, connect_timeout: float, accept: str = ""
     ) -> Answer:
         """Send one request and read the head of its answer; the body is read from the `Answer`
         (whole, or line by line as it comes), each read bounded by `timeout`."""
+        payload = self._payload(method, target, body, accept)
+        conn = self._connection(connect_timeout)
+        with _failing(conn):
+            conn.sock.settimeout(timeout)
+            conn.sock.sendall(payload)
+            status, headers, keep = self._head(conn)
+        return Answer(self, conn, method, status, headers, keep, f"{self.origin}{self.prefix}{target}")
+
+    def _payload(self, method: str, target: str, body: bytes | None, accept: str) -> bytes:
         head = f"{method} {self.prefix}{target} HTTP/1.1\r\n{self._head_fields}"
         if accept:
             head += f"Accept: {accept}\r\n"
@@ -148,13 +170,7 @@ class Http1:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         elif method in ("POST", "PUT", "PATCH"):
             head += "Content-Length: 0\r\n"
-        payload = (head + "\r\n").encode("latin-1") + (body or b"")
-        conn = self._connection(connect_timeout)
-        with _failing(conn):
-            conn.sock.settimeout(timeout)
-            conn.sock.sendall(payload)
-            status, headers, keep = self._head(conn)
-        return Answer(self, conn, method, status, headers, keep, f"{self.origin}{self.prefix}{target}")
+        return (head + "\r\n").encode("latin-1") + (body or b"")
 
     def _keep(self, conn: _Connection) -> None:
         conn.idle_since = time.monotonic()
@@ -217,13 +233,26 @@ class Http1:
             status = int(rest[:3])
             if status >= 200:
                 break
-        headers = Headers()
+        found: dict[str, str] = {}
         for field in fields:
             name, _, value = field.partition(":")
             name, value = name.strip().lower(), value.strip()
-            headers[name] = f"{dict.get(headers, name)}, {value}" if name in headers else value
+            found[name] = f"{found[name]}, {value}" if name in found else value
+        headers = Headers(found)
         keep = version == "HTTP/1.1" and "close" not in dict.get(headers, "connection", "").lower()
         return status, headers, keep
+
+    def _whole_body(self, conn: _Connection, method: str, status: int, headers: Headers) -> tuple[bytes, bool]:
+        """The body read to its end, and whether the connection may carry another request."""
+        length = dict.get(headers, "content-length")
+        if length is not None and "transfer-encoding" not in headers and method != "HEAD" and status not in (204, 304):
+            return self._take(conn, int(length)), True
+        pieces, read = self._pieces(conn, method, status, headers), []
+        while True:
+            try:
+                read.append(next(pieces))
+            except StopIteration as end:
+                return b"".join(read), bool(end.value)
 
     def _pieces(self, conn: _Connection, method: str, status: int, headers: Headers):
         """The body's bytes as they come; returns True at its end when the connection may carry another."""
@@ -263,15 +292,18 @@ def _failing(conn: _Connection):
     """Socket failures as Broken (the connection closed): the request may have been received."""
     try:
         yield
-    except TimeoutError:
-        conn.close()
-        raise Broken(timed_out=True) from None
-    except Broken:
-        conn.close()
-        raise
-    except (OSError, ValueError) as exc:
-        conn.close()
-        raise Broken(timed_out=False, why=exc.__class__.__name__) from None
+    except (OSError, ValueError, Broken) as exc:
+        raise _broken(conn, exc) from None
+
+
+def _broken(conn: _Connection, exc: Exception) -> Broken:
+    """The connection closed, and the failure as Broken."""
+    conn.close()
+    if isinstance(exc, Broken):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return Broken(timed_out=True)
+    return Broken(timed_out=False, why=exc.__class__.__name__)
 
 
 class Answer:
