@@ -89,20 +89,22 @@ class Reply:
 
 
 class _Connection:
-    __slots__ = ("sock", "buffer", "idle_since")
+    __slots__ = ("sock", "buffer", "idle_since", "_probe")
 
     def __init__(self, sock):
         self.sock = sock
         self.buffer = b""
         self.idle_since = 0.0
+        self._probe = None
 
     def still_good(self, now: float) -> bool:
         """Idle not too long, and nothing to read (a readable idle socket was closed by the server)."""
         if now - self.idle_since > KEEPALIVE_SECONDS:
             return False
-        probe = _poll()
-        probe.register(self.sock.fileno(), 1)  # POLLIN
-        return not probe.poll(0)
+        if self._probe is None:
+            self._probe = _poll()
+            self._probe.register(self.sock.fileno(), 1)  # POLLIN
+        return not self._probe.poll(0)
 
     def close(self) -> None:
         try:
