@@ -1,4 +1,4 @@
-"""`python -m bench.start_cost`: the CPU of one whole run of 0 s, one run at a time, beside the seed and the stack's floor.
+"""`python -m bench.start_cost`: the CPU of a whole run of 0 s, one at a time, beside the seed and the stack's floor.
 
 Each subject serves `POST /api/openai/threads/{id}/runs` on its own port against the
 fake upstream (gunicorn + gevent, its own process); a run lasts 0 s upstream, so every
@@ -51,13 +51,14 @@ def _assistants_threads(fake_port: int, count: int) -> list[str]:
     return made
 
 
-def _backend_threads(port: int, tokens: list[str], count: int) -> list[str]:
+def _backend_threads(port: int, tokens: list[str], count: int, content: str = "hi [fake duration=0]") -> list[str]:
+    """Threads with one user message, made through the backend by its users in turn."""
     conn = http.client.HTTPConnection("127.0.0.1", port)
     made = []
     for i in range(count):
         token = tokens[i % len(tokens)]
         thread = post_json(conn, "/api/openai/threads", {}, token)["id"]
-        post_json(conn, f"/api/openai/threads/{thread}/messages", {"role": "user", "content": "hi [fake duration=0]"}, token)
+        post_json(conn, f"/api/openai/threads/{thread}/messages", {"role": "user", "content": content}, token)
         made.append(thread)
     conn.close()
     return made
@@ -95,8 +96,8 @@ def _measure(subject: str, fake_port: int, runs: int, rounds: int, work: Path, s
     count = runs * (rounds + 1)
     if subject == "seed":
         port = procs.free_port()
-        env = {"PATH": os.environ["PATH"], "OPENAI_API_KEY": "sk-bench", "PORT": str(port)}
-        env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{fake_port}/v1", ASSISTANT_CURATOR_ID="asst_bench", HOST="127.0.0.1")
+        env = {"PATH": os.environ["PATH"], "OPENAI_API_KEY": "sk-bench", "PORT": str(port), "HOST": "127.0.0.1"}
+        env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{fake_port}/v1", ASSISTANT_CURATOR_ID="asst_bench")
         child = Child(["node", "src/server.js"], work / "seed.log", env=env, cwd=seed_dir)
         try:
             wait_until(lambda: accepts(port), 30, "the seed to listen")
@@ -141,7 +142,8 @@ def main(argv=None) -> None:
         print("|---|---|---|")
         for subject in subjects:
             spent = _measure(subject, fake_port, args.runs, args.rounds, work, args.seed_dir)
-            print(f"| {subject} | {statistics.median(spent):.2f} | {', '.join(f'{s:.2f}' for s in spent)} |", flush=True)
+            rounds = ", ".join(f"{s:.2f}" for s in spent)
+            print(f"| {subject} | {statistics.median(spent):.2f} | {rounds} |", flush=True)
     finally:
         fake.stop()
 

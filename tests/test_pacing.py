@@ -26,13 +26,14 @@ def test_under_the_budget_every_look_keeps_its_time():
     assert budget.delay(0.5) == pytest.approx(0.5)
 
 
-def test_looks_due_within_a_tick_wake_together_at_its_end():
+def test_looks_due_near_a_tick_wake_together_on_it():
     clock = Clock(1000.0)
     budget = LookBudget(1000, clock)
-    assert [budget.delay(d) for d in (0.501, 0.505, 0.5099)] == pytest.approx([0.51] * 3)
-    assert budget.delay(0.51) == pytest.approx(0.51)  # on a tick: not moved
+    assert [budget.delay(d) for d in (0.5051, 0.508, 0.51, 0.5149)] == pytest.approx([0.51] * 4)
+    assert budget.delay(0.5049) == pytest.approx(0.50)  # the nearest tick: no drift later and later
     clock.now = 1000.0037
-    assert budget.delay(0.0) == pytest.approx(0.0063)  # a look wanted now waits for the next tick
+    assert budget.delay(0.0) == 0.0  # never a negative wait
+    assert budget.delay(0.002) == pytest.approx(0.0063)
 
 
 def test_over_the_budget_looks_stretch_evenly_and_keep_the_rate():

@@ -9,8 +9,8 @@ what that could not tell.
 degrades gracefully. Each waiting run asks for its next look `wanted` seconds from now.
 Time is cut into short windows, each with room for `per_second * WINDOW` looks; a look
 goes into the window it wants when there is room, else into the first later window
-that has some, spread evenly inside it; then to the next tick (10 ms), so that the
-looks due together wake the process together. Under the budget nothing moves; over it,
+that has some, spread evenly inside it; then to the nearest tick (10 ms), so that
+the looks due together wake the process together. Under the budget nothing moves; over it,
 every run's intervals stretch by about the same amount instead of the process
 saturating its CPU and every request queueing behind the looks. Thread- and
 greenlet-safe: the lock is held for a few dictionary operations only.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -145,9 +144,10 @@ def wait_for_run(
 
 
 WINDOW = 0.05  # seconds
-# Every look is moved to the next multiple of TICK on the monotonic clock, so that the looks due
-# within the same few milliseconds wake the process once rather than one by one: at 2,000 looks
-# a second, ~15% less CPU per look (docs/benchmarks.md), for at most TICK more lag.
+# Every look is moved to the nearest multiple of TICK on the monotonic clock, so that the looks due
+# within the same few milliseconds wake the process once rather than one by one (a third less CPU
+# per look at 3,000 waiting runs: docs/benchmarks.md). The nearest, not the next: moved later
+# each time, a run's looks would drift later and later behind its schedule (and its lag grow).
 TICK = 0.01  # seconds
 
 
@@ -163,7 +163,7 @@ class LookBudget:
 
     def delay(self, wanted: float) -> float:
         """Seconds to wait before the next look: `wanted`, or later when its window is full; then
-        to the next tick."""
+        to the nearest tick."""
         now = self.clock()
         first = int((now + wanted) / self.window)
         with self._lock:
@@ -175,7 +175,7 @@ class LookBudget:
             if len(self._booked) > 256:
                 self._forget_before(int(now / self.window))
         at = now + wanted if slot == first else (slot + taken / self.room) * self.window
-        return math.ceil(at / TICK - 1e-9) * TICK - now
+        return max(0.0, round(at / TICK) * TICK - now)
 
     def _forget_before(self, window: int) -> None:
         for old in [w for w in self._booked if w < window]:
