@@ -4,8 +4,9 @@ Every value comes from the environment (and `.env`), read with the parsers and
 defaults of app/environment.py (sized for a small machine, 2 cores). The start
 is refused, with one line naming the setting, when the worker class or a
 timeout would cut the backend's own waits, or when the offline upstream would
-be split between workers. In each worker (post_fork), gunicorn's own refusals of
-a malformed request are answered as JSON, and under gevent a connection's first
+be split between workers. In each worker (post_fork), gunicorn's settings are read
+once, its own refusals of a malformed request are answered as JSON, and under
+gevent a connection's first
 request head must arrive within HEADER_TIMEOUT_SECONDS; every gunicorn log line
 has its control characters escaped.
 """

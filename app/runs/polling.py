@@ -10,10 +10,10 @@ degrades gracefully. Each waiting run asks for its next look `wanted` seconds fr
 Time is cut into short windows, each with room for `per_second * WINDOW` looks; a look
 goes into the window it wants when there is room, else into the first later window
 that has some, spread evenly inside it; then to the nearest tick (10 ms), so that
-the looks due together wake the process together. Under the budget nothing moves; over it,
-every run's intervals stretch by about the same amount instead of the process
-saturating its CPU and every request queueing behind the looks. Thread- and
-greenlet-safe: the lock is held for a few dictionary operations only.
+the looks due together wake the process together. Under the budget a look keeps its
+time, to the tick; over it, every run's intervals stretch by about the same amount
+instead of the process saturating its CPU and every request queueing behind the
+looks. Thread- and greenlet-safe: the lock is held for a few dictionary operations only.
 """
 
 from __future__ import annotations
