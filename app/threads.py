@@ -11,7 +11,12 @@ from app.store.thread_records import ThreadPage
 
 def require_thread(services: Services, owner: str, thread_id: str) -> None:
     """404 unless the thread exists here and belongs to `owner`."""
-    if services.records.thread_owner(thread_id) != owner:
+    _owned(services.records.thread_owner(thread_id), owner, thread_id)
+
+
+def _owned(thread_owner: str | None, owner: str, thread_id: str) -> None:
+    """404 unless the thread's recorded owner (None: no such thread) is `owner`."""
+    if thread_owner != owner:
         raise not_found("thread", thread_id)
 
 
@@ -87,17 +92,17 @@ def add_message(
 
 def list_messages(services: Services, owner: str, thread_id: str, page: MessagePage) -> dict:
     engine = services.engine
-    if engine.full_message_lists or page.before is not None or page.run_id is not None:
+    if engine.full_message_lists:
         require_thread(services, owner, thread_id)
-        if engine.full_message_lists:
-            return engine.list_messages(thread_id, page)
+        return engine.list_messages(thread_id, page)
+    if page.before is not None or page.run_id is not None:
+        require_thread(services, owner, thread_id)
         return services.records.list_messages(thread_id, page)
     # The newest page (what a chat shows) is most likely the newest records: read with the owner's
     # check, they spare the completion a second read.
     newest = page.limit if page.order == "desc" and page.after is None else 0
     thread_owner, read = services.records.owner_and_newest_messages(thread_id, newest)
-    if thread_owner != owner:
-        raise not_found("thread", thread_id)
+    _owned(thread_owner, owner, thread_id)
     listed = engine.list_messages(thread_id, page)
     listed["data"] = services.records.complete_messages(thread_id, listed["data"], read)
     return listed

@@ -139,9 +139,7 @@ class Http1:
         payload = self._payload(method, target, body, "")
         conn = self._connection(connect_timeout)
         try:
-            conn.sock.settimeout(timeout)
-            conn.sock.sendall(payload)
-            status, headers, keep = self._head(conn)
+            status, headers, keep = self._send(conn, payload, timeout)
             content, reusable = self._whole_body(conn, method, status, headers)
         except (OSError, ValueError, Broken) as exc:
             raise _broken(conn, exc) from None
@@ -159,10 +157,14 @@ class Http1:
         payload = self._payload(method, target, body, accept)
         conn = self._connection(connect_timeout)
         with _failing(conn):
-            conn.sock.settimeout(timeout)
-            conn.sock.sendall(payload)
-            status, headers, keep = self._head(conn)
+            status, headers, keep = self._send(conn, payload, timeout)
         return Answer(self, conn, method, status, headers, keep, f"{self.origin}{self.prefix}{target}")
+
+    def _send(self, conn: _Connection, payload: bytes, timeout: float) -> tuple[int, Headers, bool]:
+        """Send the request, each read after it bounded by `timeout`; the answer's head."""
+        conn.sock.settimeout(timeout)
+        conn.sock.sendall(payload)
+        return self._head(conn)
 
     def _payload(self, method: str, target: str, body: bytes | None, accept: str) -> bytes:
         head = f"{method} {self.prefix}{target} HTTP/1.1\r\n{self._head_fields}"
