@@ -85,9 +85,17 @@ def run_ended() -> None:
     IN_FLIGHT.dec()
 
 
+# The labelled children kept: `labels` takes a lock and checks its arguments at every call.
+_runs_by_status: dict[str, Counter] = {}
+
+
 def run_finished(result) -> None:
     """Count a finished wait (a `waiting.WaitResult`): its status, time, polls and absorbed errors."""
-    RUNS.labels("timeout" if result.timed_out else result.run["status"]).inc()
+    status = "timeout" if result.timed_out else result.run["status"]
+    counter = _runs_by_status.get(status)
+    if counter is None:
+        counter = _runs_by_status[status] = RUNS.labels(status)
+    counter.inc()
     WAIT_SECONDS.observe(result.waited)
     POLLS.observe(result.polls)
     if result.transient_errors:
@@ -122,10 +130,11 @@ def tokens_used(assistant_type: str, model: str, tokens: dict[str, int]) -> None
     """Count the tokens of one recorded upstream run, by kind (`input_tokens` -> "input")."""
     for field, count in tokens.items():
         counter = _token_counters.get((assistant_type, model, field))
-        if counter is None:
+        if counter is None:  # made at the first run, so that every kind shows, a zero too
             counter = TOKENS.labels(assistant_type, model, field.removesuffix("_tokens"))
             _token_counters[(assistant_type, model, field)] = counter
-        counter.inc(count)
+        if count:  # each increment is a locked write to the worker's metrics file
+            counter.inc(count)
 
 
 def budget_refused(assistant_type: str, budget: str) -> None:

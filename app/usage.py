@@ -41,16 +41,26 @@ class Periods:
     month_resets_at: int
 
 
+# The last day worked out, by time zone: (its first second, its Periods). Every run's end asks.
+_known_days: dict[str, tuple[int, Periods]] = {}
+
+
 def periods(budgets: Budgets) -> Periods:
     """The day and month of now in the budgets' time zone."""
+    now = clock()
+    known = _known_days.get(budgets.timezone)
+    if known is not None and known[0] <= now < known[1].day_resets_at:
+        return known[1]
     zone = budgets.zone()
-    today = datetime.fromtimestamp(clock(), zone).date()
+    today = datetime.fromtimestamp(now, zone).date()
     next_month = date(today.year + today.month // 12, today.month % 12 + 1, 1)
 
     def start(of: date) -> int:
         return int(datetime.combine(of, day_start(0), zone).timestamp())
 
-    return Periods(today.isoformat(), today.isoformat()[:7], start(today + timedelta(days=1)), start(next_month))
+    found = Periods(today.isoformat(), today.isoformat()[:7], start(today + timedelta(days=1)), start(next_month))
+    _known_days[budgets.timezone] = (start(today), found)
+    return found
 
 
 def tokens_of(usage: dict | None) -> dict[str, int]:
