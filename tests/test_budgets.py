@@ -197,3 +197,18 @@ def test_days_follow_the_configured_time_zone(make_app, fake, clock):
     assert refused.json["reset_at"] == int(datetime(2026, 4, 1, 15, tzinfo=UTC).timestamp())
     clock.now += 61
     assert ran(api, "hello").status_code == 200
+
+
+def test_the_day_and_month_follow_the_clock_back_and_forth_in_each_time_zone(clock):
+    from app.budgets import Budgets
+
+    utc, tokyo = Budgets(), Budgets(timezone="Asia/Tokyo")
+    assert usage.periods(utc) == usage.Periods("2026-03-31", "2026-03", int(NEXT_DAY), int(NEXT_DAY))
+    assert usage.periods(tokyo).day == "2026-04-01"  # 08:59 there, the same instant
+    clock.now = NEXT_DAY + 1
+    assert usage.periods(utc) == usage.Periods("2026-04-01", "2026-04", int(NEXT_DAY + 86400), int(NEXT_MONTH))
+    clock.now = LAST_MINUTE  # back again: a day worked out before is not reused outside its hours
+    assert usage.periods(utc).day == "2026-03-31"
+    assert usage.periods(tokyo) == usage.Periods(
+        "2026-04-01", "2026-04", int(NEXT_DAY + 86400 - 9 * 3600), int(NEXT_MONTH - 9 * 3600)
+    )

@@ -225,3 +225,17 @@ def test_a_streamed_run_is_recorded_like_a_waited_one(make_app, fake, wait_strat
     upstream = reported(fake)
     assert len(upstream) == 1 and recorded(app) == upstream
     assert api.get("/usage").json["today"]["reasoning_tokens"] == 2
+
+
+def test_metrics_show_every_kind_of_token_after_a_run_those_it_did_not_use_at_zero(make_app):
+    # A model no other test uses: its series are new to this process. One word in: none of it cached.
+    app = make_app(ASSISTANT_CURATOR_MODEL="gpt-4o-mini-metrics")
+    api = Api(app.test_client(), TOKENS["alice"])
+    ran(api, api.new_thread(), "hi")
+    lines = app.test_client().get("/metrics").get_data(as_text=True).splitlines()
+    shown = {}
+    for line in lines:
+        if found := re.match(r'^backend_tokens_total\{.*kind="(\w+)",model="gpt-4o-mini-metrics"\} (\S+)$', line):
+            shown[found.group(1)] = float(found.group(2))
+    assert set(shown) == {"input", "cached", "output", "reasoning", "total"}
+    assert shown["cached"] == 0.0 < shown["input"]
