@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import procs
 from bench.fake import FakeControl
-from bench.start_cost import _backend_threads
+from bench.start_cost import backend_threads
 from harness.servers import start_gunicorn, tree
 
 
@@ -51,7 +51,7 @@ def measure(runs: int, duration: float, seconds: float, env: dict[str, str]) -> 
         procs.migrate(backend_env)
         child, port = start_gunicorn(work, backend_env, name="backend")
         tokens = list(procs.bench_tokens(50).values())
-        threads = _backend_threads(port, tokens, runs, f"hi [fake duration={duration}]")
+        threads = backend_threads(port, tokens, runs, f"hi [fake duration={duration}]")
         pids = tree(child.pid)
         waiting = []
         body = json.dumps({"assistant_type": "bench"}).encode()

@@ -1,6 +1,6 @@
 """`python -m bench.start_ab --against DIR`: a run's start, this tree's backend against another tree's, in turns.
 
-This machine's CPU per run drifts by 5-15% over minutes (other guests of the host), more
+This machine's CPU per run drifts by 5-25% over minutes (other guests of the host), more
 than most single changes move it; measured minutes apart, as bench.start_cost does, two
 trees' figures cannot tell such a change. Here both backends run at once (each the shipped
 gunicorn.conf.py of its own tree, on its own SQLite file, the same fake upstream, the same
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench import procs
-from bench.start_cost import _backend_threads, _one_run
+from bench.start_cost import backend_threads, one_run
 from harness.servers import start_gunicorn, tree
 
 
@@ -36,7 +36,7 @@ def _start(work: Path, fake_port: int, code: Path, name: str, count: int):
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
     child, port = start_gunicorn(work, env, command=command, cwd=code, name=name)
     tokens = list(procs.bench_tokens(50).values())
-    return child, port, tokens, _backend_threads(port, tokens, count)
+    return child, port, tokens, backend_threads(port, tokens, count)
 
 
 def _round(child, port: int, tokens: list[str], threads: list[str]) -> float:
@@ -44,7 +44,7 @@ def _round(child, port: int, tokens: list[str], threads: list[str]) -> float:
     pids = tree(child.pid)
     before = procs.cpu_seconds(pids)
     for i, thread in enumerate(threads):
-        _one_run(port, thread, {"assistant_type": "bench"}, tokens[i % len(tokens)])
+        one_run(port, thread, {"assistant_type": "bench"}, tokens[i % len(tokens)])
     return (procs.cpu_seconds(pids) - before) / len(threads) * 1000
 
 

@@ -51,7 +51,7 @@ def _assistants_threads(fake_port: int, count: int) -> list[str]:
     return made
 
 
-def _backend_threads(port: int, tokens: list[str], count: int, content: str = "hi [fake duration=0]") -> list[str]:
+def backend_threads(port: int, tokens: list[str], count: int, content: str = "hi [fake duration=0]") -> list[str]:
     """Threads with one user message, made through the backend by its users in turn."""
     conn = http.client.HTTPConnection("127.0.0.1", port)
     made = []
@@ -64,7 +64,7 @@ def _backend_threads(port: int, tokens: list[str], count: int, content: str = "h
     return made
 
 
-def _one_run(port: int, thread: str, body: dict, token: str | None) -> None:
+def one_run(port: int, thread: str, body: dict, token: str | None) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Content-Type": "application/json"}
     if token:
@@ -86,7 +86,7 @@ def _rounds(root: int, port: int, threads: list[str], rounds: int, body: dict, t
     for r in range(rounds + 1):
         before = procs.cpu_seconds(pids)
         for i in range(r * per_round, (r + 1) * per_round):
-            _one_run(port, threads[i], body, tokens[i % len(tokens)] if tokens else None)
+            one_run(port, threads[i], body, tokens[i % len(tokens)] if tokens else None)
         spent.append((procs.cpu_seconds(pids) - before) / per_round * 1000)
         time.sleep(0.3)
     return spent[1:]
@@ -111,7 +111,7 @@ def _measure(subject: str, fake_port: int, runs: int, rounds: int, work: Path, s
         procs.migrate(env)
         child, port = start_gunicorn(work, env, name=subject)
         tokens = list(procs.bench_tokens(50).values())
-        threads = _backend_threads(port, tokens, count)
+        threads = backend_threads(port, tokens, count)
     else:
         env["FLOOR_LEVEL"] = subject.removeprefix("floor-")
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "bench.floor_app:app"]
