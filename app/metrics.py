@@ -85,17 +85,20 @@ def run_ended() -> None:
     IN_FLIGHT.dec()
 
 
-# The labelled children kept: `labels` takes a lock and checks its arguments at every call.
-_runs_by_status: dict[str, Counter] = {}
+# Labelled children made once, by metric and labels: `labels` takes a lock and checks its arguments.
+_children: dict[tuple, Counter] = {}
+
+
+def _child(metric: Counter, *labels: str) -> Counter:
+    child = _children.get((metric, labels))
+    if child is None:
+        child = _children[(metric, labels)] = metric.labels(*labels)
+    return child
 
 
 def run_finished(result) -> None:
     """Count a finished wait (a `waiting.WaitResult`): its status, time, polls and absorbed errors."""
-    status = "timeout" if result.timed_out else result.run["status"]
-    counter = _runs_by_status.get(status)
-    if counter is None:
-        counter = _runs_by_status[status] = RUNS.labels(status)
-    counter.inc()
+    _child(RUNS, "timeout" if result.timed_out else result.run["status"]).inc()
     WAIT_SECONDS.observe(result.waited)
     POLLS.observe(result.polls)
     if result.transient_errors:
@@ -122,17 +125,10 @@ def not_ready(dependency: str) -> None:
     NOT_READY.labels(dependency).inc()
 
 
-# The token counters by (assistant type, model, usage field): `labels` takes a lock and checks its arguments.
-_token_counters: dict[tuple[str, str, str], Counter] = {}
-
-
 def tokens_used(assistant_type: str, model: str, tokens: dict[str, int]) -> None:
     """Count the tokens of one recorded upstream run, by kind (`input_tokens` -> "input")."""
     for field, count in tokens.items():
-        counter = _token_counters.get((assistant_type, model, field))
-        if counter is None:  # made at the first run, so that every kind shows, a zero too
-            counter = TOKENS.labels(assistant_type, model, field.removesuffix("_tokens"))
-            _token_counters[(assistant_type, model, field)] = counter
+        counter = _child(TOKENS, assistant_type, model, field.removesuffix("_tokens"))  # every kind shows, 0 too
         if count:  # each increment is a locked write to the worker's metrics file
             counter.inc(count)
 

@@ -19,24 +19,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench import procs
-from bench.start_cost import backend_threads, one_run
-from harness.servers import start_gunicorn, tree
-
-
-def _start(work: Path, fake_port: int, code: Path, name: str, count: int):
-    env = procs.backend_env(fake_port, f"sqlite:///{work / (name + '.db')}", {"WAIT_STRATEGY": "poll"}, {})
-    env["POLL_FIRST_MS"] = "1"
-    procs.migrate(env, code)
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
-    child, port = start_gunicorn(work, env, command=command, cwd=code, name=name)
-    tokens = list(procs.bench_tokens(50).values())
-    return child, port, tokens, backend_threads(port, tokens, count)
+from bench.start_cost import one_run, start_backend
+from harness.servers import tree
 
 
 def _round(child, port: int, tokens: list[str], threads: list[str]) -> float:
@@ -58,7 +47,7 @@ def _pass(args, first: str, count: int) -> dict[str, list[float]]:
     spent: dict[str, list[float]] = {"this": [], "other": []}
     try:
         for name in (first, "other" if first == "this" else "this"):
-            subjects[name] = _start(work, fake_port, codes[name], name, count)
+            subjects[name] = start_backend(work, fake_port, codes[name], name, count)
         for r in range(args.rounds + 1):
             order = ("this", "other") if r % 2 == 0 else ("other", "this")
             for name in order:

@@ -92,6 +92,24 @@ def _rounds(root: int, port: int, threads: list[str], rounds: int, body: dict, t
     return spent[1:]
 
 
+def _run_env(fake_port: int, work: Path, name: str) -> dict[str, str]:
+    """The backend's environment for 0 s runs looked at once, on its own SQLite file."""
+    env = procs.backend_env(fake_port, f"sqlite:///{work / (name + '.db')}", {"WAIT_STRATEGY": "poll"}, {})
+    env["POLL_FIRST_MS"] = "1"
+    return env
+
+
+def start_backend(work: Path, fake_port: int, code: Path, name: str, count: int):
+    """The backend of the tree `code` as shipped, and `count` threads made by its bench users:
+    (gunicorn's child, its port, the users' tokens, the threads)."""
+    env = _run_env(fake_port, work, name)
+    procs.migrate(env, code)
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+    child, port = start_gunicorn(work, env, command=command, cwd=code, name=name)
+    tokens = list(procs.bench_tokens(50).values())
+    return child, port, tokens, backend_threads(port, tokens, count)
+
+
 def _measure(subject: str, fake_port: int, runs: int, rounds: int, work: Path, seed_dir: Path | None) -> list[float]:
     count = runs * (rounds + 1)
     if subject == "seed":
@@ -105,14 +123,10 @@ def _measure(subject: str, fake_port: int, runs: int, rounds: int, work: Path, s
             return _rounds(child.pid, port, threads, rounds, {"assistant_type": "curator"}, [])
         finally:
             child.stop()
-    env = procs.backend_env(fake_port, f"sqlite:///{work / (subject + '.db')}", {"WAIT_STRATEGY": "poll"}, {})
-    env["POLL_FIRST_MS"] = "1"
     if subject == "backend":
-        procs.migrate(env)
-        child, port = start_gunicorn(work, env, name=subject)
-        tokens = list(procs.bench_tokens(50).values())
-        threads = backend_threads(port, tokens, count)
+        child, port, tokens, threads = start_backend(work, fake_port, procs.ROOT, subject, count)
     else:
+        env = _run_env(fake_port, work, subject)
         env["FLOOR_LEVEL"] = subject.removeprefix("floor-")
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "bench.floor_app:app"]
         child, port = start_gunicorn(work, env, command=command, name=subject)
